@@ -1,0 +1,80 @@
+//! Hook points of the forward pass. Every intervention (knockout, patching) and every recording
+//! is a [`Hooks`] implementation; the forward pass itself knows nothing about experiments.
+//!
+//! Sites, in forward order for block `l`:
+//! - `block_input(l)`: the residual stream entering block `l` (HF `hidden_states[l]`;
+//!   `l = 0` is the embedding output);
+//! - `attn_scores(l)`: pre-softmax scores `[batch, heads, query, key]`, causal mask applied;
+//! - `attn_probs(l)`: post-softmax attention probabilities, same shape;
+//! - `attn_out(l)`: what attention adds to the residual (after the output projection and its
+//!   bias, and after a post-attention norm where the model has one);
+//! - `mlp_act(l)`: the MLP hidden activations, input of the down projection;
+//! - `mlp_out(l)`: what the MLP adds to the residual (after a post-MLP norm if any);
+//! - `final_residual`: the residual stream after the last block, before the final norm
+//!   (HF applies the final norm to its last `hidden_states` entry; we do not).
+
+use burn_tensor::backend::Backend;
+use burn_tensor::Tensor;
+
+#[allow(unused_variables)]
+pub trait Hooks<B: Backend> {
+    fn block_input(&mut self, layer: usize, h: Tensor<B, 3>) -> Tensor<B, 3> {
+        h
+    }
+    fn attn_scores(&mut self, layer: usize, scores: Tensor<B, 4>) -> Tensor<B, 4> {
+        scores
+    }
+    fn attn_probs(&mut self, layer: usize, probs: Tensor<B, 4>) -> Tensor<B, 4> {
+        probs
+    }
+    fn attn_out(&mut self, layer: usize, out: Tensor<B, 3>) -> Tensor<B, 3> {
+        out
+    }
+    fn mlp_act(&mut self, layer: usize, act: Tensor<B, 3>) -> Tensor<B, 3> {
+        act
+    }
+    fn mlp_out(&mut self, layer: usize, out: Tensor<B, 3>) -> Tensor<B, 3> {
+        out
+    }
+    fn final_residual(&mut self, h: Tensor<B, 3>) -> Tensor<B, 3> {
+        h
+    }
+}
+
+/// No intervention, nothing recorded.
+pub struct NoHooks;
+
+impl<B: Backend> Hooks<B> for NoHooks {}
+
+/// Records every site at every position (for tests and small prompts).
+#[derive(Default)]
+pub struct RecordAll<B: Backend> {
+    /// `n_layers + 1` entries: block inputs, then the final residual.
+    pub residual: Vec<Tensor<B, 3>>,
+    pub attn_out: Vec<Tensor<B, 3>>,
+    pub mlp_out: Vec<Tensor<B, 3>>,
+    pub attn_probs: Vec<Tensor<B, 4>>,
+}
+
+impl<B: Backend> Hooks<B> for RecordAll<B> {
+    fn block_input(&mut self, _: usize, h: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.residual.push(h.clone());
+        h
+    }
+    fn attn_probs(&mut self, _: usize, p: Tensor<B, 4>) -> Tensor<B, 4> {
+        self.attn_probs.push(p.clone());
+        p
+    }
+    fn attn_out(&mut self, _: usize, o: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.attn_out.push(o.clone());
+        o
+    }
+    fn mlp_out(&mut self, _: usize, o: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.mlp_out.push(o.clone());
+        o
+    }
+    fn final_residual(&mut self, h: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.residual.push(h.clone());
+        h
+    }
+}

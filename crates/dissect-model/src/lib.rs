@@ -1,0 +1,20 @@
+//! `dissect-model`: a decoder-only transformer forward pass in burn that matches Hugging Face
+//! transformers, the weight sources it loads from, and the tokenizers.
+
+pub mod arch;
+pub mod backend;
+pub mod config;
+pub mod error;
+pub mod gguf;
+pub mod hooks;
+pub mod model;
+pub mod predict;
+pub mod quant;
+pub mod source;
+pub mod tokenizer;
+pub mod weights;
+
+pub use config::ModelConfig;
+pub use error::ModelError;
+pub use hooks::{Hooks, NoHooks, RecordAll};
+pub use model::Model;

@@ -1,0 +1,394 @@
+//! The transformer on a burn backend, and its forward pass with hook points.
+
+use burn_tensor::activation::{gelu, gelu_approximate, silu, softmax};
+use burn_tensor::backend::Backend;
+use burn_tensor::{Int, Tensor, TensorData};
+
+use crate::config::{Activation, ModelConfig, NormKind, Positions, RopeStyle};
+use crate::error::ModelError;
+use crate::hooks::Hooks;
+use crate::weights::{HostTensor, HostWeights};
+
+fn to_device<B: Backend, const D: usize>(t: HostTensor, device: &B::Device) -> Tensor<B, D> {
+    let shape: [usize; D] = t.shape.clone().try_into().expect("rank checked on load");
+    Tensor::from_data(TensorData::new(t.data, shape), device)
+}
+
+#[derive(Debug, Clone)]
+pub struct Linear<B: Backend> {
+    /// `[in, out]`
+    pub weight: Tensor<B, 2>,
+    pub bias: Option<Tensor<B, 1>>,
+}
+
+impl<B: Backend> Linear<B> {
+    fn load(w: &mut HostWeights, name: &str, d_in: usize, d_out: usize, device: &B::Device) -> Result<Self, ModelError> {
+        let weight = to_device(w.take(&format!("{name}.weight"), &[d_in, d_out])?, device);
+        let bias = w.take_opt(&format!("{name}.bias"), &[d_out])?.map(|b| to_device(b, device));
+        Ok(Linear { weight, bias })
+    }
+
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let [b, s, d_in] = x.dims();
+        let d_out = self.weight.dims()[1];
+        let y = x.reshape([b * s, d_in]).matmul(self.weight.clone());
+        let y = match &self.bias {
+            Some(bias) => y + bias.clone().unsqueeze::<2>(),
+            None => y,
+        };
+        y.reshape([b, s, d_out])
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Norm<B: Backend> {
+    pub kind: NormKind,
+    pub eps: f64,
+    pub weight: Tensor<B, 1>,
+    pub bias: Option<Tensor<B, 1>>,
+}
+
+impl<B: Backend> Norm<B> {
+    fn load(w: &mut HostWeights, name: &str, dim: usize, cfg: &ModelConfig, device: &B::Device) -> Result<Self, ModelError> {
+        let weight = to_device(w.take(&format!("{name}.weight"), &[dim])?, device);
+        let bias = w.take_opt(&format!("{name}.bias"), &[dim])?.map(|b| to_device(b, device));
+        Ok(Norm { kind: cfg.norm, eps: cfg.norm_eps, weight, bias })
+    }
+
+    fn load_opt(w: &mut HostWeights, name: &str, dim: usize, cfg: &ModelConfig, device: &B::Device) -> Result<Option<Self>, ModelError> {
+        if w.tensors.contains_key(&format!("{name}.weight")) {
+            Self::load(w, name, dim, cfg, device).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Normalizes over the last dimension.
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let y = match self.kind {
+            NormKind::RmsNorm => {
+                let ms = x.clone().square().mean_dim(D - 1);
+                x * (ms + self.eps).sqrt().recip()
+            }
+            NormKind::LayerNorm => {
+                let mean = x.clone().mean_dim(D - 1);
+                let centered = x - mean;
+                let var = centered.clone().square().mean_dim(D - 1);
+                centered / (var + self.eps).sqrt()
+            }
+        };
+        let y = y * self.weight.clone().unsqueeze::<D>();
+        match &self.bias {
+            Some(b) => y + b.clone().unsqueeze::<D>(),
+            None => y,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Block<B: Backend> {
+    pub attn_norm: Norm<B>,
+    pub q: Linear<B>,
+    pub k: Linear<B>,
+    pub v: Linear<B>,
+    pub o: Linear<B>,
+    pub q_norm: Option<Norm<B>>,
+    pub k_norm: Option<Norm<B>>,
+    pub post_attn_norm: Option<Norm<B>>,
+    /// Absent for parallel blocks, whose MLP reads `attn_norm`'s output.
+    pub mlp_norm: Option<Norm<B>>,
+    pub up: Linear<B>,
+    pub gate: Option<Linear<B>>,
+    pub down: Linear<B>,
+    pub post_mlp_norm: Option<Norm<B>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Model<B: Backend> {
+    pub config: ModelConfig,
+    /// `[vocab, hidden]`
+    pub embed: Tensor<B, 2>,
+    pub pos_embed: Option<Tensor<B, 2>>,
+    pub blocks: Vec<Block<B>>,
+    pub final_norm: Norm<B>,
+    /// Untied unembedding `[hidden, vocab]`; `None` means `embed` is used transposed.
+    pub lm_head: Option<Linear<B>>,
+    pub device: B::Device,
+}
+
+impl<B: Backend> Model<B> {
+    pub fn from_host(config: ModelConfig, mut w: HostWeights, device: &B::Device) -> Result<Self, ModelError> {
+        let c = &config;
+        let (d, hd) = (c.hidden, c.head_dim);
+        let embed = to_device(w.take("embed", &[c.vocab_size, d])?, device);
+        let pos_embed = match c.positions {
+            Positions::Learned { max_positions } => Some(to_device(w.take("pos_embed", &[max_positions, d])?, device)),
+            Positions::Rotary { .. } => None,
+        };
+        let mut blocks = Vec::with_capacity(c.n_layers);
+        for i in 0..c.n_layers {
+            let p = |s: &str| format!("blocks.{i}.{s}");
+            let gate = if c.gated_mlp { Some(Linear::load(&mut w, &p("gate"), d, c.intermediate, device)?) } else { None };
+            blocks.push(Block {
+                attn_norm: Norm::load(&mut w, &p("attn_norm"), d, c, device)?,
+                q: Linear::load(&mut w, &p("q"), d, c.n_heads * hd, device)?,
+                k: Linear::load(&mut w, &p("k"), d, c.n_kv_heads * hd, device)?,
+                v: Linear::load(&mut w, &p("v"), d, c.n_kv_heads * hd, device)?,
+                o: Linear::load(&mut w, &p("o"), c.n_heads * hd, d, device)?,
+                q_norm: Norm::load_opt(&mut w, &p("q_norm"), hd, c, device)?,
+                k_norm: Norm::load_opt(&mut w, &p("k_norm"), hd, c, device)?,
+                post_attn_norm: Norm::load_opt(&mut w, &p("post_attn_norm"), d, c, device)?,
+                mlp_norm: if c.parallel_block { None } else { Some(Norm::load(&mut w, &p("mlp_norm"), d, c, device)?) },
+                up: Linear::load(&mut w, &p("up"), d, c.intermediate, device)?,
+                gate,
+                down: Linear::load(&mut w, &p("down"), c.intermediate, d, device)?,
+                post_mlp_norm: Norm::load_opt(&mut w, &p("post_mlp_norm"), d, c, device)?,
+            });
+        }
+        let final_norm = Norm::load(&mut w, "final_norm", d, c, device)?;
+        let lm_head = if w.tensors.contains_key("lm_head.weight") {
+            Some(Linear::load(&mut w, "lm_head", d, c.vocab_size, device)?)
+        } else {
+            None
+        };
+        if let Some(name) = w.tensors.keys().next() {
+            // A weight we did not place is a mapping bug, not something to ignore.
+            return Err(ModelError::Config { origin: w.source.clone(), message: format!("unused weight `{name}`") });
+        }
+        Ok(Model { config, embed, pos_embed, blocks, final_norm, lm_head, device: device.clone() })
+    }
+
+    pub fn n_layers(&self) -> usize {
+        self.config.n_layers
+    }
+
+    /// Token ids `[batch, seq]` as a device tensor. Rows of unequal length must be padded on the
+    /// right: causal attention means padding never changes the real positions' values.
+    pub fn ids_tensor(&self, rows: &[Vec<u32>]) -> Result<Tensor<B, 2, Int>, ModelError> {
+        let s = rows.iter().map(Vec::len).max().unwrap_or(0);
+        if s == 0 {
+            return Err(ModelError::Input { message: "empty input".into() });
+        }
+        if s > self.config.context_length {
+            return Err(ModelError::Input {
+                message: format!("{s} tokens is longer than the model's context of {}", self.config.context_length),
+            });
+        }
+        let mut flat = Vec::with_capacity(rows.len() * s);
+        for r in rows {
+            for j in 0..s {
+                let id = r.get(j).copied().unwrap_or(0);
+                if id as usize >= self.config.vocab_size {
+                    return Err(ModelError::Input { message: format!("token id {id} is outside the vocabulary") });
+                }
+                flat.push(id as i64);
+            }
+        }
+        Ok(Tensor::from_data(TensorData::new(flat, [rows.len(), s]), &self.device))
+    }
+
+    /// Runs the blocks and returns the final residual stream `[batch, seq, hidden]`, before the
+    /// final norm. Every intervention and recording goes through `hooks`.
+    pub fn forward(&self, ids: Tensor<B, 2, Int>, hooks: &mut impl Hooks<B>) -> Tensor<B, 3> {
+        let [b, s] = ids.dims();
+        let d = self.config.hidden;
+        let mut h = self.embed.clone().select(0, ids.reshape([b * s])).reshape([b, s, d]);
+        if self.config.embed_scale != 1.0 {
+            // HF multiplies by the scale rounded to the weights' dtype (f32 here).
+            h = h * (self.config.embed_scale as f32);
+        }
+        if let Some(pe) = &self.pos_embed {
+            h = h + pe.clone().slice([0..s]).unsqueeze::<3>();
+        }
+        let masks = AttentionMasks::new(&self.config, s, &self.device);
+        for (l, block) in self.blocks.iter().enumerate() {
+            h = hooks.block_input(l, h);
+            h = self.block_forward(l, block, h, &masks, hooks);
+        }
+        hooks.final_residual(h)
+    }
+
+    fn block_forward(&self, l: usize, blk: &Block<B>, h: Tensor<B, 3>, masks: &AttentionMasks<B>, hooks: &mut impl Hooks<B>) -> Tensor<B, 3> {
+        let x = blk.attn_norm.forward(h.clone());
+        let mut a = self.attention(l, blk, x.clone(), masks, hooks);
+        if let Some(n) = &blk.post_attn_norm {
+            a = n.forward(a);
+        }
+        let a = hooks.attn_out(l, a);
+        if self.config.parallel_block {
+            let m = self.mlp(l, blk, x, hooks);
+            return h + a + m;
+        }
+        let h = h + a;
+        let x = blk.mlp_norm.as_ref().expect("sequential block has an MLP norm").forward(h.clone());
+        let m = self.mlp(l, blk, x, hooks);
+        h + m
+    }
+
+    fn mlp(&self, l: usize, blk: &Block<B>, x: Tensor<B, 3>, hooks: &mut impl Hooks<B>) -> Tensor<B, 3> {
+        let act = match &blk.gate {
+            Some(gate) => self.activate(gate.forward(x.clone())) * blk.up.forward(x),
+            None => self.activate(blk.up.forward(x)),
+        };
+        let act = hooks.mlp_act(l, act);
+        let mut m = blk.down.forward(act);
+        if let Some(n) = &blk.post_mlp_norm {
+            m = n.forward(m);
+        }
+        hooks.mlp_out(l, m)
+    }
+
+    fn activate(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        match self.config.activation {
+            Activation::GeluTanh => gelu_approximate(x),
+            Activation::Gelu => gelu(x),
+            Activation::Silu => silu(x),
+        }
+    }
+
+    fn attention(&self, l: usize, blk: &Block<B>, x: Tensor<B, 3>, masks: &AttentionMasks<B>, hooks: &mut impl Hooks<B>) -> Tensor<B, 3> {
+        let c = &self.config;
+        let [b, s, _] = x.dims();
+        let (nh, nkv, hd) = (c.n_heads, c.n_kv_heads, c.head_dim);
+        let heads = |t: Tensor<B, 3>, n: usize| t.reshape([b, s, n, hd]).swap_dims(1, 2);
+        let mut q = heads(blk.q.forward(x.clone()), nh);
+        let mut k = heads(blk.k.forward(x.clone()), nkv);
+        let v = heads(blk.v.forward(x), nkv);
+        if let Some(n) = &blk.q_norm {
+            q = n.forward(q);
+        }
+        if let Some(n) = &blk.k_norm {
+            k = n.forward(k);
+        }
+        if let Positions::Rotary { style, rotary_dim } = c.positions {
+            let layer = &c.layers[l];
+            let (cos, sin) = rope_tables::<B>(s, rotary_dim, layer.rope_base, layer.rope_scale, &self.device);
+            q = apply_rope(q, &cos, &sin, style, rotary_dim);
+            k = apply_rope(k, &cos, &sin, style, rotary_dim);
+        }
+        // Grouped-query attention without copying K/V: query heads that share a KV head are
+        // stacked along the sequence axis (HF's repeat_kv maps head i to KV head i / group).
+        let g = nh / nkv;
+        let qg = q.reshape([b, nkv, g * s, hd]);
+        let mut scores = qg.matmul(k.swap_dims(2, 3)).reshape([b, nh, s, s]) * (c.attention_scale as f32);
+        if let Some(cap) = c.attn_logit_softcap {
+            scores = (scores / (cap as f32)).tanh() * (cap as f32);
+        }
+        scores = scores + masks.for_layer(c, l).unsqueeze::<4>();
+        let scores = hooks.attn_scores(l, scores);
+        let probs = hooks.attn_probs(l, softmax(scores, 3));
+        let ctx = probs.reshape([b, nkv, g * s, s]).matmul(v).reshape([b, nh, s, hd]);
+        blk.o.forward(ctx.swap_dims(1, 2).reshape([b, s, nh * hd]))
+    }
+
+    /// Final norm, unembedding and softcap: logits `[batch, seq, vocab]` of a residual stream.
+    pub fn logits(&self, h: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.unembed(self.final_norm.forward(h))
+    }
+
+    /// The unembedding alone (`h · Eᵀ`, or the untied head with its bias), with the model's
+    /// final-logit softcap if it has one.
+    pub fn unembed(&self, h: Tensor<B, 3>) -> Tensor<B, 3> {
+        let [b, s, d] = h.dims();
+        let flat = h.reshape([b * s, d]);
+        let logits = match &self.lm_head {
+            Some(head) => head.forward(flat.reshape([b, s, d])),
+            None => flat.matmul(self.embed.clone().transpose()).reshape([b, s, self.config.vocab_size]),
+        };
+        match self.config.final_logit_softcap {
+            Some(cap) => (logits / (cap as f32)).tanh() * (cap as f32),
+            None => logits,
+        }
+    }
+}
+
+/// Additive masks `[seq, seq]` (0 or -inf): causal, and causal within a sliding window.
+struct AttentionMasks<B: Backend> {
+    causal: Tensor<B, 2>,
+    windowed: Vec<(usize, Tensor<B, 2>)>,
+}
+
+impl<B: Backend> AttentionMasks<B> {
+    fn new(c: &ModelConfig, s: usize, device: &B::Device) -> Self {
+        let build = |window: Option<usize>| {
+            let mut m = vec![0f32; s * s];
+            for i in 0..s {
+                for j in 0..s {
+                    let hidden = j > i || window.is_some_and(|w| i - j >= w);
+                    if hidden {
+                        m[i * s + j] = f32::NEG_INFINITY;
+                    }
+                }
+            }
+            Tensor::<B, 2>::from_data(TensorData::new(m, [s, s]), device)
+        };
+        let mut windows: Vec<usize> = c.layers.iter().filter_map(|l| l.sliding_window).filter(|&w| w < s).collect();
+        windows.sort_unstable();
+        windows.dedup();
+        AttentionMasks { causal: build(None), windowed: windows.into_iter().map(|w| (w, build(Some(w)))).collect() }
+    }
+
+    fn for_layer(&self, c: &ModelConfig, l: usize) -> Tensor<B, 2> {
+        match c.layers[l].sliding_window {
+            Some(w) => self.windowed.iter().find(|(ww, _)| *ww == w).map_or(&self.causal, |(_, m)| m).clone(),
+            None => self.causal.clone(),
+        }
+    }
+}
+
+/// cos/sin tables `[seq, rotary_dim]`, computed in f32 the way HF does (inv_freq, then
+/// position · inv_freq, then cos and sin), so angles round identically.
+fn rope_tables<B: Backend>(s: usize, rotary_dim: usize, base: f64, scale: f64, device: &B::Device) -> (Tensor<B, 2>, Tensor<B, 2>) {
+    let half = rotary_dim / 2;
+    let inv_freq: Vec<f32> = (0..half)
+        .map(|i| 1.0f32 / (base as f32).powf((2 * i) as f32 / rotary_dim as f32))
+        .collect();
+    let mut cos = Vec::with_capacity(s * rotary_dim);
+    let mut sin = Vec::with_capacity(s * rotary_dim);
+    for p in 0..s {
+        let pos = p as f32 / scale as f32;
+        let angles: Vec<f32> = inv_freq.iter().map(|f| pos * f).collect();
+        for _ in 0..2 {
+            cos.extend(angles.iter().map(|a| a.cos()));
+            sin.extend(angles.iter().map(|a| a.sin()));
+        }
+    }
+    (
+        Tensor::from_data(TensorData::new(cos, [s, rotary_dim]), device),
+        Tensor::from_data(TensorData::new(sin, [s, rotary_dim]), device),
+    )
+}
+
+fn apply_rope<B: Backend>(x: Tensor<B, 4>, cos: &Tensor<B, 2>, sin: &Tensor<B, 2>, style: RopeStyle, rotary_dim: usize) -> Tensor<B, 4> {
+    let [b, h, s, hd] = x.dims();
+    let (rot, pass) = if rotary_dim < hd {
+        (x.clone().narrow(3, 0, rotary_dim), Some(x.narrow(3, rotary_dim, hd - rotary_dim)))
+    } else {
+        (x, None)
+    };
+    let cos = cos.clone().unsqueeze::<4>();
+    let sin = sin.clone().unsqueeze::<4>();
+    let half = rotary_dim / 2;
+    let rotated = match style {
+        RopeStyle::Halves => {
+            let x1 = rot.clone().narrow(3, 0, half);
+            let x2 = rot.clone().narrow(3, half, half);
+            rot * cos + Tensor::cat(vec![x2.neg(), x1], 3) * sin
+        }
+        RopeStyle::Interleaved => {
+            // Pairs (2i, 2i+1) share angle i: the tables are laid out in halves, so regroup them.
+            let pairs = rot.clone().reshape([b, h, s, half, 2]);
+            let x1 = pairs.clone().narrow(4, 0, 1);
+            let x2 = pairs.narrow(4, 1, 1);
+            let rot_half = Tensor::cat(vec![x2.neg(), x1], 4).reshape([b, h, s, rotary_dim]);
+            let inter = |t: Tensor<B, 4>| {
+                t.narrow(3, 0, half).reshape([1, 1, s, half, 1]).repeat_dim(4, 2).reshape([1, 1, s, rotary_dim])
+            };
+            rot * inter(cos) + rot_half * inter(sin)
+        }
+    };
+    match pass {
+        Some(p) => Tensor::cat(vec![rotated, p], 3),
+        None => rotated,
+    }
+}

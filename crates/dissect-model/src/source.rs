@@ -1,0 +1,210 @@
+//! Where models come from: a named default, a `.gguf` file, a local Hugging Face directory, or
+//! `hf:<repo>[@revision]` through the hf-hub cache.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use burn_tensor::backend::Backend;
+use half::{bf16, f16};
+use serde::Serialize;
+
+use crate::arch;
+use crate::error::ModelError;
+use crate::gguf::GgufFile;
+use crate::model::Model;
+use crate::tokenizer::Tokenizer;
+use crate::weights::HostTensor;
+
+/// Models known by name, fetched by `cargo xtask fetch-model <name>`.
+pub const NAMED_MODELS: &[(&str, &str)] = &[("gemma3-270m", "gemma-3-270m-q4_k_m.gguf")];
+
+/// A parsed model specification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelSpec {
+    Named(String),
+    Gguf(PathBuf),
+    Dir(PathBuf),
+    Hub { repo: String, revision: Option<String> },
+}
+
+impl ModelSpec {
+    pub fn parse(spec: &str) -> Result<Self, ModelError> {
+        if let Some(rest) = spec.strip_prefix("hf:") {
+            let (repo, revision) = match rest.split_once('@') {
+                Some((r, v)) => (r, Some(v.to_string())),
+                None => (rest, None),
+            };
+            if repo.is_empty() {
+                return Err(not_found(spec, "empty repository name", "write hf:<owner>/<name>[@revision]"));
+            }
+            return Ok(ModelSpec::Hub { repo: repo.to_string(), revision });
+        }
+        if NAMED_MODELS.iter().any(|(n, _)| *n == spec) {
+            return Ok(ModelSpec::Named(spec.to_string()));
+        }
+        let path = PathBuf::from(spec);
+        if path.is_dir() {
+            return Ok(ModelSpec::Dir(path));
+        }
+        if path.extension().is_some_and(|e| e == "gguf") {
+            return Ok(ModelSpec::Gguf(path));
+        }
+        let names: Vec<&str> = NAMED_MODELS.iter().map(|(n, _)| *n).collect();
+        Err(not_found(
+            spec,
+            "not a named model, a .gguf file or a directory",
+            &format!("use one of {names:?}, a path to a .gguf file, a directory with config.json, or hf:<repo>"),
+        ))
+    }
+}
+
+fn not_found(spec: &str, message: &str, hint: &str) -> ModelError {
+    ModelError::ModelNotFound { spec: spec.into(), message: message.into(), hint: hint.into() }
+}
+
+/// `$DISSECT_HOME`, or `~/.cache/dissect`.
+pub fn dissect_home() -> PathBuf {
+    if let Some(h) = std::env::var_os("DISSECT_HOME") {
+        return PathBuf::from(h);
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    home.join(".cache").join("dissect")
+}
+
+/// Where a named model lives once fetched. `DISSECT_GEMMA_GGUF` overrides the default model's path.
+pub fn named_model_path(name: &str) -> Option<PathBuf> {
+    let file = NAMED_MODELS.iter().find(|(n, _)| *n == name)?.1;
+    if name == "gemma3-270m" {
+        if let Some(p) = std::env::var_os("DISSECT_GEMMA_GGUF") {
+            return Some(PathBuf::from(p));
+        }
+    }
+    Some(dissect_home().join("models").join(file))
+}
+
+/// What was loaded, for provenance.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelInfo {
+    /// The spec as the user wrote it.
+    pub spec: String,
+    pub architecture: String,
+    pub revision: Option<String>,
+    /// The weight files read.
+    pub files: Vec<PathBuf>,
+}
+
+/// A loaded model with its tokenizer.
+pub struct Loaded<B: Backend> {
+    pub model: Model<B>,
+    pub tokenizer: Tokenizer,
+    pub info: ModelInfo,
+}
+
+pub fn load<B: Backend>(spec: &str, device: &B::Device) -> Result<Loaded<B>, ModelError> {
+    match ModelSpec::parse(spec)? {
+        ModelSpec::Named(name) => {
+            let path = named_model_path(&name).expect("named model is registered");
+            if !path.exists() {
+                return Err(not_found(
+                    spec,
+                    &format!("{} does not exist", path.display()),
+                    &format!("run `cargo xtask fetch-model {name}` (or set DISSECT_GEMMA_GGUF to the file)"),
+                ));
+            }
+            load_gguf(spec, &path, device)
+        }
+        ModelSpec::Gguf(path) => load_gguf(spec, &path, device),
+        ModelSpec::Dir(dir) => load_dir(spec, &dir, None, device),
+        ModelSpec::Hub { repo, revision } => {
+            let dir = hub_snapshot(spec, &repo, revision.as_deref())?;
+            load_dir(spec, &dir, revision, device)
+        }
+    }
+}
+
+fn load_gguf<B: Backend>(spec: &str, path: &Path, device: &B::Device) -> Result<Loaded<B>, ModelError> {
+    if !path.exists() {
+        return Err(not_found(spec, &format!("{} does not exist", path.display()), "check the path"));
+    }
+    let g = GgufFile::open(path)?;
+    let tokenizer = Tokenizer::from_gguf(&g)?;
+    let (config, weights) = arch::from_gguf(&g)?;
+    let info = ModelInfo { spec: spec.into(), architecture: config.architecture.clone(), revision: None, files: vec![path.into()] };
+    let model = Model::from_host(config, weights, device)?;
+    Ok(Loaded { model, tokenizer, info })
+}
+
+fn load_dir<B: Backend>(spec: &str, dir: &Path, revision: Option<String>, device: &B::Device) -> Result<Loaded<B>, ModelError> {
+    let config_path = dir.join("config.json");
+    let text = std::fs::read_to_string(&config_path).map_err(|e| ModelError::io(&config_path, e))?;
+    let config: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| ModelError::Config { origin: config_path.display().to_string(), message: e.to_string() })?;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| ModelError::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(not_found(spec, &format!("no *.safetensors in {}", dir.display()), "the directory needs config.json, *.safetensors and tokenizer.json"));
+    }
+    let mut tensors = BTreeMap::new();
+    for f in &files {
+        read_safetensors(f, &mut tensors)?;
+    }
+    let tokenizer = Tokenizer::from_file(&dir.join("tokenizer.json"))?;
+    let (config, weights) = arch::from_hf(&dir.display().to_string(), &config, tensors)?;
+    let info = ModelInfo { spec: spec.into(), architecture: config.architecture.clone(), revision, files };
+    let model = Model::from_host(config, weights, device)?;
+    Ok(Loaded { model, tokenizer, info })
+}
+
+/// Reads every tensor of a safetensors file as f32.
+pub fn read_safetensors(path: &Path, out: &mut BTreeMap<String, HostTensor>) -> Result<(), ModelError> {
+    let bytes = std::fs::read(path).map_err(|e| ModelError::io(path, e))?;
+    let st_err = |m: String| ModelError::Safetensors { origin: path.display().to_string(), message: m };
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| st_err(e.to_string()))?;
+    for (name, view) in st.tensors() {
+        let raw = view.data();
+        let data: Vec<f32> = match view.dtype() {
+            safetensors::Dtype::F32 => raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+            safetensors::Dtype::F16 => raw.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+            safetensors::Dtype::BF16 => raw.chunks_exact(2).map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+            other => return Err(st_err(format!("tensor {name} has unsupported dtype {other:?}"))),
+        };
+        out.insert(name, HostTensor::new(data, view.shape().to_vec()));
+    }
+    Ok(())
+}
+
+/// A local snapshot of a hub repository: from the hf-hub cache, downloading only when
+/// `HF_HUB_OFFLINE` is not set (hf-hub itself ignores that variable).
+fn hub_snapshot(spec: &str, repo: &str, revision: Option<&str>) -> Result<PathBuf, ModelError> {
+    use hf_hub::{Repo, RepoType};
+    let rev = revision.unwrap_or("main").to_string();
+    let hub_repo = Repo::with_revision(repo.to_string(), RepoType::Model, rev);
+    let offline = std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| !v.is_empty() && v != "0");
+    let wanted = ["config.json", "tokenizer.json", "model.safetensors"];
+    let mut found = Vec::new();
+    if offline {
+        let cache = hf_hub::Cache::from_env().repo(hub_repo);
+        for f in wanted {
+            let p = cache.get(f).ok_or_else(|| {
+                not_found(spec, &format!("{f} is not in the hf-hub cache and HF_HUB_OFFLINE is set"), "download it once with network access, or unset HF_HUB_OFFLINE")
+            })?;
+            found.push(p);
+        }
+    } else {
+        let api = hf_hub::api::sync::ApiBuilder::from_env()
+            .build()
+            .map_err(|e| not_found(spec, &e.to_string(), "check network access to the Hugging Face hub"))?
+            .repo(hub_repo);
+        for f in wanted {
+            let p = api.get(f).map_err(|e| {
+                not_found(spec, &format!("{f}: {e}"), "check the repository name and network access; sharded checkpoints are not supported yet")
+            })?;
+            found.push(p);
+        }
+    }
+    Ok(found[0].parent().expect("a cached file has a directory").to_path_buf())
+}

@@ -1,0 +1,106 @@
+//! Development tasks for dissect: `cargo xtask <task>` (see `cargo xtask --help`).
+//!
+//! Logs go to stderr, data (e.g. a fetched path) to stdout. Errors end with `hint:` lines.
+
+mod cache;
+mod fetch_model;
+mod install;
+mod models;
+mod sha256;
+mod stamp;
+mod temp;
+mod wheel;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Development tasks for dissect")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Download a model into `$DISSECT_HOME/models` (default `~/.cache/dissect/models`),
+    /// verify its sha256, and print its path. A no-op when it is already there.
+    FetchModel {
+        /// The model: one of the rows in xtask/src/models.rs.
+        #[arg(default_value = models::DEFAULT)]
+        name: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let result = match Cli::parse().task {
+        Task::FetchModel { name } => fetch_model::run(&name).and_then(|path| {
+            writeln!(std::io::stdout(), "{}", path.display())?;
+            Ok(())
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprint!("{}", render_error(&err));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `error: outer: ...: root`, then every `hint:` line found anywhere in the chain,
+/// the root cause's first.
+fn render_error(err: &anyhow::Error) -> String {
+    let mut messages = Vec::new();
+    let mut hints = Vec::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        let mut message = Vec::new();
+        let mut cause_hints = Vec::new();
+        for line in text.lines() {
+            if line.starts_with("hint: ") {
+                cause_hints.push(line.to_owned())
+            } else {
+                message.push(line)
+            }
+        }
+        messages.push(message.join("\n"));
+        // The root cause's hints are the most specific: they go first.
+        hints.splice(0..0, cause_hints);
+    }
+    let mut out = format!("error: {}\n", messages.join(": "));
+    for hint in hints {
+        out.push_str(&hint);
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use anyhow::{anyhow, Context};
+
+    use super::*;
+
+    #[test]
+    fn hints_go_last() {
+        let err = Err::<(), _>(anyhow!("root cause\nhint: fix the root"))
+            .context("middle\nhint: or the middle")
+            .context("outer")
+            .unwrap_err();
+        assert_eq!(
+            render_error(&err),
+            "error: outer: middle: root cause\nhint: fix the root\nhint: or the middle\n"
+        );
+    }
+
+    #[test]
+    fn cli_parses() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let Task::FetchModel { name } = Cli::try_parse_from(["xtask", "fetch-model"]).unwrap().task;
+        assert_eq!(name, models::DEFAULT);
+    }
+}
