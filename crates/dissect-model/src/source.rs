@@ -142,11 +142,16 @@ fn load_dir<B: Backend>(spec: &str, dir: &Path, revision: Option<String>, device
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| ModelError::io(dir, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        // HF names weights `model.safetensors` or `model-0000i-of-0000n.safetensors`; other
+        // safetensors files in the directory (e.g. reference outputs) are not weights.
+        .filter(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            name.starts_with("model") && name.ends_with(".safetensors")
+        })
         .collect();
     files.sort();
     if files.is_empty() {
-        return Err(not_found(spec, &format!("no *.safetensors in {}", dir.display()), "the directory needs config.json, *.safetensors and tokenizer.json"));
+        return Err(not_found(spec, &format!("no model*.safetensors in {}", dir.display()), "the directory needs config.json, model*.safetensors and tokenizer.json"));
     }
     let mut tensors = BTreeMap::new();
     for f in &files {
