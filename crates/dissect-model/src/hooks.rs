@@ -4,6 +4,7 @@
 //! Sites, in forward order for block `l`:
 //! - `block_input(l)`: the residual stream entering block `l` (HF `hidden_states[l]`;
 //!   `l = 0` is the embedding output);
+//! - `attn_kv(l)`: keys (after rotary embedding) and values of the positions computed;
 //! - `attn_scores(l)`: pre-softmax scores `[batch, heads, query, key]`, causal mask applied;
 //! - `attn_probs(l)`: post-softmax attention probabilities, same shape;
 //! - `attn_out(l)`: what attention adds to the residual (after the output projection and its
@@ -16,12 +17,17 @@
 use burn_tensor::backend::Backend;
 use burn_tensor::Tensor;
 
+use crate::model::{AttnScoresInfo, KvCache};
+
 #[allow(unused_variables)]
 pub trait Hooks<B: Backend> {
     fn block_input(&mut self, layer: usize, h: Tensor<B, 3>) -> Tensor<B, 3> {
         h
     }
-    fn attn_scores(&mut self, layer: usize, scores: Tensor<B, 4>) -> Tensor<B, 4> {
+    /// Keys and values of the positions being computed `[batch, kv_heads, q, head_dim]`,
+    /// after rotary embedding and key norm (what a [`KvCache`](crate::model::KvCache) holds).
+    fn attn_kv(&mut self, layer: usize, k: &Tensor<B, 4>, v: &Tensor<B, 4>) {}
+    fn attn_scores(&mut self, layer: usize, scores: Tensor<B, 4>, info: &AttnScoresInfo<'_, B>) -> Tensor<B, 4> {
         scores
     }
     fn attn_probs(&mut self, layer: usize, probs: Tensor<B, 4>) -> Tensor<B, 4> {
@@ -76,5 +82,17 @@ impl<B: Backend> Hooks<B> for RecordAll<B> {
     fn final_residual(&mut self, h: Tensor<B, 3>) -> Tensor<B, 3> {
         self.residual.push(h.clone());
         h
+    }
+}
+
+/// Records each layer's keys and values: the prefix cache for [`Model::forward_suffix`](crate::Model::forward_suffix).
+#[derive(Default)]
+pub struct RecordKv<B: Backend> {
+    pub layers: Vec<KvCache<B>>,
+}
+
+impl<B: Backend> Hooks<B> for RecordKv<B> {
+    fn attn_kv(&mut self, _: usize, k: &Tensor<B, 4>, v: &Tensor<B, 4>) {
+        self.layers.push(KvCache { k: k.clone(), v: v.clone() });
     }
 }

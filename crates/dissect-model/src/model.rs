@@ -190,27 +190,38 @@ impl<B: Backend> Model<B> {
     /// Runs the blocks and returns the final residual stream `[batch, seq, hidden]`, before the
     /// final norm. Every intervention and recording goes through `hooks`.
     pub fn forward(&self, ids: Tensor<B, 2, Int>, hooks: &mut impl Hooks<B>) -> Tensor<B, 3> {
-        let [b, s] = ids.dims();
+        self.forward_suffix(ids, None, hooks)
+    }
+
+    /// Runs the tokens `ids` `[batch, q]` placed after a cached prefix: `prefix[l]` holds the
+    /// keys and values `[1 or batch, kv_heads, p, head_dim]` that layer `l` computed for positions
+    /// `0..p` on an earlier run. Causal attention means those never depend on later tokens, so
+    /// this gives exactly what a full forward computes at positions `p..p+q` — the basis of the
+    /// fast paths that recompute only the last token.
+    pub fn forward_suffix(&self, ids: Tensor<B, 2, Int>, prefix: Option<&[KvCache<B>]>, hooks: &mut impl Hooks<B>) -> Tensor<B, 3> {
+        let [b, q] = ids.dims();
         let d = self.config.hidden;
-        let mut h = self.embed.clone().select(0, ids.reshape([b * s])).reshape([b, s, d]);
+        let start = prefix.and_then(|p| p.first()).map_or(0, |kv| kv.k.dims()[2]);
+        let mut h = self.embed.clone().select(0, ids.reshape([b * q])).reshape([b, q, d]);
         if self.config.embed_scale != 1.0 {
             // HF multiplies by the scale rounded to the weights' dtype (f32 here).
             h = h * (self.config.embed_scale as f32);
         }
         if let Some(pe) = &self.pos_embed {
-            h = h + pe.clone().slice([0..s]).unsqueeze::<3>();
+            h = h + pe.clone().slice([start..start + q]).unsqueeze::<3>();
         }
-        let masks = AttentionMasks::new(&self.config, s, &self.device);
+        let ctx = AttnContext { start, masks: AttentionMasks::new(&self.config, start, q, &self.device) };
         for (l, block) in self.blocks.iter().enumerate() {
             h = hooks.block_input(l, h);
-            h = self.block_forward(l, block, h, &masks, hooks);
+            let kv = prefix.map(|p| &p[l]);
+            h = self.block_forward(l, block, h, &ctx, kv, hooks);
         }
         hooks.final_residual(h)
     }
 
-    fn block_forward(&self, l: usize, blk: &Block<B>, h: Tensor<B, 3>, masks: &AttentionMasks<B>, hooks: &mut impl Hooks<B>) -> Tensor<B, 3> {
+    fn block_forward(&self, l: usize, blk: &Block<B>, h: Tensor<B, 3>, ctx: &AttnContext<B>, kv: Option<&KvCache<B>>, hooks: &mut impl Hooks<B>) -> Tensor<B, 3> {
         let x = blk.attn_norm.forward(h.clone());
-        let mut a = self.attention(l, blk, x.clone(), masks, hooks);
+        let mut a = self.attention(l, blk, x.clone(), ctx, kv, hooks);
         if let Some(n) = &blk.post_attn_norm {
             a = n.forward(a);
         }
@@ -246,14 +257,14 @@ impl<B: Backend> Model<B> {
         }
     }
 
-    fn attention(&self, l: usize, blk: &Block<B>, x: Tensor<B, 3>, masks: &AttentionMasks<B>, hooks: &mut impl Hooks<B>) -> Tensor<B, 3> {
+    fn attention(&self, l: usize, blk: &Block<B>, x: Tensor<B, 3>, ctx: &AttnContext<B>, prefix: Option<&KvCache<B>>, hooks: &mut impl Hooks<B>) -> Tensor<B, 3> {
         let c = &self.config;
-        let [b, s, _] = x.dims();
+        let [b, q_len, _] = x.dims();
         let (nh, nkv, hd) = (c.n_heads, c.n_kv_heads, c.head_dim);
-        let heads = |t: Tensor<B, 3>, n: usize| t.reshape([b, s, n, hd]).swap_dims(1, 2);
+        let heads = |t: Tensor<B, 3>, n: usize| t.reshape([b, q_len, n, hd]).swap_dims(1, 2);
         let mut q = heads(blk.q.forward(x.clone()), nh);
         let mut k = heads(blk.k.forward(x.clone()), nkv);
-        let v = heads(blk.v.forward(x), nkv);
+        let mut v = heads(blk.v.forward(x), nkv);
         if let Some(n) = &blk.q_norm {
             q = n.forward(q);
         }
@@ -262,23 +273,31 @@ impl<B: Backend> Model<B> {
         }
         if let Positions::Rotary { style, rotary_dim } = c.positions {
             let layer = &c.layers[l];
-            let (cos, sin) = rope_tables::<B>(s, rotary_dim, layer.rope_base, layer.rope_scale, &self.device);
+            let (cos, sin) = rope_tables::<B>(ctx.start, q_len, rotary_dim, layer.rope_base, layer.rope_scale, &self.device);
             q = apply_rope(q, &cos, &sin, style, rotary_dim);
             k = apply_rope(k, &cos, &sin, style, rotary_dim);
         }
+        hooks.attn_kv(l, &k, &v);
+        if let Some(p) = prefix {
+            let [_, _, pl, _] = p.k.dims();
+            k = Tensor::cat(vec![p.k.clone().expand([b, nkv, pl, hd]), k], 2);
+            v = Tensor::cat(vec![p.v.clone().expand([b, nkv, pl, hd]), v], 2);
+        }
+        let k_len = k.dims()[2];
         // Grouped-query attention without copying K/V: query heads that share a KV head are
         // stacked along the sequence axis (HF's repeat_kv maps head i to KV head i / group).
         let g = nh / nkv;
-        let qg = q.reshape([b, nkv, g * s, hd]);
-        let mut scores = qg.matmul(k.swap_dims(2, 3)).reshape([b, nh, s, s]) * (c.attention_scale as f32);
+        let qg = q.reshape([b, nkv, g * q_len, hd]);
+        let mut scores = qg.matmul(k.swap_dims(2, 3)).reshape([b, nh, q_len, k_len]) * (c.attention_scale as f32);
         if let Some(cap) = c.attn_logit_softcap {
             scores = (scores / (cap as f32)).tanh() * (cap as f32);
         }
-        scores = scores + masks.for_layer(c, l).unsqueeze::<4>();
-        let scores = hooks.attn_scores(l, scores);
+        let mask = ctx.masks.for_layer(c, l);
+        scores = scores + mask.clone().unsqueeze::<4>();
+        let scores = hooks.attn_scores(l, scores, &AttnScoresInfo { mask: &mask, q_start: ctx.start });
         let probs = hooks.attn_probs(l, softmax(scores, 3));
-        let ctx = probs.reshape([b, nkv, g * s, s]).matmul(v).reshape([b, nh, s, hd]);
-        blk.o.forward(ctx.swap_dims(1, 2).reshape([b, s, nh * hd]))
+        let out = probs.reshape([b, nkv, g * q_len, k_len]).matmul(v).reshape([b, nh, q_len, hd]);
+        blk.o.forward(out.swap_dims(1, 2).reshape([b, q_len, nh * hd]))
     }
 
     /// Final norm, unembedding and softcap: logits `[batch, seq, vocab]` of a residual stream.
@@ -302,27 +321,50 @@ impl<B: Backend> Model<B> {
     }
 }
 
-/// Additive masks `[seq, seq]` (0 or -inf): causal, and causal within a sliding window.
+/// Keys and values one layer computed for a prefix, `[1 or batch, kv_heads, prefix_len, head_dim]`
+/// (after rotary embedding and key norm).
+#[derive(Debug, Clone)]
+pub struct KvCache<B: Backend> {
+    pub k: Tensor<B, 4>,
+    pub v: Tensor<B, 4>,
+}
+
+/// What `attn_scores` hooks get to know besides the scores.
+pub struct AttnScoresInfo<'a, B: Backend> {
+    /// The additive mask `[queries, keys]` (0 visible, -inf hidden) already in the scores.
+    pub mask: &'a Tensor<B, 2>,
+    /// Absolute position of the first query.
+    pub q_start: usize,
+}
+
+struct AttnContext<B: Backend> {
+    start: usize,
+    masks: AttentionMasks<B>,
+}
+
+/// Additive masks `[queries, keys]` (0 or -inf) for queries at `start..start+q` over keys
+/// `0..start+q`: causal, and causal within each sliding window the model uses.
 struct AttentionMasks<B: Backend> {
     causal: Tensor<B, 2>,
     windowed: Vec<(usize, Tensor<B, 2>)>,
 }
 
 impl<B: Backend> AttentionMasks<B> {
-    fn new(c: &ModelConfig, s: usize, device: &B::Device) -> Self {
+    fn new(c: &ModelConfig, start: usize, q: usize, device: &B::Device) -> Self {
+        let k = start + q;
         let build = |window: Option<usize>| {
-            let mut m = vec![0f32; s * s];
-            for i in 0..s {
-                for j in 0..s {
-                    let hidden = j > i || window.is_some_and(|w| i - j >= w);
-                    if hidden {
-                        m[i * s + j] = f32::NEG_INFINITY;
+            let mut m = vec![0f32; q * k];
+            for qi in 0..q {
+                let i = start + qi;
+                for j in 0..k {
+                    if j > i || window.is_some_and(|w| i - j >= w) {
+                        m[qi * k + j] = f32::NEG_INFINITY;
                     }
                 }
             }
-            Tensor::<B, 2>::from_data(TensorData::new(m, [s, s]), device)
+            Tensor::<B, 2>::from_data(TensorData::new(m, [q, k]), device)
         };
-        let mut windows: Vec<usize> = c.layers.iter().filter_map(|l| l.sliding_window).filter(|&w| w < s).collect();
+        let mut windows: Vec<usize> = c.layers.iter().filter_map(|l| l.sliding_window).filter(|&w| w < k).collect();
         windows.sort_unstable();
         windows.dedup();
         AttentionMasks { causal: build(None), windowed: windows.into_iter().map(|w| (w, build(Some(w)))).collect() }
@@ -336,16 +378,16 @@ impl<B: Backend> AttentionMasks<B> {
     }
 }
 
-/// cos/sin tables `[seq, rotary_dim]`, computed in f32 the way HF does (inv_freq, then
-/// position · inv_freq, then cos and sin), so angles round identically.
-fn rope_tables<B: Backend>(s: usize, rotary_dim: usize, base: f64, scale: f64, device: &B::Device) -> (Tensor<B, 2>, Tensor<B, 2>) {
+/// cos/sin tables `[q, rotary_dim]` for positions `start..start+q`, computed in f32 the way HF
+/// does (inv_freq, then position · inv_freq, then cos and sin), so angles round identically.
+fn rope_tables<B: Backend>(start: usize, s: usize, rotary_dim: usize, base: f64, scale: f64, device: &B::Device) -> (Tensor<B, 2>, Tensor<B, 2>) {
     let half = rotary_dim / 2;
     let inv_freq: Vec<f32> = (0..half)
         .map(|i| 1.0f32 / (base as f32).powf((2 * i) as f32 / rotary_dim as f32))
         .collect();
     let mut cos = Vec::with_capacity(s * rotary_dim);
     let mut sin = Vec::with_capacity(s * rotary_dim);
-    for p in 0..s {
+    for p in start..start + s {
         let pos = p as f32 / scale as f32;
         let angles: Vec<f32> = inv_freq.iter().map(|f| pos * f).collect();
         for _ in 0..2 {
