@@ -42,8 +42,14 @@ pub struct LayerAttention {
     /// Keys more than `window - 1` positions behind the query are invisible.
     pub sliding_window: Option<usize>,
     pub rope_base: f64,
-    /// Multiplies positions before the rotary angles are taken (linear rope scaling); 1 if none.
+    /// Divides positions before the rotary angles are taken (linear rope scaling); 1 if none.
     pub rope_scale: f64,
+    /// The rotary inverse frequencies (`rotary_dim / 2` of them) where a scaling scheme makes them
+    /// other than `1 / rope_base^(2i / rotary_dim)` (Llama 3 frequency bands, GGUF `rope_freqs`),
+    /// computed by the loader the way the reference does; `rope_base` and `rope_scale` are then
+    /// not used. Explicit values keep every scheme out of the forward pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope_inv_freq: Option<Vec<f32>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -273,7 +273,7 @@ impl<B: Backend> Model<B> {
         }
         if let Positions::Rotary { style, rotary_dim } = c.positions {
             let layer = &c.layers[l];
-            let (cos, sin) = rope_tables::<B>(ctx.start, q_len, rotary_dim, layer.rope_base, layer.rope_scale, &self.device);
+            let (cos, sin) = rope_tables::<B>(ctx.start, q_len, rotary_dim, layer.rope_base, layer.rope_scale, layer.rope_inv_freq.as_deref(), &self.device);
             q = apply_rope(q, &cos, &sin, style, rotary_dim);
             k = apply_rope(k, &cos, &sin, style, rotary_dim);
         }
@@ -380,11 +380,12 @@ impl<B: Backend> AttentionMasks<B> {
 
 /// cos/sin tables `[q, rotary_dim]` for positions `start..start+q`, computed in f32 the way HF
 /// does (inv_freq, then position · inv_freq, then cos and sin), so angles round identically.
-fn rope_tables<B: Backend>(start: usize, s: usize, rotary_dim: usize, base: f64, scale: f64, device: &B::Device) -> (Tensor<B, 2>, Tensor<B, 2>) {
+fn rope_tables<B: Backend>(start: usize, s: usize, rotary_dim: usize, base: f64, scale: f64, inv_freq: Option<&[f32]>, device: &B::Device) -> (Tensor<B, 2>, Tensor<B, 2>) {
     let half = rotary_dim / 2;
-    let inv_freq: Vec<f32> = (0..half)
-        .map(|i| 1.0f32 / (base as f32).powf((2 * i) as f32 / rotary_dim as f32))
-        .collect();
+    let inv_freq: Vec<f32> = match inv_freq {
+        Some(f) => f.to_vec(),
+        None => (0..half).map(|i| 1.0f32 / (base as f32).powf((2 * i) as f32 / rotary_dim as f32)).collect(),
+    };
     let mut cos = Vec::with_capacity(s * rotary_dim);
     let mut sin = Vec::with_capacity(s * rotary_dim);
     for p in start..start + s {

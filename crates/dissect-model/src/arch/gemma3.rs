@@ -44,8 +44,8 @@ fn config(s: Shape) -> ModelConfig {
         .windows
         .iter()
         .map(|w| match w {
-            Some(_) => LayerAttention { sliding_window: *w, rope_base: s.local_base, rope_scale: 1.0 },
-            None => LayerAttention { sliding_window: None, rope_base: s.global_base, rope_scale: s.global_scale },
+            Some(_) => LayerAttention { sliding_window: *w, rope_base: s.local_base, rope_scale: 1.0, rope_inv_freq: None },
+            None => LayerAttention { sliding_window: None, rope_base: s.global_base, rope_scale: s.global_scale, rope_inv_freq: None },
         })
         .collect();
     ModelConfig {

@@ -42,7 +42,7 @@ pub(super) fn from_hf(source: &str, json: &Json, tensors: BTreeMap<String, HostT
         gated_mlp: false,
         parallel_block: false,
         positions: Positions::Learned { max_positions },
-        layers: vec![LayerAttention { sliding_window: None, rope_base: 0.0, rope_scale: 1.0 }; n_layers],
+        layers: vec![LayerAttention { sliding_window: None, rope_base: 0.0, rope_scale: 1.0, rope_inv_freq: None }; n_layers],
         attention_scale: if json.get("scale_attn_weights").and_then(Json::as_bool) == Some(false) { 1.0 } else { 1.0 / (head_dim as f64).sqrt() },
         embed_scale: 1.0,
         final_logit_softcap: None,

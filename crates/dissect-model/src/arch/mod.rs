@@ -4,6 +4,8 @@
 
 mod gemma3;
 mod gpt2;
+mod gptj;
+mod llama;
 
 use std::collections::BTreeMap;
 
@@ -15,15 +17,16 @@ use crate::gguf::GgufFile;
 use crate::weights::{HostTensor, HostWeights};
 
 /// Architectures loadable from a Hugging Face directory (`config.json` `model_type`).
-const HF_SUPPORTED: &str = "gpt2, gemma3_text (gemma3)";
+const HF_SUPPORTED: &str = "gpt2, gptj, llama, mistral, qwen2, gemma3_text (gemma3)";
 /// Architectures loadable from GGUF (`general.architecture`).
-const GGUF_SUPPORTED: &str = "gemma3";
+const GGUF_SUPPORTED: &str = "gemma3, llama";
 
 /// Config and weights from a GGUF file.
 pub fn from_gguf(g: &GgufFile) -> Result<(ModelConfig, HostWeights), ModelError> {
     let arch = g.require("general.architecture")?.as_str().unwrap_or_default().to_string();
     match arch.as_str() {
         "gemma3" => gemma3::from_gguf(g),
+        "llama" => llama::from_gguf(g),
         _ => Err(ModelError::UnsupportedArchitecture {
             origin: g.path().display().to_string(),
             arch,
@@ -38,6 +41,8 @@ pub fn from_hf(source: &str, config: &Json, tensors: BTreeMap<String, HostTensor
     let model_type = config.get("model_type").and_then(Json::as_str).unwrap_or_default();
     match model_type {
         "gpt2" => gpt2::from_hf(source, config, tensors),
+        "gptj" => gptj::from_hf(source, config, tensors),
+        "llama" | "mistral" | "qwen2" => llama::from_hf(source, config, tensors),
         "gemma3_text" => gemma3::from_hf(source, config, tensors),
         "gemma3" => {
             let text = config.get("text_config").ok_or_else(|| ModelError::Config {

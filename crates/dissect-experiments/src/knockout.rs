@@ -1,0 +1,132 @@
+//! Attention knockout (the paper's Fig. 2): block the edges from the last position to a set of
+//! positions in a window of layers around each layer, and measure the change in the
+//! probability of the clean prediction.
+
+use std::ops::Range;
+
+use burn_tensor::backend::Backend;
+use dissect_model::intervene::{run_plans, BlockEdges, CleanRun, ExecPath, Plan, RecordSpec};
+use dissect_model::predict::top_k;
+use dissect_model::Model;
+use serde::{Deserialize, Serialize};
+
+use crate::{probs_of_residual, ExperimentError};
+
+/// The key positions whose edges from the last position are blocked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlockSet {
+    Subject,
+    /// Every earlier position that is not a subject token (BOS included): the notebook's set.
+    NonSubject,
+    Last,
+    /// The BOS position alone (models whose tokenizer prepends one).
+    Bos,
+    NonSubjectNoBos,
+}
+
+impl BlockSet {
+    /// The notebook's three sets.
+    pub const PAPER: [BlockSet; 3] = [BlockSet::Subject, BlockSet::NonSubject, BlockSet::Last];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BlockSet::Subject => "subject",
+            BlockSet::NonSubject => "non_subject",
+            BlockSet::Last => "last",
+            BlockSet::Bos => "bos",
+            BlockSet::NonSubjectNoBos => "non_subject_no_bos",
+        }
+    }
+
+    /// The positions of this set, or `None` when it does not apply (no BOS, empty set).
+    pub fn positions(self, len: usize, subject: &Range<usize>, has_bos: bool) -> Option<Vec<usize>> {
+        let last = len - 1;
+        let non_subject = (0..last).filter(|p| !subject.contains(p));
+        let v: Vec<usize> = match self {
+            BlockSet::Subject => subject.clone().collect(),
+            BlockSet::NonSubject => non_subject.collect(),
+            BlockSet::Last => vec![last],
+            BlockSet::Bos if has_bos => vec![0],
+            BlockSet::Bos => vec![],
+            BlockSet::NonSubjectNoBos => non_subject.filter(|&p| !(has_bos && p == 0)).collect(),
+        };
+        (!v.is_empty()).then_some(v)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KnockoutConfig {
+    /// Layers blocked around each centre layer ℓ: `[ℓ - window/2, ℓ + window - window/2)`,
+    /// clipped to the model (the notebook's k = 9 gives `[ℓ-4, ℓ+5)`).
+    pub window: usize,
+    pub sets: Vec<BlockSet>,
+    pub path: ExecPath,
+    /// Variants per forward pass.
+    pub batch: usize,
+}
+
+impl Default for KnockoutConfig {
+    fn default() -> Self {
+        KnockoutConfig { window: 9, sets: BlockSet::PAPER.to_vec(), path: ExecPath::Fast, batch: 64 }
+    }
+}
+
+pub fn window_layers(centre: usize, window: usize, n_layers: usize) -> Range<usize> {
+    let half = window / 2;
+    centre.saturating_sub(half)..(centre + window - half).min(n_layers)
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct KnockoutRow {
+    pub layer: usize,
+    pub block: BlockSet,
+    pub p_new: f32,
+    pub pct_change: f32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KnockoutResult {
+    pub target_id: u32,
+    pub p_base: f32,
+    pub layers: usize,
+    pub window: usize,
+    pub rows: Vec<KnockoutRow>,
+}
+
+/// The knockout sweep of one prompt. The target is the model's own top-1 on the clean run.
+pub fn knockout_sweep<B: Backend>(
+    model: &Model<B>,
+    ids: &[u32],
+    subject: Range<usize>,
+    cfg: &KnockoutConfig,
+) -> Result<KnockoutResult, ExperimentError> {
+    let s = ids.len();
+    let n_layers = model.n_layers();
+    let last = s - 1;
+    let has_bos = model.config.bos_token_id.is_some_and(|b| ids[0] == b);
+    let clean = CleanRun::new(model, ids)?;
+    let (h, _) = run_plans(model, &clean, &[Plan::default()], ExecPath::Full, RecordSpec::default())?;
+    let base = probs_of_residual(model, h).remove(0);
+    let target = top_k(&base, 1)[0];
+    let p_base = base[target];
+
+    let mut variants = Vec::new();
+    for layer in 0..n_layers {
+        for &set in &cfg.sets {
+            let Some(keys) = set.positions(s, &subject, has_bos) else { continue };
+            let edges = vec![BlockEdges { layers: window_layers(layer, cfg.window, n_layers), query: last, keys, heads: None }];
+            variants.push((layer, set, Plan { edges, ..Plan::default() }));
+        }
+    }
+    let mut rows = Vec::with_capacity(variants.len());
+    for chunk in variants.chunks(cfg.batch.max(1)) {
+        let plans: Vec<Plan> = chunk.iter().map(|(_, _, p)| p.clone()).collect();
+        let (h, _) = run_plans(model, &clean, &plans, cfg.path, RecordSpec::default())?;
+        for ((layer, set, _), probs) in chunk.iter().zip(probs_of_residual(model, h)) {
+            let p_new = probs[target];
+            rows.push(KnockoutRow { layer: *layer, block: *set, p_new, pct_change: 100.0 * (p_new - p_base) / p_base });
+        }
+    }
+    Ok(KnockoutResult { target_id: target as u32, p_base, layers: n_layers, window: cfg.window, rows })
+}

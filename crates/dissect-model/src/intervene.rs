@@ -1,0 +1,362 @@
+//! The intervention vocabulary every stage shares: block attention edges, knock out a sublayer,
+//! patch the residual stream, record sites — as a [`Plan`] per batch row, executed by the
+//! forward pass through [`PlanHooks`]. Positions are absolute token indices of the prompt.
+
+use std::ops::Range;
+
+use burn_tensor::backend::Backend;
+use burn_tensor::{Bool, Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use crate::hooks::{Hooks, RecordKv};
+use crate::model::{AttnScoresInfo, KvCache, Model};
+
+/// The score added to a blocked attention edge before the softmax (HF's own mask value,
+/// `torch.finfo(float32).min`): the edge gets exactly zero weight and the other keys renormalise.
+pub const BLOCKED: f32 = f32::MIN;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sublayer {
+    Attn,
+    Mlp,
+}
+
+/// What knocking out a sublayer means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum KnockoutMode {
+    /// The paper's notebook: MLP hidden activations set to 0 (the output becomes the down
+    /// projection's bias); attention rows fully masked, which leaves uniform attention over the
+    /// keys the causal (and sliding-window) mask allows.
+    #[default]
+    Notebook,
+    /// The paper's wording: the sublayer adds exactly nothing to the residual stream.
+    Zero,
+}
+
+/// Block the edges from `query` to `keys` at `layers`, in `heads` (all when `None`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BlockEdges {
+    pub layers: Range<usize>,
+    pub query: usize,
+    pub keys: Vec<usize>,
+    pub heads: Option<Vec<usize>>,
+}
+
+/// Knock out a sublayer at `layers`, at `positions` (all when `None`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Knockout {
+    pub sublayer: Sublayer,
+    pub layers: Range<usize>,
+    pub positions: Option<Vec<usize>>,
+    pub mode: KnockoutMode,
+}
+
+/// Replace the residual stream entering block `layer` at `position` with `value`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Patch {
+    pub layer: usize,
+    pub position: usize,
+    pub value: Vec<f32>,
+}
+
+/// Everything done to one batch row.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub edges: Vec<BlockEdges>,
+    pub knockouts: Vec<Knockout>,
+    pub patches: Vec<Patch>,
+}
+
+impl Plan {
+    pub fn is_clean(&self) -> bool {
+        self.edges.is_empty() && self.knockouts.is_empty() && self.patches.is_empty()
+    }
+
+    /// Whether every intervention only changes what position `pos` computes, so every earlier
+    /// position's keys and values equal the clean run's.
+    pub fn only_touches(&self, pos: usize) -> bool {
+        self.edges.iter().all(|e| e.query == pos)
+            && self.knockouts.iter().all(|k| k.positions.as_ref().is_some_and(|p| p.iter().all(|&x| x == pos)))
+            && self.patches.iter().all(|p| p.position == pos)
+    }
+
+    /// The first layer any intervention acts on.
+    pub fn first_layer(&self) -> Option<usize> {
+        let e = self.edges.iter().map(|e| e.layers.start);
+        let k = self.knockouts.iter().map(|k| k.layers.start);
+        let p = self.patches.iter().map(|p| p.layer);
+        e.chain(k).chain(p).min()
+    }
+}
+
+/// Which sites to record, at which positions (absolute, one list per row, equal lengths).
+#[derive(Debug, Clone, Default)]
+pub struct RecordSpec {
+    pub residual: bool,
+    pub attn_out: bool,
+    pub mlp_out: bool,
+    pub positions: Vec<Vec<usize>>,
+}
+
+/// Recorded sites, each `[batch, positions, hidden]`; `residual` has `n_layers + 1` entries
+/// (block inputs, then the final residual before the final norm).
+#[derive(Debug, Default)]
+pub struct Recorded<B: Backend> {
+    pub residual: Vec<Tensor<B, 3>>,
+    pub attn_out: Vec<Tensor<B, 3>>,
+    pub mlp_out: Vec<Tensor<B, 3>>,
+}
+
+/// Executes one [`Plan`] per batch row. Built for a forward over positions `q_start..q_start+q`
+/// of rows padded to a common length.
+pub struct PlanHooks<B: Backend> {
+    q_start: usize,
+    score_bias: Vec<Option<Tensor<B, 4>>>,
+    uniform_rows: Vec<Option<Tensor<B, 4, Bool>>>,
+    attn_keep: Vec<Option<Tensor<B, 3>>>,
+    mlp_act_keep: Vec<Option<Tensor<B, 3>>>,
+    mlp_keep: Vec<Option<Tensor<B, 3>>>,
+    patches: Vec<Vec<(usize, usize, Tensor<B, 1>)>>,
+    gather: Option<Tensor<B, 1, Int>>,
+    n_gather: usize,
+    spec: RecordSpec,
+    pub recorded: Recorded<B>,
+}
+
+impl<B: Backend> PlanHooks<B> {
+    /// `plans[i]` applies to row `i`; queries are positions `q_start..q_start + q`.
+    pub fn new(model: &Model<B>, plans: &[Plan], q_start: usize, q: usize, spec: RecordSpec) -> Self {
+        let c = &model.config;
+        let (b, nh, n_layers, dev) = (plans.len(), c.n_heads, c.n_layers, &model.device);
+        let k = q_start + q;
+        let in_q = |pos: usize| (q_start..q_start + q).contains(&pos).then(|| pos - q_start);
+
+        let mut score_bias = vec![None; n_layers];
+        let mut uniform_rows = vec![None; n_layers];
+        let mut attn_keep = vec![None; n_layers];
+        let mut mlp_act_keep = vec![None; n_layers];
+        let mut mlp_keep = vec![None; n_layers];
+        let mut patches: Vec<Vec<_>> = vec![Vec::new(); n_layers];
+        for l in 0..n_layers {
+            let mut bias = vec![0f32; b * nh * q * k];
+            let mut uniform = vec![false; b * nh * q * k];
+            let mut keep = [vec![1f32; b * q], vec![1f32; b * q], vec![1f32; b * q]];
+            let (mut any_bias, mut any_uniform, mut any_keep) = (false, false, [false; 3]);
+            for (row, plan) in plans.iter().enumerate() {
+                for e in plan.edges.iter().filter(|e| e.layers.contains(&l)) {
+                    let Some(qi) = in_q(e.query) else { continue };
+                    let heads: Vec<usize> = e.heads.clone().unwrap_or_else(|| (0..nh).collect());
+                    for h in heads {
+                        for &key in e.keys.iter().filter(|&&key| key < k) {
+                            bias[((row * nh + h) * q + qi) * k + key] = BLOCKED;
+                            any_bias = true;
+                        }
+                    }
+                }
+                for ko in plan.knockouts.iter().filter(|ko| ko.layers.contains(&l)) {
+                    let positions: Vec<usize> = match &ko.positions {
+                        Some(p) => p.iter().filter_map(|&p| in_q(p)).collect(),
+                        None => (0..q).collect(),
+                    };
+                    match (ko.sublayer, ko.mode) {
+                        (Sublayer::Attn, KnockoutMode::Notebook) => {
+                            for qi in positions {
+                                for h in 0..nh {
+                                    let at = ((row * nh + h) * q + qi) * k;
+                                    uniform[at..at + k].iter_mut().for_each(|u| *u = true);
+                                }
+                                any_uniform = true;
+                            }
+                        }
+                        (sub, mode) => {
+                            let slot = match (sub, mode) {
+                                (Sublayer::Attn, _) => 0,
+                                (Sublayer::Mlp, KnockoutMode::Notebook) => 1,
+                                (Sublayer::Mlp, KnockoutMode::Zero) => 2,
+                            };
+                            for qi in positions {
+                                keep[slot][row * q + qi] = 0.0;
+                                any_keep[slot] = true;
+                            }
+                        }
+                    }
+                }
+                for p in plan.patches.iter().filter(|p| p.layer == l) {
+                    if let Some(qi) = in_q(p.position) {
+                        let v = Tensor::<B, 1>::from_data(TensorData::new(p.value.clone(), [p.value.len()]), dev);
+                        patches[l].push((row, qi, v));
+                    }
+                }
+            }
+            if any_bias {
+                score_bias[l] = Some(Tensor::from_data(TensorData::new(bias, [b, nh, q, k]), dev));
+            }
+            if any_uniform {
+                uniform_rows[l] = Some(Tensor::from_data(TensorData::new(uniform, [b, nh, q, k]), dev));
+            }
+            let [a, ma, m] = keep;
+            let to_t = |v: Vec<f32>| Tensor::<B, 3>::from_data(TensorData::new(v, [b, q, 1]), dev);
+            attn_keep[l] = any_keep[0].then(|| to_t(a));
+            mlp_act_keep[l] = any_keep[1].then(|| to_t(ma));
+            mlp_keep[l] = any_keep[2].then(|| to_t(m));
+        }
+        let n_gather = spec.positions.first().map_or(0, Vec::len);
+        let gather = (!spec.positions.is_empty()).then(|| {
+            let idx: Vec<i64> = spec
+                .positions
+                .iter()
+                .enumerate()
+                .flat_map(|(row, ps)| {
+                    assert_eq!(ps.len(), n_gather, "every row records the same number of positions");
+                    ps.iter().map(move |&p| (row * q + in_q(p).expect("recorded position is computed in this pass")) as i64)
+                })
+                .collect();
+            Tensor::from_data(TensorData::new(idx, [b * n_gather]), dev)
+        });
+        PlanHooks { q_start, score_bias, uniform_rows, attn_keep, mlp_act_keep, mlp_keep, patches, gather, n_gather, spec, recorded: Recorded::default() }
+    }
+
+    fn take(&self, t: &Tensor<B, 3>) -> Option<Tensor<B, 3>> {
+        let idx = self.gather.as_ref()?;
+        let [b, q, d] = t.dims();
+        Some(t.clone().reshape([b * q, d]).select(0, idx.clone()).reshape([b, self.n_gather, d]))
+    }
+}
+
+impl<B: Backend> Hooks<B> for PlanHooks<B> {
+    fn block_input(&mut self, layer: usize, mut h: Tensor<B, 3>) -> Tensor<B, 3> {
+        for (row, qi, v) in &self.patches[layer] {
+            let d = v.dims()[0];
+            h = h.slice_assign([*row..row + 1, *qi..qi + 1, 0..d], v.clone().reshape([1, 1, d]));
+        }
+        if self.spec.residual {
+            if let Some(t) = self.take(&h) {
+                self.recorded.residual.push(t);
+            }
+        }
+        h
+    }
+
+    fn attn_scores(&mut self, layer: usize, scores: Tensor<B, 4>, info: &AttnScoresInfo<'_, B>) -> Tensor<B, 4> {
+        debug_assert_eq!(info.q_start, self.q_start);
+        let mut scores = scores;
+        if let Some(bias) = &self.score_bias[layer] {
+            scores = scores + bias.clone();
+        }
+        if let Some(rows) = &self.uniform_rows[layer] {
+            // Every score of the row equal: softmax gives uniform weight over visible keys.
+            let shape = scores.dims();
+            let mask = info.mask.clone().unsqueeze::<4>().expand(shape);
+            scores = scores.mask_where(rows.clone(), mask);
+        }
+        scores
+    }
+
+    fn attn_out(&mut self, layer: usize, out: Tensor<B, 3>) -> Tensor<B, 3> {
+        let out = match &self.attn_keep[layer] {
+            Some(keep) => out * keep.clone(),
+            None => out,
+        };
+        if self.spec.attn_out {
+            if let Some(t) = self.take(&out) {
+                self.recorded.attn_out.push(t);
+            }
+        }
+        out
+    }
+
+    fn mlp_act(&mut self, layer: usize, act: Tensor<B, 3>) -> Tensor<B, 3> {
+        match &self.mlp_act_keep[layer] {
+            Some(keep) => act * keep.clone(),
+            None => act,
+        }
+    }
+
+    fn mlp_out(&mut self, layer: usize, out: Tensor<B, 3>) -> Tensor<B, 3> {
+        let out = match &self.mlp_keep[layer] {
+            Some(keep) => out * keep.clone(),
+            None => out,
+        };
+        if self.spec.mlp_out {
+            if let Some(t) = self.take(&out) {
+                self.recorded.mlp_out.push(t);
+            }
+        }
+        out
+    }
+
+    fn final_residual(&mut self, h: Tensor<B, 3>) -> Tensor<B, 3> {
+        if self.spec.residual {
+            if let Some(t) = self.take(&h) {
+                self.recorded.residual.push(t);
+            }
+        }
+        h
+    }
+}
+
+/// How plans over one prompt are executed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecPath {
+    /// Reuse the clean run's keys/values and recompute only the last position, when every plan
+    /// only touches the last position (exact in arithmetic; falls back to `Full` otherwise).
+    #[default]
+    Fast,
+    /// Recompute every position for every plan.
+    Full,
+}
+
+/// A prompt's clean run, kept for the fast path.
+pub struct CleanRun<B: Backend> {
+    pub ids: Vec<u32>,
+    /// Keys/values of positions `0..len-1` at every layer.
+    pub prefix: Vec<KvCache<B>>,
+}
+
+impl<B: Backend> CleanRun<B> {
+    pub fn new(model: &Model<B>, ids: &[u32]) -> Result<Self, crate::ModelError> {
+        let s = ids.len();
+        let mut kv = RecordKv::default();
+        if s > 1 {
+            model.forward(model.ids_tensor(&[ids[..s - 1].to_vec()])?, &mut kv);
+        } else {
+            return Err(crate::ModelError::Input { message: "a prompt needs at least two tokens".into() });
+        }
+        Ok(CleanRun { ids: ids.to_vec(), prefix: kv.layers })
+    }
+}
+
+/// Runs `plans` over one prompt, one batch row each. Returns the final residual (before the
+/// final norm) at the last position `[plans, hidden]` and what `record` asked for. With
+/// `ExecPath::Fast` and plans that only touch the last position, only the last position is
+/// recomputed (recording is then limited to the last position).
+pub fn run_plans<B: Backend>(
+    model: &Model<B>,
+    clean: &CleanRun<B>,
+    plans: &[Plan],
+    path: ExecPath,
+    record: RecordSpec,
+) -> Result<(Tensor<B, 2>, Recorded<B>), crate::ModelError> {
+    let s = clean.ids.len();
+    let last = s - 1;
+    let fast = path == ExecPath::Fast
+        && plans.iter().all(|p| p.only_touches(last))
+        && record.positions.iter().flatten().all(|&p| p == last);
+    let d = model.config.hidden;
+    let n = plans.len();
+    let (h, recorded) = if fast {
+        let ids = model.ids_tensor(&vec![vec![clean.ids[last]]; n])?;
+        let mut hooks = PlanHooks::new(model, plans, last, 1, record);
+        let h = model.forward_suffix(ids, Some(&clean.prefix), &mut hooks);
+        (h.reshape([n, d]), hooks.recorded)
+    } else {
+        let ids = model.ids_tensor(&vec![clean.ids.clone(); n])?;
+        let mut hooks = PlanHooks::new(model, plans, 0, s, record);
+        let h = model.forward(ids, &mut hooks);
+        (h.slice([0..n, last..s]).reshape([n, d]), hooks.recorded)
+    };
+    Ok((h, recorded))
+}
