@@ -9,6 +9,7 @@ mod models;
 mod sha256;
 mod stamp;
 mod temp;
+mod test;
 mod wheel;
 
 use std::io::Write;
@@ -32,6 +33,12 @@ enum Task {
         #[arg(default_value = models::DEFAULT)]
         name: String,
     },
+    /// The test suite: fetches the default model if needed, then `cargo test --workspace`
+    /// (extra arguments are passed to cargo test).
+    Test {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -40,6 +47,7 @@ fn main() -> ExitCode {
             writeln!(std::io::stdout(), "{}", path.display())?;
             Ok(())
         }),
+        Task::Test { args } => test::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -100,7 +108,9 @@ mod tests {
     fn cli_parses() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
-        let Task::FetchModel { name } = Cli::try_parse_from(["xtask", "fetch-model"]).unwrap().task;
+        let Task::FetchModel { name } = Cli::try_parse_from(["xtask", "fetch-model"]).unwrap().task else {
+            panic!("fetch-model parses as FetchModel");
+        };
         assert_eq!(name, models::DEFAULT);
     }
 }

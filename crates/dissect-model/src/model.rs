@@ -219,6 +219,25 @@ impl<B: Backend> Model<B> {
         hooks.final_residual(h)
     }
 
+    /// Runs blocks `layers` on a residual stream `h` `[batch, seq, hidden]` (positions `0..seq`)
+    /// that enters block `layers.start`, and returns the stream leaving block `layers.end - 1`.
+    /// Earlier blocks are not run: callers pass the clean run's `hidden_states[layers.start]`
+    /// when everything before that layer is unchanged. `final_residual` is called only when the
+    /// range reaches the last block.
+    pub fn run_blocks(&self, mut h: Tensor<B, 3>, layers: std::ops::Range<usize>, hooks: &mut impl Hooks<B>) -> Tensor<B, 3> {
+        let q = h.dims()[1];
+        let ctx = AttnContext { start: 0, masks: AttentionMasks::new(&self.config, 0, q, &self.device) };
+        let end = layers.end;
+        for l in layers {
+            h = hooks.block_input(l, h);
+            h = self.block_forward(l, &self.blocks[l], h, &ctx, None, hooks);
+        }
+        if end == self.n_layers() {
+            h = hooks.final_residual(h);
+        }
+        h
+    }
+
     fn block_forward(&self, l: usize, blk: &Block<B>, h: Tensor<B, 3>, ctx: &AttnContext<B>, kv: Option<&KvCache<B>>, hooks: &mut impl Hooks<B>) -> Tensor<B, 3> {
         let x = blk.attn_norm.forward(h.clone());
         let mut a = self.attention(l, blk, x.clone(), ctx, kv, hooks);

@@ -1,0 +1,24 @@
+//! `cargo xtask test`: what CI runs. The tests that use the real model fail (never skip) when
+//! it is missing, so the model is fetched first.
+
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use crate::{fetch_model, models};
+
+pub fn run(extra: &[String]) -> Result<()> {
+    let model = fetch_model::run(models::DEFAULT)?;
+    eprintln!("model: {}", model.display());
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["test", "--workspace"])
+        .args(extra)
+        .env("DISSECT_GEMMA_GGUF", &model)
+        .status()
+        .context("running cargo test")?;
+    if !status.success() {
+        bail!("cargo test --workspace failed ({status})");
+    }
+    Ok(())
+}
