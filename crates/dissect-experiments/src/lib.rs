@@ -1,7 +1,15 @@
 //! `dissect-experiments`: the paper's measurements on one prompt at a time, built from the
 //! intervention vocabulary of `dissect_model::intervene`.
 
+pub mod enrichment;
+pub mod extraction;
 pub mod knockout;
+pub mod patching;
+pub mod ranks;
+pub mod stage;
+pub mod sublayer;
+pub mod table;
+pub mod vocab;
 
 use burn_tensor::activation::softmax;
 use burn_tensor::backend::Backend;
@@ -23,4 +31,16 @@ pub fn probs_of_residual<B: Backend>(model: &Model<B>, h: Tensor<B, 2>) -> Vec<V
     let p = softmax(model.logits(h.reshape([1, n, d])), 2);
     let flat = p.into_data().into_vec::<f32>().expect("f32 backend");
     flat.chunks(v).map(<[f32]>::to_vec).collect()
+}
+
+/// The clean residual stream entering every block and after the last, at every position:
+/// `n_layers + 1` tensors `[seq, hidden]`.
+pub fn clean_hidden<B: Backend>(model: &Model<B>, ids: &[u32]) -> Result<Vec<Tensor<B, 2>>, ExperimentError> {
+    use dissect_model::intervene::{Plan, PlanHooks, RecordSpec};
+    let s = ids.len();
+    let spec = RecordSpec { residual: true, positions: vec![(0..s).collect()], ..RecordSpec::default() };
+    let mut hooks = PlanHooks::new(model, &[Plan::default()], 0, s, spec);
+    model.forward(model.ids_tensor(&[ids.to_vec()])?, &mut hooks);
+    let d = model.config.hidden;
+    Ok(hooks.recorded.residual.into_iter().map(|t| t.reshape([s, d])).collect())
 }

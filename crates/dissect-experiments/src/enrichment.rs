@@ -1,0 +1,133 @@
+//! Subject enrichment (the paper's §4): the "attributes rate" of a hidden state — the share of
+//! its top projected tokens that occur in text about the subject.
+
+use std::collections::HashSet;
+
+use burn_tensor::backend::Backend;
+use burn_tensor::Tensor;
+use dissect_data::{PositionKind, TokenPositions};
+use dissect_model::predict::top_k;
+use dissect_model::project::Projection;
+use dissect_model::tokenizer::Tokenizer;
+use dissect_model::Model;
+use serde::{Deserialize, Serialize};
+
+use crate::vocab::logits_rows;
+use crate::ExperimentError;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AttributesConfig {
+    /// Tokens taken from the projection before filtering.
+    pub top: usize,
+    /// Tokens kept after filtering.
+    pub keep: usize,
+    /// Tokens whose stripped text is this short or shorter are dropped.
+    pub min_len_exclusive: usize,
+}
+
+impl Default for AttributesConfig {
+    fn default() -> Self {
+        AttributesConfig { top: 500, keep: 50, min_len_exclusive: 2 }
+    }
+}
+
+/// The subject's paragraph tokens: every token of every paragraph, decoded on its own,
+/// deduplicated, without stopwords (case-sensitive, as in the notebook) and short tokens.
+pub fn paragraph_tokens(
+    tokenizer: &Tokenizer,
+    bos: Option<u32>,
+    paragraphs: &[String],
+    stopwords: &HashSet<String>,
+    cfg: &AttributesConfig,
+) -> Result<HashSet<String>, ExperimentError> {
+    let mut out = HashSet::new();
+    for p in paragraphs {
+        let enc = tokenizer.encode(p)?;
+        for &id in enc.ids.iter().filter(|&&id| Some(id) != bos) {
+            let t = tokenizer.decode_token(id);
+            let stripped = t.trim();
+            if stripped.chars().count() > cfg.min_len_exclusive && !stopwords.contains(stripped) {
+                out.insert(t);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The projection's top tokens after the notebook's filter: top `cfg.top`, minus tokens whose
+/// stripped lowercase text is a stopword or whose stripped text is short, first `cfg.keep`.
+pub fn top_tokens(logits: &[f32], tokenizer: &Tokenizer, stopwords: &HashSet<String>, cfg: &AttributesConfig) -> Vec<String> {
+    top_k(logits, cfg.top)
+        .into_iter()
+        .map(|id| tokenizer.decode_token(id as u32))
+        .filter(|t| {
+            let s = t.trim();
+            s.chars().count() > cfg.min_len_exclusive && !stopwords.contains(&s.to_lowercase())
+        })
+        .take(cfg.keep)
+        .collect()
+}
+
+/// `100 · |top ∩ paragraph| / |top|` on exact token strings (leading space included).
+pub fn attributes_rate(top: &[String], paragraph: &HashSet<String>) -> f32 {
+    if top.is_empty() {
+        return 0.0;
+    }
+    let hits = top.iter().filter(|t| paragraph.contains(*t)).count();
+    100.0 * hits as f32 / top.len() as f32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_counts_exact_strings() {
+        let para: HashSet<String> = [" Paris", " France"].iter().map(|s| s.to_string()).collect();
+        let top: Vec<String> = [" Paris", "Paris", " Lyon", " France"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(attributes_rate(&top, &para), 50.0);
+        assert_eq!(attributes_rate(&[], &para), 0.0);
+    }
+}
+
+/// One attributes-rate measurement.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnrichmentRow {
+    /// Index into `hidden_states` (0 = embeddings).
+    pub layer: usize,
+    pub position: PositionKind,
+    pub rate: f32,
+}
+
+/// Attributes rate of `hidden[l]` at every position kind of the prompt, every layer, and of
+/// the mean of the subject tokens' input embeddings (returned separately).
+pub fn enrichment<B: Backend>(
+    model: &Model<B>,
+    tokenizer: &Tokenizer,
+    hidden: &[Tensor<B, 2>],
+    ids: &[u32],
+    positions: &TokenPositions,
+    paragraph: &HashSet<String>,
+    stopwords: &HashSet<String>,
+    cfg: &AttributesConfig,
+    projection: Projection,
+) -> (Vec<EnrichmentRow>, f32) {
+    let kinds: Vec<(PositionKind, usize)> = positions.iter().collect();
+    let d = model.config.hidden;
+    let mut vectors = Vec::new();
+    let mut labels = Vec::new();
+    for (layer, h) in hidden.iter().enumerate() {
+        for &(kind, p) in &kinds {
+            vectors.push(h.clone().slice([p..p + 1]));
+            labels.push((layer, kind));
+        }
+    }
+    let subject: Vec<i64> = positions.subject.positions().map(|p| ids[p] as i64).collect();
+    let n_subject = subject.len();
+    let idx = Tensor::from_data(burn_tensor::TensorData::new(subject, [n_subject]), &model.device);
+    vectors.push(model.embed.clone().select(0, idx).mean_dim(0).reshape([1, d]));
+    let rows = logits_rows(model, Tensor::cat(vectors, 0), projection);
+    let rate = |logits: &[f32]| attributes_rate(&top_tokens(logits, tokenizer, stopwords, cfg), paragraph);
+    let out = labels.into_iter().zip(&rows).map(|((layer, position), r)| EnrichmentRow { layer, position, rate: rate(r) }).collect();
+    (out, rate(rows.last().expect("baseline row")))
+}

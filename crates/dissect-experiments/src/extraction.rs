@@ -1,0 +1,86 @@
+//! Attribute extraction (the paper's §5): does the MHSA or MLP output at the last position,
+//! projected to the vocabulary, have the target as its top-1 token — in the clean run, and when
+//! the last position's edges to the subject (or non-subject) positions are blocked in that
+//! same layer.
+
+use std::ops::Range;
+
+use burn_tensor::backend::Backend;
+use burn_tensor::Tensor;
+use dissect_model::intervene::{run_plans, BlockEdges, CleanRun, ExecPath, Plan, RecordSpec, Sublayer};
+use dissect_model::project::Projection;
+use dissect_model::Model;
+use serde::{Deserialize, Serialize};
+
+use crate::knockout::BlockSet;
+use crate::vocab::{logits_rows, rank_and_top1};
+use crate::ExperimentError;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExtractionConfig {
+    pub projection: Projection,
+    /// Sets whose edges from the last position are blocked at the layer read ("none" is always run).
+    pub blocked: Vec<BlockSet>,
+    pub path: ExecPath,
+}
+
+impl Default for ExtractionConfig {
+    fn default() -> Self {
+        ExtractionConfig { projection: Projection::Notebook, blocked: vec![BlockSet::Subject, BlockSet::NonSubject], path: ExecPath::Fast }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExtractionRow {
+    pub layer: usize,
+    pub sublayer: Sublayer,
+    /// `None`: clean run; else the set whose edges from the last position were blocked at `layer`.
+    pub blocked: Option<BlockSet>,
+    /// 0-based rank of the target in the projection.
+    pub target_rank: usize,
+    pub top1: u32,
+    pub extracted: bool,
+}
+
+pub fn extraction<B: Backend>(
+    model: &Model<B>,
+    clean: &CleanRun<B>,
+    subject: &Range<usize>,
+    target: u32,
+    cfg: &ExtractionConfig,
+) -> Result<Vec<ExtractionRow>, ExperimentError> {
+    let s = clean.ids.len();
+    let last = s - 1;
+    let n_layers = model.n_layers();
+    let has_bos = model.config.bos_token_id.is_some_and(|b| clean.ids[0] == b);
+    let mut rows = Vec::new();
+    let mut push = |vectors: Tensor<B, 2>, sublayers: &[(usize, Sublayer)], blocked: Option<BlockSet>| {
+        let ranks = rank_and_top1(&logits_rows(model, vectors, cfg.projection), target as usize);
+        for (&(layer, sublayer), (target_rank, top1)) in sublayers.iter().zip(ranks) {
+            rows.push(ExtractionRow { layer, sublayer, blocked, target_rank, top1, extracted: target_rank == 0 });
+        }
+    };
+
+    let spec = |n: usize, mlp: bool| RecordSpec { attn_out: true, mlp_out: mlp, positions: vec![vec![last]; n], ..RecordSpec::default() };
+    let (_, rec) = run_plans(model, clean, &[Plan::default()], cfg.path, spec(1, true))?;
+    let attn = Tensor::cat(rec.attn_out, 1).reshape([n_layers, model.config.hidden]);
+    let mlp = Tensor::cat(rec.mlp_out, 1).reshape([n_layers, model.config.hidden]);
+    let labels: Vec<(usize, Sublayer)> =
+        (0..n_layers).map(|l| (l, Sublayer::Attn)).chain((0..n_layers).map(|l| (l, Sublayer::Mlp))).collect();
+    push(Tensor::cat(vec![attn, mlp], 0), &labels, None);
+
+    for &set in &cfg.blocked {
+        let Some(keys) = set.positions(s, subject, has_bos) else { continue };
+        // Row l blocks only at layer l, whose MHSA output it reads.
+        let plans: Vec<Plan> = (0..n_layers)
+            .map(|l| Plan { edges: vec![BlockEdges { layers: l..l + 1, query: last, keys: keys.clone(), heads: None }], ..Plan::default() })
+            .collect();
+        let (_, rec) = run_plans(model, clean, &plans, cfg.path, spec(n_layers, false))?;
+        let d = model.config.hidden;
+        let own: Vec<Tensor<B, 2>> =
+            rec.attn_out.into_iter().enumerate().map(|(l, t)| t.slice([l..l + 1]).reshape([1, d])).collect();
+        let labels: Vec<(usize, Sublayer)> = (0..n_layers).map(|l| (l, Sublayer::Attn)).collect();
+        push(Tensor::cat(own, 0), &labels, Some(set));
+    }
+    Ok(rows)
+}

@@ -1,0 +1,41 @@
+//! Rank comparison (the paper's §5.1 analysis): per layer, the target's rank in the projection of
+//! the last subject token's hidden state, beside its rank in the MHSA output at the last
+//! position.
+
+use burn_tensor::backend::Backend;
+use burn_tensor::Tensor;
+use dissect_model::intervene::Sublayer;
+use dissect_model::project::Projection;
+use dissect_model::Model;
+use serde::{Deserialize, Serialize};
+
+use crate::extraction::ExtractionRow;
+use crate::vocab::{logits_rows, rank_and_top1};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RankRow {
+    pub layer: usize,
+    /// Rank in the projection of `hidden_states[layer]` at the last subject token.
+    pub subject_last_rank: usize,
+    /// Rank in the MHSA output of block `layer` at the last position.
+    pub attn_last_rank: usize,
+}
+
+pub fn ranks<B: Backend>(
+    model: &Model<B>,
+    hidden: &[Tensor<B, 2>],
+    subject_last: usize,
+    target: u32,
+    extraction: &[ExtractionRow],
+    projection: Projection,
+) -> Vec<RankRow> {
+    let n_layers = model.n_layers();
+    let vectors: Vec<Tensor<B, 2>> = hidden[..n_layers].iter().map(|h| h.clone().slice([subject_last..subject_last + 1])).collect();
+    let subject = rank_and_top1(&logits_rows(model, Tensor::cat(vectors, 0), projection), target as usize);
+    (0..n_layers)
+        .filter_map(|layer| {
+            let attn = extraction.iter().find(|r| r.layer == layer && r.sublayer == Sublayer::Attn && r.blocked.is_none())?;
+            Some(RankRow { layer, subject_last_rank: subject[layer].0, attn_last_rank: attn.target_rank })
+        })
+        .collect()
+}

@@ -1,0 +1,312 @@
+//! The experiments stage: every requested experiment on every kept record, one table per
+//! experiment with one row per measurement (not only means), so aggregation and users can
+//! slice them. A record that fails is reported in `skipped` and the others go on.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+
+use arrow_schema::DataType;
+use burn_tensor::backend::Backend;
+use dissect_data::filtered::KeptRecord;
+use dissect_data::parquet_io::write_parquet_atomic;
+use dissect_data::{PositionKind, ShardSpec};
+use dissect_model::intervene::{CleanRun, KnockoutMode, Sublayer};
+use dissect_model::project::Projection;
+use dissect_model::tokenizer::Tokenizer;
+use dissect_model::Model;
+use serde::{Deserialize, Serialize};
+
+use crate::enrichment::{enrichment, paragraph_tokens, AttributesConfig};
+use crate::extraction::{extraction, ExtractionConfig};
+use crate::knockout::{knockout_sweep, BlockSet, KnockoutConfig};
+use crate::patching::{patching, PatchingConfig};
+use crate::ranks::ranks;
+use crate::sublayer::{sublayer_knockout, SublayerConfig};
+use crate::table::{Cell, Table};
+use crate::{clean_hidden, ExperimentError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Experiment {
+    Knockout,
+    Extraction,
+    Patching,
+    Enrichment,
+    SublayerKnockout,
+    Ranks,
+}
+
+impl Experiment {
+    pub const ALL: [Experiment; 6] = [
+        Experiment::Knockout,
+        Experiment::Extraction,
+        Experiment::Patching,
+        Experiment::Enrichment,
+        Experiment::SublayerKnockout,
+        Experiment::Ranks,
+    ];
+
+    /// The table (directory) name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Experiment::Knockout => "knockout",
+            Experiment::Extraction => "extraction",
+            Experiment::Patching => "patching",
+            Experiment::Enrichment => "enrichment",
+            Experiment::SublayerKnockout => "sublayer_knockout",
+            Experiment::Ranks => "ranks",
+        }
+    }
+}
+
+impl std::str::FromStr for Experiment {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let norm = s.replace('_', "-");
+        Experiment::ALL
+            .into_iter()
+            .find(|e| e.name().replace('_', "-") == norm)
+            .ok_or_else(|| format!("unknown experiment `{s}`\nhint: one of knockout, extraction, patching, enrichment, sublayer-knockout, ranks"))
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExperimentsConfig {
+    pub experiments: Vec<Experiment>,
+    /// Projection used by extraction, patching, enrichment and ranks.
+    pub projection: Projection,
+    pub knockout: KnockoutConfig,
+    pub extraction: ExtractionConfig,
+    pub patching: PatchingConfig,
+    pub attributes: AttributesConfig,
+    pub sublayer: SublayerConfig,
+}
+
+impl Default for ExperimentsConfig {
+    fn default() -> Self {
+        ExperimentsConfig {
+            experiments: Experiment::ALL.to_vec(),
+            projection: Projection::Notebook,
+            knockout: KnockoutConfig::default(),
+            extraction: ExtractionConfig::default(),
+            patching: PatchingConfig::default(),
+            attributes: AttributesConfig::default(),
+            sublayer: SublayerConfig::default(),
+        }
+    }
+}
+
+/// What the stage reads besides the model.
+pub struct Inputs<'a> {
+    pub records: &'a [KeptRecord],
+    /// Subject → its Wikipedia paragraphs.
+    pub paragraphs: &'a BTreeMap<String, Vec<String>>,
+    pub stopwords: &'a HashSet<String>,
+}
+
+/// The stage's tables, by name, plus `skipped` (record, experiment, reason).
+pub struct Tables {
+    pub tables: BTreeMap<&'static str, (Table, Vec<DataType>)>,
+}
+
+fn schema(e: Experiment) -> (Vec<&'static str>, Vec<DataType>) {
+    use DataType::*;
+    let (names, types): (Vec<&'static str>, Vec<DataType>) = match e {
+        Experiment::Knockout => vec![("id", UInt64), ("layer", UInt32), ("block", Utf8), ("window", UInt32), ("target_id", UInt32), ("p_base", Float32), ("p_new", Float32), ("pct_change", Float32)],
+        Experiment::Extraction => vec![("id", UInt64), ("layer", UInt32), ("sublayer", Utf8), ("blocked", Utf8), ("target_rank", UInt32), ("top1", UInt32), ("extracted", Boolean)],
+        Experiment::Patching => vec![("id", UInt64), ("layer", UInt32), ("source_layer", UInt32), ("positions", Utf8), ("target_rank", UInt32), ("extracted", Boolean)],
+        Experiment::Enrichment => vec![("id", UInt64), ("subject", Utf8), ("layer", UInt32), ("position", Utf8), ("rate", Float32)],
+        Experiment::SublayerKnockout => vec![("id", UInt64), ("start_layer", UInt32), ("end_layer", UInt32), ("sublayer", Utf8), ("mode", Utf8), ("read_layer", UInt32), ("rate", Float32)],
+        Experiment::Ranks => vec![("id", UInt64), ("layer", UInt32), ("subject_last_rank", UInt32), ("attn_last_rank", UInt32)],
+    }
+    .into_iter()
+    .unzip();
+    (names, types)
+}
+
+fn sublayer_name(s: Sublayer) -> &'static str {
+    match s {
+        Sublayer::Attn => "attn",
+        Sublayer::Mlp => "mlp",
+    }
+}
+
+fn mode_name(m: KnockoutMode) -> &'static str {
+    match m {
+        KnockoutMode::Notebook => "notebook",
+        KnockoutMode::Zero => "zero",
+    }
+}
+
+/// Runs the stage. `progress` is called after each record with (done, total).
+pub fn run<B: Backend>(
+    model: &Model<B>,
+    tokenizer: &Tokenizer,
+    inputs: &Inputs<'_>,
+    cfg: &ExperimentsConfig,
+    mut progress: impl FnMut(usize, usize),
+) -> Tables {
+    let mut tables: BTreeMap<&'static str, (Table, Vec<DataType>)> = BTreeMap::new();
+    for &e in &cfg.experiments {
+        let (names, types) = schema(e);
+        tables.insert(e.name(), (Table::new(&names), types));
+    }
+    use DataType::*;
+    let mut skipped = Table::new(&["id", "experiment", "reason"]);
+    let mut baseline = Table::new(&["id", "subject", "rate"]);
+    for (i, rec) in inputs.records.iter().enumerate() {
+        for (exp, result) in run_record(model, tokenizer, inputs, cfg, rec) {
+            match result {
+                Ok(Output::Rows(t)) => tables.get_mut(exp.name()).expect("requested").0.extend(t),
+                Ok(Output::Enrichment(t, base)) => {
+                    tables.get_mut(exp.name()).expect("requested").0.extend(t);
+                    baseline.push(vec![rec.id.into(), rec.subject.as_str().into(), base.into()]);
+                }
+                Err(e) => skipped.push(vec![rec.id.into(), exp.name().into(), e.to_string().into()]),
+            }
+        }
+        progress(i + 1, inputs.records.len());
+    }
+    if cfg.experiments.contains(&Experiment::Enrichment) {
+        tables.insert("enrichment_baseline", (baseline, vec![UInt64, Utf8, Float32]));
+    }
+    tables.insert("skipped", (skipped, vec![UInt64, Utf8, Utf8]));
+    Tables { tables }
+}
+
+enum Output {
+    Rows(Table),
+    Enrichment(Table, f32),
+}
+
+fn run_record<B: Backend>(
+    model: &Model<B>,
+    tokenizer: &Tokenizer,
+    inputs: &Inputs<'_>,
+    cfg: &ExperimentsConfig,
+    rec: &KeptRecord,
+) -> Vec<(Experiment, Result<Output, ExperimentError>)> {
+    let fail = |message: String| ExperimentError::Record { id: rec.id.to_string(), message };
+    let prepared = (|| {
+        let ids = tokenizer.encode(&rec.prompt)?.ids;
+        if ids.len() != rec.n_tokens {
+            return Err(fail(format!("tokenizes to {} tokens, the filter stage saw {}: was it filtered with another model?", ids.len(), rec.n_tokens)));
+        }
+        let clean = CleanRun::new(model, &ids)?;
+        let needs_hidden = cfg.experiments.iter().any(|e| matches!(e, Experiment::Patching | Experiment::Enrichment | Experiment::SublayerKnockout | Experiment::Ranks));
+        let hidden = if needs_hidden { clean_hidden(model, &ids)? } else { Vec::new() };
+        Ok((ids, clean, hidden))
+    })();
+    let (ids, clean, hidden) = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            let msg = e.to_string();
+            return cfg.experiments.iter().map(|&x| (x, Err(fail(msg.clone())))).collect();
+        }
+    };
+    let positions = rec.positions();
+    let subject = positions.subject.first..positions.subject.last + 1;
+    let target = rec.target_id;
+    let id = rec.id;
+    let mut extraction_rows = None;
+    let paragraph = || -> Result<HashSet<String>, ExperimentError> {
+        let paras = inputs.paragraphs.get(&rec.subject).filter(|p| !p.is_empty()).ok_or_else(|| {
+            fail(format!("no paragraphs for subject {:?}: excluded from enrichment, as in the paper", rec.subject))
+        })?;
+        paragraph_tokens(tokenizer, model.config.bos_token_id, paras, inputs.stopwords, &cfg.attributes)
+    };
+    let mut out = Vec::new();
+    for &exp in &cfg.experiments {
+        let (names, _) = schema(exp);
+        let mut t = Table::new(&names);
+        let result: Result<Output, ExperimentError> = (|| match exp {
+            Experiment::Knockout => {
+                let r = knockout_sweep(model, &ids, subject.clone(), &cfg.knockout)?;
+                for row in r.rows {
+                    t.push(vec![id.into(), row.layer.into(), row.block.name().into(), r.window.into(), r.target_id.into(), r.p_base.into(), row.p_new.into(), row.pct_change.into()]);
+                }
+                Ok(Output::Rows(t))
+            }
+            Experiment::Extraction | Experiment::Ranks if extraction_rows.is_none() => {
+                let ecfg = ExtractionConfig { projection: cfg.projection, ..cfg.extraction.clone() };
+                let rows = extraction(model, &clean, &subject, target, &ecfg)?;
+                extraction_rows = Some(rows);
+                self_extraction_or_ranks(exp, model, &hidden, &positions, target, extraction_rows.as_deref().unwrap_or_default(), cfg.projection, id, t)
+            }
+            Experiment::Extraction | Experiment::Ranks => {
+                self_extraction_or_ranks(exp, model, &hidden, &positions, target, extraction_rows.as_deref().unwrap_or_default(), cfg.projection, id, t)
+            }
+            Experiment::Patching => {
+                let pcfg = PatchingConfig { projection: cfg.projection, ..cfg.patching.clone() };
+                for r in patching(model, &hidden, &ids, &subject, target, &pcfg)? {
+                    t.push(vec![id.into(), r.layer.into(), r.source.into(), r.set.name().into(), r.target_rank.into(), r.extracted.into()]);
+                }
+                Ok(Output::Rows(t))
+            }
+            Experiment::Enrichment => {
+                let para = paragraph()?;
+                let (rows, base) = enrichment(model, tokenizer, &hidden, &ids, &positions, &para, inputs.stopwords, &cfg.attributes, cfg.projection);
+                for r in rows {
+                    t.push(vec![id.into(), rec.subject.as_str().into(), r.layer.into(), r.position.name().into(), r.rate.into()]);
+                }
+                Ok(Output::Enrichment(t, base))
+            }
+            Experiment::SublayerKnockout => {
+                let para = paragraph()?;
+                let scfg = SublayerConfig { projection: cfg.projection, ..cfg.sublayer.clone() };
+                let last = positions.get(PositionKind::SubjectLast).expect("always present");
+                for r in sublayer_knockout(model, tokenizer, &hidden, last, &para, inputs.stopwords, &cfg.attributes, &scfg) {
+                    t.push(vec![
+                        id.into(),
+                        r.start.into(),
+                        r.end.into(),
+                        r.sublayer.map_or("none", sublayer_name).into(),
+                        r.mode.map_or("none", mode_name).into(),
+                        r.read_layer.into(),
+                        r.rate.into(),
+                    ]);
+                }
+                Ok(Output::Rows(t))
+            }
+        })();
+        out.push((exp, result));
+    }
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
+fn self_extraction_or_ranks<B: Backend>(
+    exp: Experiment,
+    model: &Model<B>,
+    hidden: &[burn_tensor::Tensor<B, 2>],
+    positions: &dissect_data::TokenPositions,
+    target: u32,
+    rows: &[crate::extraction::ExtractionRow],
+    projection: Projection,
+    id: u64,
+    mut t: Table,
+) -> Result<Output, ExperimentError> {
+    if exp == Experiment::Extraction {
+        for r in rows {
+            let blocked = r.blocked.map_or("none", BlockSet::name);
+            t.push(vec![id.into(), r.layer.into(), sublayer_name(r.sublayer).into(), blocked.into(), r.target_rank.into(), r.top1.into(), r.extracted.into()]);
+        }
+    } else {
+        let last = positions.get(PositionKind::SubjectLast).expect("always present");
+        for r in ranks(model, hidden, last, target, rows, projection) {
+            t.push(vec![id.into(), r.layer.into(), r.subject_last_rank.into(), r.attn_last_rank.into()]);
+        }
+    }
+    Ok(Output::Rows(t))
+}
+
+/// Writes every table as `<out>/<name>/shard=NNNNN/part-0.parquet`.
+pub fn write(tables: &Tables, out: &Path, shard: ShardSpec, kv: &[(String, String)]) -> Result<(), dissect_data::DataError> {
+    for (name, (table, types)) in &tables.tables {
+        write_parquet_atomic(&shard.part_path(&out.join(name)), &[table.to_batch(types)], kv)?;
+    }
+    Ok(())
+}
+
+#[allow(dead_code)]
+fn _cell_is_used(_: Cell) {}
