@@ -3,8 +3,13 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+mod bench;
+mod filter;
+mod experiment;
 mod knockout;
 mod predict;
+mod progress;
+mod shard;
 
 #[derive(Parser)]
 #[command(name = "dissect", version, about = "Dissecting factual recall in transformer language models")]
@@ -19,6 +24,13 @@ enum Command {
     Predict(predict::Args),
     /// Attention knockout on one prompt: % change of the top-1 probability per layer and set.
     Knockout(knockout::Args),
+    /// Stage 3: the paper's experiments on the kept records, one table per experiment.
+    Experiment(experiment::Args),
+    /// Keep the known facts the model predicts; writes filtered.parquet and rejected.parquet.
+    Filter(filter::Args),
+    /// Benchmarks against Hugging Face (driven by `cargo xtask bench`); prints JSON.
+    #[command(hide = true)]
+    Bench(bench::Args),
 }
 
 fn main() {
@@ -26,6 +38,9 @@ fn main() {
     let result: Result<()> = match cli.command {
         Command::Predict(args) => predict::run(args),
         Command::Knockout(args) => knockout::run(args),
+        Command::Experiment(args) => experiment::run(args),
+        Command::Filter(args) => filter::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -22,7 +22,7 @@ use crate::knockout::{knockout_sweep, BlockSet, KnockoutConfig};
 use crate::patching::{patching, PatchingConfig};
 use crate::ranks::ranks;
 use crate::sublayer::{sublayer_knockout, SublayerConfig};
-use crate::table::{Cell, Table};
+use crate::table::Table;
 use crate::{clean_hidden, ExperimentError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -300,13 +300,74 @@ fn self_extraction_or_ranks<B: Backend>(
     Ok(Output::Rows(t))
 }
 
-/// Writes every table as `<out>/<name>/shard=NNNNN/part-0.parquet`.
-pub fn write(tables: &Tables, out: &Path, shard: ShardSpec, kv: &[(String, String)]) -> Result<(), dissect_data::DataError> {
-    for (name, (table, types)) in &tables.tables {
-        write_parquet_atomic(&shard.part_path(&out.join(name)), &[table.to_batch(types)], kv)?;
+/// Records per chunk: each chunk's tables are written as soon as it is done, so a killed run
+/// loses at most one chunk.
+pub const CHUNK: usize = 32;
+
+/// Where one chunk of one table goes: `<out>/<table>/shard=NNNNN/part-CCCCC.parquet`.
+pub fn part_path(out: &Path, table: &str, shard: ShardSpec, chunk: usize) -> std::path::PathBuf {
+    out.join(table).join(shard.dir_name()).join(format!("part-{chunk:05}.parquet"))
+}
+
+/// The table names a configuration writes (`skipped` last: it marks a finished chunk).
+pub fn table_names(cfg: &ExperimentsConfig) -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = cfg.experiments.iter().map(|e| e.name()).collect();
+    if cfg.experiments.contains(&Experiment::Enrichment) {
+        names.push("enrichment_baseline");
+    }
+    names.push("skipped");
+    names
+}
+
+/// Runs the stage over `inputs.records` (already restricted to this shard) in chunks of
+/// [`CHUNK`], writing each chunk's tables with `kv` metadata. A chunk whose tables all exist
+/// with `params_hash` is not recomputed; parts written with other parameters are removed
+/// first, so the directory never mixes two runs. Returns (chunks computed, chunks reused).
+#[allow(clippy::too_many_arguments)]
+pub fn run_resumable<B: Backend>(
+    model: &Model<B>,
+    tokenizer: &Tokenizer,
+    inputs: &Inputs<'_>,
+    cfg: &ExperimentsConfig,
+    out: &Path,
+    shard: ShardSpec,
+    kv: &[(String, String)],
+    params_hash: &str,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<(usize, usize), dissect_data::DataError> {
+    let names = table_names(cfg);
+    for name in &names {
+        remove_stale_parts(&out.join(name).join(shard.dir_name()), params_hash)?;
+    }
+    let total = inputs.records.len();
+    let (mut computed, mut reused) = (0, 0);
+    for (c, chunk) in inputs.records.chunks(CHUNK).enumerate() {
+        let done = names.iter().all(|n| dissect_data::provenance::output_is_current(&part_path(out, n, shard, c), params_hash));
+        if done {
+            reused += 1;
+        } else {
+            let sub = Inputs { records: chunk, paragraphs: inputs.paragraphs, stopwords: inputs.stopwords };
+            let before = c * CHUNK;
+            let tables = run(model, tokenizer, &sub, cfg, |d, _| progress(before + d, total));
+            for name in &names {
+                let (table, types) = &tables.tables[name];
+                write_parquet_atomic(&part_path(out, name, shard, c), &[table.to_batch(types)], kv)?;
+            }
+            computed += 1;
+        }
+        progress((c * CHUNK + chunk.len()).min(total), total);
+    }
+    Ok((computed, reused))
+}
+
+fn remove_stale_parts(dir: &Path, params_hash: &str) -> Result<(), dissect_data::DataError> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
+    for e in entries.flatten() {
+        let p = e.path();
+        let is_part = p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("part-") && n.ends_with(".parquet"));
+        if is_part && !dissect_data::provenance::output_is_current(&p, params_hash) {
+            std::fs::remove_file(&p).map_err(|e| dissect_data::DataError::Io { path: p.clone(), source: e })?;
+        }
     }
     Ok(())
 }
-
-#[allow(dead_code)]
-fn _cell_is_used(_: Cell) {}

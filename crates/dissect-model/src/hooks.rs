@@ -13,6 +13,12 @@
 //! - `mlp_out(l)`: what the MLP adds to the residual (after a post-MLP norm if any);
 //! - `final_residual`: the residual stream after the last block, before the final norm
 //!   (HF applies the final norm to its last `hidden_states` entry; we do not).
+//!
+//! In a parallel block (GPT-J: `parallel_block`), attention and the MLP both read the same
+//! normalized block input, and the block returns `h + attn_out + mlp_out`: `attn_out` is the MHSA
+//! output and `mlp_out` the MLP output, exactly as in a sequential block, but changing one does not
+//! change the other's input in the same block. There is no mid-block residual: the residual stream
+//! is read and patched at `block_input` (and `final_residual`) only.
 
 use burn_tensor::backend::Backend;
 use burn_tensor::Tensor;

@@ -324,6 +324,18 @@ impl<B: Backend> Model<B> {
         self.unembed(self.final_norm.forward(h))
     }
 
+    /// `h · Eᵀ` for the tied embedding `E`, `[n, hidden]` to `[n, vocab]`. For few rows
+    /// `(E · hᵀ)ᵀ` is several times faster on the CPU backend (measured with
+    /// `cargo run -p dissect-model --example proj_bench`: n = 8, 48 vs 12 GFLOP/s); the
+    /// result is the same dot products.
+    pub fn tied_unembed(&self, h: Tensor<B, 2>) -> Tensor<B, 2> {
+        if h.dims()[0] <= 64 {
+            self.embed.clone().matmul(h.transpose()).transpose()
+        } else {
+            h.matmul(self.embed.clone().transpose())
+        }
+    }
+
     /// The unembedding alone (`h · Eᵀ`, or the untied head with its bias), with the model's
     /// final-logit softcap if it has one.
     pub fn unembed(&self, h: Tensor<B, 3>) -> Tensor<B, 3> {
@@ -331,7 +343,7 @@ impl<B: Backend> Model<B> {
         let flat = h.reshape([b * s, d]);
         let logits = match &self.lm_head {
             Some(head) => head.forward(flat.reshape([b, s, d])),
-            None => flat.matmul(self.embed.clone().transpose()).reshape([b, s, self.config.vocab_size]),
+            None => self.tied_unembed(flat).reshape([b, s, self.config.vocab_size]),
         };
         match self.config.final_logit_softcap {
             Some(cap) => (logits / (cap as f32)).tanh() * (cap as f32),

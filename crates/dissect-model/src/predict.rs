@@ -24,18 +24,43 @@ pub struct Prediction {
     pub top: Vec<TokenProb>,
 }
 
-/// The indices of the `k` largest values, largest first (ties: lower index first).
+/// The indices of the `k` largest values, largest first (ties: lower index first), in one pass
+/// with a bounded heap: most values fall below the heap's minimum and cost one comparison.
 pub fn top_k(values: &[f32], k: usize) -> Vec<usize> {
+    use std::cmp::{Ordering, Reverse};
+    use std::collections::BinaryHeap;
+
+    /// Orders by value, then prefers the lower index (so the heap's minimum is the entry to drop).
+    #[derive(PartialEq)]
+    struct Entry(f32, usize);
+    impl Eq for Entry {}
+    impl PartialOrd for Entry {
+        fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+            Some(self.cmp(other))
+        }
+    }
+    impl Ord for Entry {
+        fn cmp(&self, other: &Self) -> Ordering {
+            self.0.total_cmp(&other.0).then(other.1.cmp(&self.1))
+        }
+    }
+
     let k = k.min(values.len());
     if k == 0 {
         return Vec::new();
     }
-    let cmp = |a: &usize, b: &usize| values[*b].total_cmp(&values[*a]).then(a.cmp(b));
-    let mut idx: Vec<usize> = (0..values.len()).collect();
-    idx.select_nth_unstable_by(k - 1, cmp);
-    idx.truncate(k);
-    idx.sort_by(cmp);
-    idx
+    let mut heap: BinaryHeap<Reverse<Entry>> = BinaryHeap::with_capacity(k + 1);
+    for (i, &v) in values.iter().enumerate() {
+        if heap.len() < k {
+            heap.push(Reverse(Entry(v, i)));
+        } else if Entry(v, i) > heap.peek().expect("k > 0").0 {
+            heap.pop();
+            heap.push(Reverse(Entry(v, i)));
+        }
+    }
+    let mut out: Vec<Entry> = heap.into_iter().map(|Reverse(e)| e).collect();
+    out.sort_by(|a, b| b.cmp(a));
+    out.into_iter().map(|e| e.1).collect()
 }
 
 /// 0-based rank of `values[target]` (how many values are strictly larger), in one pass.
@@ -71,4 +96,30 @@ pub fn predict<B: Backend>(model: &Model<B>, tokenizer: &Tokenizer, prompt: &str
         .map(|i| TokenProb { token_id: i as u32, token: tokenizer.decode_token(i as u32), prob: probs[i] })
         .collect();
     Ok(Prediction { prompt: prompt.into(), input_ids: enc.ids, top })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_k_orders_by_value_then_index() {
+        let v = [0.5, 2.0, -1.0, 2.0, 0.7, f32::NEG_INFINITY];
+        assert_eq!(top_k(&v, 3), vec![1, 3, 4]);
+        assert_eq!(top_k(&v, 10), vec![1, 3, 4, 0, 2, 5]);
+        assert!(top_k(&v, 0).is_empty());
+        assert_eq!(rank_of(&v, 4), 2);
+        assert_eq!(rank_of(&v, 1), 0);
+    }
+
+    #[test]
+    fn top_k_equals_a_full_sort() {
+        // A deterministic pseudo-random vector with repeated values.
+        let v: Vec<f32> = (0..5000u32).map(|i| ((i.wrapping_mul(2_654_435_761) >> 7) % 997) as f32 / 7.0).collect();
+        let mut idx: Vec<usize> = (0..v.len()).collect();
+        idx.sort_by(|&a, &b| v[b].total_cmp(&v[a]).then(a.cmp(&b)));
+        for k in [1, 5, 500, 5000] {
+            assert_eq!(top_k(&v, k), idx[..k].to_vec(), "k = {k}");
+        }
+    }
 }

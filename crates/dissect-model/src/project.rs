@@ -26,7 +26,7 @@ pub fn project<B: Backend>(model: &Model<B>, h: Tensor<B, 2>, how: Projection) -
         Projection::LogitLens => model.logits(h.reshape([1, n, d])).reshape([n, model.config.vocab_size]),
         Projection::Notebook => match &model.lm_head {
             Some(head) => h.matmul(head.weight.clone()),
-            None => h.matmul(model.embed.clone().transpose()),
+            None => model.tied_unembed(h),
         },
     }
 }

@@ -16,7 +16,8 @@ use crate::tokenizer::Tokenizer;
 use crate::weights::HostTensor;
 
 /// Models known by name, fetched by `cargo xtask fetch-model <name>`.
-pub const NAMED_MODELS: &[(&str, &str)] = &[("gemma3-270m", "gemma-3-270m-q4_k_m.gguf")];
+pub const NAMED_MODELS: &[(&str, &str)] =
+    &[("gemma3-270m", "gemma-3-270m-q4_k_m.gguf"), ("smollm2-135m", "SmolLM2-135M-Instruct.Q4_1.gguf")];
 
 /// A parsed model specification.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,13 +72,21 @@ pub fn dissect_home() -> PathBuf {
     home.join(".cache").join("dissect")
 }
 
-/// Where a named model lives once fetched. `DISSECT_GEMMA_GGUF` overrides the default model's path.
+/// The environment variable that overrides a named model's path, if it has one.
+pub fn named_model_env(name: &str) -> Option<&'static str> {
+    match name {
+        "gemma3-270m" => Some("DISSECT_GEMMA_GGUF"),
+        "smollm2-135m" => Some("DISSECT_SMOLLM2_GGUF"),
+        _ => None,
+    }
+}
+
+/// Where a named model lives once fetched, unless its environment variable
+/// ([`named_model_env`]: `DISSECT_GEMMA_GGUF`, `DISSECT_SMOLLM2_GGUF`) says otherwise.
 pub fn named_model_path(name: &str) -> Option<PathBuf> {
     let file = NAMED_MODELS.iter().find(|(n, _)| *n == name)?.1;
-    if name == "gemma3-270m" {
-        if let Some(p) = std::env::var_os("DISSECT_GEMMA_GGUF") {
-            return Some(PathBuf::from(p));
-        }
+    if let Some(p) = named_model_env(name).and_then(std::env::var_os) {
+        return Some(PathBuf::from(p));
     }
     Some(dissect_home().join("models").join(file))
 }
@@ -108,7 +117,10 @@ pub fn load<B: Backend>(spec: &str, device: &B::Device) -> Result<Loaded<B>, Mod
                 return Err(not_found(
                     spec,
                     &format!("{} does not exist", path.display()),
-                    &format!("run `cargo xtask fetch-model {name}` (or set DISSECT_GEMMA_GGUF to the file)"),
+                    &match named_model_env(&name) {
+                        Some(var) => format!("run `cargo xtask fetch-model {name}` (or set {var} to the file)"),
+                        None => format!("run `cargo xtask fetch-model {name}`"),
+                    },
                 ));
             }
             load_gguf(spec, &path, device)

@@ -1,0 +1,11 @@
+//! Stage 1, filtering (Meng et al. 2022): keep the known facts whose attribute the model
+//! predicts, i.e. whose greedy next token is the first token of `" " + attribute`.
+
+pub mod error;
+pub mod output;
+pub mod prepare;
+pub mod run;
+
+pub use error::FilterError;
+pub use output::{filter_provenance, outputs_are_current, weights_sha256, write_outputs, OutputPaths};
+pub use run::{run_filter, run_filter_with_progress, FilterConfig, FilterOutput};

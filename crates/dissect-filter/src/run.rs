@@ -1,0 +1,113 @@
+//! Running the model over the facts in length-sorted batches and deciding each one.
+
+use burn_tensor::backend::Backend;
+use dissect_data::known::FactChecker;
+use dissect_data::reject::{RejectReason, Rejected};
+use dissect_data::{KeptRecord, KnownFact};
+use dissect_model::predict::{last_position_probs, top_k};
+use dissect_model::tokenizer::Tokenizer;
+use dissect_model::Model;
+use serde::{Deserialize, Serialize};
+
+use crate::error::FilterError;
+use crate::prepare::{prepare, Prepared};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FilterConfig {
+    /// Prompts per forward pass.
+    pub batch_size: usize,
+}
+
+impl Default for FilterConfig {
+    fn default() -> Self {
+        FilterConfig { batch_size: 16 }
+    }
+}
+
+/// The decision on every fact, each list in input order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FilterOutput {
+    pub kept: Vec<KeptRecord>,
+    pub rejected: Vec<Rejected>,
+}
+
+/// [`run_filter_with_progress`] without progress reports.
+pub fn run_filter<B: Backend>(model: &Model<B>, tokenizer: &Tokenizer, facts: &[KnownFact], config: &FilterConfig) -> Result<FilterOutput, FilterError> {
+    run_filter_with_progress(model, tokenizer, facts, config, &mut |_, _| {})
+}
+
+/// Keeps each fact whose greedy next token (argmax at the last position) is the first token
+/// of `" " + attribute`. Facts are checked again here (empty fields, subject not in prompt,
+/// duplicate ids), so any list of facts can be passed. `progress(done, total)` is called after
+/// each batch, counting the facts that go through the model.
+pub fn run_filter_with_progress<B: Backend>(
+    model: &Model<B>,
+    tokenizer: &Tokenizer,
+    facts: &[KnownFact],
+    config: &FilterConfig,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<FilterOutput, FilterError> {
+    if config.batch_size == 0 {
+        return Err(FilterError::BatchSize { batch_size: config.batch_size });
+    }
+    let context_length = model.config.context_length;
+    let mut outcomes: Vec<Option<Result<KeptRecord, RejectReason>>> = vec![None; facts.len()];
+    let mut ready: Vec<(usize, Prepared)> = Vec::new();
+    let mut checker = FactChecker::default();
+    for (i, fact) in facts.iter().enumerate() {
+        match checker.check(fact).map_or_else(|| prepare(tokenizer, fact, context_length), Err) {
+            Ok(p) => ready.push((i, p)),
+            Err(reason) => outcomes[i] = Some(Err(reason)),
+        }
+    }
+    // Similar lengths together: less padding, and right padding keeps true positions.
+    ready.sort_by_key(|(i, p)| (p.ids.len(), *i));
+    let total = ready.len();
+    let mut done = 0;
+    for chunk in ready.chunks(config.batch_size) {
+        let rows: Vec<Vec<u32>> = chunk.iter().map(|(_, p)| p.ids.clone()).collect();
+        let probs = last_position_probs(model, &rows)?;
+        for ((i, p), probs) in chunk.iter().zip(probs) {
+            outcomes[*i] = Some(decide(tokenizer, &facts[*i], p, &probs));
+        }
+        done += chunk.len();
+        progress(done, total);
+    }
+    let mut out = FilterOutput::default();
+    for (fact, outcome) in facts.iter().zip(outcomes) {
+        match outcome.expect("every fact was decided") {
+            Ok(k) => out.kept.push(k),
+            Err(reason) => out.rejected.push(Rejected { id: Some(fact.known_id), reason }),
+        }
+    }
+    Ok(out)
+}
+
+fn decide(tokenizer: &Tokenizer, fact: &KnownFact, p: &Prepared, probs: &[f32]) -> Result<KeptRecord, RejectReason> {
+    let predicted = top_k(probs, 1)[0] as u32;
+    // A tokenizer may know more ids than the model has outputs; such a token has probability 0.
+    let prob = |id: u32| probs.get(id as usize).copied().unwrap_or(0.0);
+    if predicted != p.expected_id {
+        return Err(RejectReason::WrongPrediction {
+            predicted_id: predicted,
+            predicted: tokenizer.decode_token(predicted),
+            predicted_prob: prob(predicted),
+            expected_id: p.expected_id,
+            expected: tokenizer.decode_token(p.expected_id),
+            expected_prob: prob(p.expected_id),
+        });
+    }
+    Ok(KeptRecord {
+        id: fact.known_id,
+        prompt: fact.prompt.clone(),
+        subject: fact.subject.clone(),
+        attribute: fact.attribute.clone(),
+        relation_id: fact.relation_id.clone(),
+        subject_span: p.subject_span,
+        first_token: p.first_token,
+        n_tokens: p.ids.len(),
+        target_id: predicted,
+        target: tokenizer.decode_token(predicted),
+        target_prob: prob(predicted),
+    })
+}

@@ -1,0 +1,158 @@
+//! The filter on the tiny random-weight fixtures of dissect-model, one without BOS and one
+//! with. Their predictions are arbitrary, so the test finds a prompt whose prediction is a
+//! word token and builds its dataset around what the model actually predicts.
+
+use std::path::{Path, PathBuf};
+
+use dissect_data::filtered::{read_kept, read_rejected};
+use dissect_data::known::load_known_facts;
+use dissect_data::parquet_io::read_kv_metadata;
+use dissect_data::{KnownFact, Provenance, ShardSpec};
+use dissect_filter::prepare::attribute_first_token;
+use dissect_filter::{filter_provenance, outputs_are_current, run_filter, write_outputs, FilterConfig, OutputPaths};
+use dissect_model::backend::Cpu;
+use dissect_model::predict::{last_position_probs, top_k};
+use dissect_model::source::{load, Loaded};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../dissect-model/tests/fixtures").join(name)
+}
+
+fn known_1000() -> Vec<KnownFact> {
+    let (facts, rejected) = load_known_facts(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/known_1000.json"), None).unwrap();
+    assert!(rejected.is_empty());
+    facts
+}
+
+fn fact(id: u64, subject: &str, attribute: &str, prompt: &str) -> KnownFact {
+    KnownFact {
+        known_id: id,
+        subject: subject.into(),
+        attribute: attribute.into(),
+        template: String::new(),
+        prediction: String::new(),
+        prompt: prompt.into(),
+        relation_id: "P0".into(),
+    }
+}
+
+fn greedy(m: &Loaded<Cpu>, prompt: &str) -> (u32, f32) {
+    let ids = m.tokenizer.encode(prompt).unwrap().ids;
+    let probs = last_position_probs(&m.model, &[ids]).unwrap().remove(0);
+    let top = top_k(&probs, 1)[0];
+    (top as u32, probs[top])
+}
+
+/// A known_1000 fact rewritten so that the tiny model "knows" it: its attribute is the word
+/// the model predicts.
+fn a_fact_the_model_knows(m: &Loaded<Cpu>) -> (KnownFact, u32, f32) {
+    for f in known_1000().into_iter().take(300) {
+        let (id, p) = greedy(m, &f.prompt);
+        let text = m.tokenizer.decode_token(id);
+        let Some(word) = text.strip_prefix(' ').filter(|w| !w.trim().is_empty()) else { continue };
+        if attribute_first_token(&m.tokenizer, word).unwrap() == Some(id) {
+            return (KnownFact { attribute: word.to_string(), ..f }, id, p);
+        }
+    }
+    panic!("no known_1000 prompt among the first 300 makes the tiny model predict a word token");
+}
+
+fn check_fixture(name: &str, expected_first_token: usize) {
+    let m = load::<Cpu>(fixture(name).to_str().unwrap(), &Default::default()).unwrap();
+    let (known, predicted, p) = a_fact_the_model_knows(&m);
+    let other = known_1000().into_iter().find(|f| f.known_id != known.known_id && f.prompt.len() < 40).unwrap();
+    let (other_pred, _) = greedy(&m, &other.prompt);
+    let wrong_attr = ["Paris", "London", "Tokyo", "Berlin"]
+        .into_iter()
+        .find(|a| attribute_first_token(&m.tokenizer, a).unwrap() != Some(other_pred))
+        .unwrap();
+    let long_prompt = format!("Rome{}", " and Rome".repeat(m.model.config.context_length));
+    let facts = vec![
+        KnownFact { known_id: 10, ..known.clone() },
+        KnownFact { known_id: 11, attribute: wrong_attr.into(), ..other.clone() },
+        fact(12, "Milan", "Italy", "Rome is located in"),
+        fact(13, "Rome", "Italy", &long_prompt),
+        KnownFact { known_id: 10, ..other.clone() },
+        fact(14, "Rome", "Italy", ""),
+    ];
+    let out = run_filter(&m.model, &m.tokenizer, &facts, &FilterConfig { batch_size: 2 }).unwrap();
+
+    assert_eq!(out.kept.len(), 1, "{name}: {out:?}");
+    let k = &out.kept[0];
+    assert_eq!((k.id, k.target_id), (10, predicted));
+    assert_eq!(k.target, format!(" {}", known.attribute));
+    assert!((k.target_prob - p).abs() < 1e-5, "batched {} vs alone {p}", k.target_prob);
+    assert_eq!(k.first_token, expected_first_token, "{name}");
+    let enc = m.tokenizer.encode(&known.prompt).unwrap();
+    assert_eq!(k.n_tokens, enc.ids.len());
+    let covered = &known.prompt[enc.offsets[k.subject_span.first].0..enc.offsets[k.subject_span.last].1];
+    assert!(covered.contains(&known.subject), "{name}: span covers {covered:?}, subject {:?}", known.subject);
+
+    let kinds: Vec<(Option<u64>, &str)> = out.rejected.iter().map(|r| (r.id, r.reason.kind())).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (Some(11), "wrong_prediction"),
+            (Some(12), "subject_not_in_prompt"),
+            (Some(13), "prompt_too_long"),
+            (Some(10), "duplicate_id"),
+            (Some(14), "empty_prompt")
+        ],
+        "{name}"
+    );
+    match &out.rejected[0].reason {
+        dissect_data::RejectReason::WrongPrediction { predicted_id, predicted, expected_id, .. } => {
+            assert_eq!(*predicted_id, other_pred);
+            assert_eq!(*predicted, m.tokenizer.decode_token(other_pred));
+            assert_eq!(Some(*expected_id), attribute_first_token(&m.tokenizer, wrong_attr).unwrap());
+        }
+        r => panic!("{r:?}"),
+    }
+
+    // Written, read back, and recognised as current by its parameter hash.
+    let dir = tempfile::tempdir().unwrap();
+    let shard = ShardSpec::parse("1/3").unwrap();
+    let paths = OutputPaths::new(dir.path(), Some(shard));
+    let prov = filter_provenance(&m.info, "w".into(), "d".into(), None, Some(shard), &FilterConfig { batch_size: 2 });
+    assert!(!outputs_are_current(&paths, &prov.params_hash()));
+    write_outputs(&paths, &out, &prov).unwrap();
+    assert_eq!(read_kept(&dir.path().join("filtered")).unwrap(), out.kept);
+    assert_eq!(read_rejected(&dir.path().join("rejected")).unwrap(), out.rejected);
+    assert_eq!(Provenance::from_kv(&read_kv_metadata(&paths.filtered).unwrap()).unwrap(), prov);
+    assert!(outputs_are_current(&paths, &prov.params_hash()));
+    std::fs::remove_file(&paths.filtered).unwrap();
+    assert!(!outputs_are_current(&paths, &prov.params_hash()), "a run killed before `filtered` was written is not done");
+}
+
+#[test]
+fn keeps_what_the_model_predicts_without_bos() {
+    check_fixture("tiny-gpt2", 0);
+}
+
+#[test]
+fn keeps_what_the_model_predicts_with_bos() {
+    check_fixture("tiny-gemma3", 1);
+}
+
+#[test]
+fn batch_size_does_not_change_decisions() {
+    let m = load::<Cpu>(fixture("tiny-gpt2").to_str().unwrap(), &Default::default()).unwrap();
+    // Attributes set to each prompt's own prediction where it is a word, so both lists are non-empty.
+    let facts: Vec<KnownFact> = known_1000()
+        .into_iter()
+        .take(40)
+        .map(|f| {
+            let word = m.tokenizer.decode_token(greedy(&m, &f.prompt).0).trim_start().to_string();
+            if f.known_id % 2 == 0 && !word.is_empty() { KnownFact { attribute: word, ..f } } else { f }
+        })
+        .collect();
+    let one = run_filter(&m.model, &m.tokenizer, &facts, &FilterConfig { batch_size: 1 }).unwrap();
+    let many = run_filter(&m.model, &m.tokenizer, &facts, &FilterConfig { batch_size: 16 }).unwrap();
+    assert!(!one.kept.is_empty() && !one.rejected.is_empty());
+    assert_eq!(one.kept.iter().map(|k| k.id).collect::<Vec<_>>(), many.kept.iter().map(|k| k.id).collect::<Vec<_>>());
+    for (a, b) in one.kept.iter().zip(&many.kept) {
+        assert!((a.target_prob - b.target_prob).abs() < 1e-5);
+    }
+    assert_eq!(one.rejected.len(), many.rejected.len());
+    assert!(run_filter(&m.model, &m.tokenizer, &facts, &FilterConfig { batch_size: 0 }).is_err());
+}
