@@ -2,10 +2,12 @@
 //!
 //! Logs go to stderr, data (e.g. a fetched path) to stdout. Errors end with `hint:` lines.
 
+mod bench;
 mod cache;
 mod fetch_model;
 mod install;
 mod models;
+mod reproduce;
 mod sha256;
 mod stamp;
 mod temp;
@@ -39,6 +41,12 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Benchmark against Hugging Face transformers (PyTorch CPU) on the same model and prompts:
+    /// `forward` (tokens/s) or `knockout` (the attention-knockout sweep); prints the ratio.
+    Bench(bench::Args),
+    /// The whole paper: fetch the model, then filter → experiments → aggregate, each skipped
+    /// when its outputs exist with the same parameters; prints the report's path.
+    Reproduce(reproduce::Args),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +56,8 @@ fn main() -> ExitCode {
             Ok(())
         }),
         Task::Test { args } => test::run(&args),
+        Task::Bench(args) => bench::run(&args),
+        Task::Reproduce(args) => reproduce::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

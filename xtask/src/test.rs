@@ -10,11 +10,15 @@ use crate::{fetch_model, models};
 pub fn run(extra: &[String]) -> Result<()> {
     let model = fetch_model::run(models::DEFAULT)?;
     eprintln!("model: {}", model.display());
+    // The second real model: the Llama-family and byte-level GGUF tokenizer tests use it.
+    let smollm2 = fetch_model::run("smollm2-135m")?;
+    eprintln!("model: {}", smollm2.display());
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
         .args(["test", "--workspace"])
         .args(extra)
         .env("DISSECT_GEMMA_GGUF", &model)
+        .env("DISSECT_SMOLLM2_GGUF", &smollm2)
         .status()
         .context("running cargo test")?;
     if !status.success() {

@@ -12,10 +12,10 @@ use dissect_experiments::stage::{run_resumable, Experiment, ExperimentsConfig, I
 use dissect_filter::weights_sha256;
 use dissect_model::backend::{BackendKind, Cpu};
 use dissect_model::intervene::ExecPath;
-use dissect_model::project::Projection;
 use dissect_model::source::load;
 use serde_json::json;
 
+use crate::pipeline::Pipeline;
 use crate::progress::Progress;
 use crate::shard::ShardArgs;
 
@@ -23,29 +23,35 @@ use crate::shard::ShardArgs;
 pub struct Args {
     /// An experiment (knockout, extraction, patching, enrichment, sublayer-knockout, ranks) or `all`.
     name: String,
-    #[arg(long, default_value = "gemma3-270m")]
-    model: String,
+    /// A pipeline (name in pipelines/ or a .toml path) giving every default below.
+    #[arg(long)]
+    pipeline: Option<String>,
+    /// Default `gemma3-270m` without a pipeline.
+    #[arg(long)]
+    model: Option<String>,
     /// The filter stage's kept records: filtered.parquet, or its directory of shards.
-    #[arg(long)]
-    input: PathBuf,
+    #[arg(long, required_unless_present = "pipeline")]
+    input: Option<PathBuf>,
     /// Directory for the tables (`<out>/<table>/shard=NNNNN/part-CCCCC.parquet`).
+    #[arg(long, required_unless_present = "pipeline")]
+    out: Option<PathBuf>,
+    /// Default data/subject_paragraphs.csv without a pipeline.
     #[arg(long)]
-    out: PathBuf,
-    #[arg(long, default_value = "data/subject_paragraphs.csv")]
-    paragraphs: PathBuf,
-    #[arg(long, default_value = "data/nltk_stopwords_english.txt")]
-    stopwords: PathBuf,
+    paragraphs: Option<PathBuf>,
+    /// Default data/nltk_stopwords_english.txt without a pipeline.
+    #[arg(long)]
+    stopwords: Option<PathBuf>,
     /// Only the first N kept records (by id).
     #[arg(long)]
     limit: Option<usize>,
     #[command(flatten)]
     shard: ShardArgs,
     /// `notebook` (h·Eᵀ, no final norm) or `logit-lens` (final norm, then unembedding).
-    #[arg(long, default_value = "notebook")]
-    projection: String,
-    /// Attention-knockout window (layers around each centre layer).
-    #[arg(long, default_value_t = 9)]
-    window: usize,
+    #[arg(long)]
+    projection: Option<String>,
+    /// Attention-knockout window (layers around each centre layer; default 9).
+    #[arg(long)]
+    window: Option<usize>,
     /// Recompute every position for every variant instead of only the last one.
     #[arg(long)]
     full_recompute: bool,
@@ -54,46 +60,61 @@ pub struct Args {
     config: Option<PathBuf>,
     #[arg(long)]
     force: bool,
-    #[arg(long, default_value = "cpu")]
-    backend: BackendKind,
+    #[arg(long)]
+    backend: Option<BackendKind>,
 }
 
 pub fn run(args: Args) -> Result<()> {
-    args.backend.check_available()?;
+    let pipeline = args.pipeline.as_deref().map(Pipeline::load).transpose()?;
+    let p = pipeline.as_ref();
+    let backend = args.backend.or(p.map(|p| p.backend)).unwrap_or_default();
+    backend.check_available()?;
+    let model = args.model.clone().or(p.map(|p| p.model.clone())).unwrap_or_else(|| "gemma3-270m".into());
+    let input = args.input.clone().or(p.map(Pipeline::filtered)).expect("clap requires --input without --pipeline");
+    let out = args.out.clone().or(p.map(Pipeline::experiments_dir)).expect("clap requires --out without --pipeline");
+    let paragraphs_path = args.paragraphs.clone().or(p.map(|p| p.data.paragraphs.clone())).unwrap_or_else(|| "data/subject_paragraphs.csv".into());
+    let stopwords_path = args.stopwords.clone().or(p.map(|p| p.data.stopwords.clone())).unwrap_or_else(|| "data/nltk_stopwords_english.txt".into());
     let shard = args.shard.resolve()?.unwrap_or(ShardSpec { index: 0, count: 1 });
-    let mut cfg = match &args.config {
-        Some(p) => serde_json::from_str(&std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?)
-            .with_context(|| format!("{}: not an experiments configuration", p.display()))?,
-        None => ExperimentsConfig::default(),
+    let mut cfg = match (&args.config, p) {
+        (Some(f), _) => serde_json::from_str(&std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?)
+            .with_context(|| format!("{}: not an experiments configuration", f.display()))?,
+        (None, Some(p)) => p.experiments.clone(),
+        (None, None) => ExperimentsConfig::default(),
     };
-    if args.config.is_none() {
-        cfg.experiments = match args.name.as_str() {
-            "all" => Experiment::ALL.to_vec(),
-            one => vec![one.parse::<Experiment>().map_err(anyhow::Error::msg)?],
-        };
-        cfg.projection = serde_json::from_value(json!(args.projection))
-            .map_err(|_| anyhow::anyhow!("unknown projection `{}`\nhint: notebook or logit-lens", args.projection))?;
-        cfg.knockout.window = args.window;
-        let path = if args.full_recompute { ExecPath::Full } else { ExecPath::Fast };
-        cfg.knockout.path = path;
-        cfg.extraction.path = path;
+    if args.name != "all" {
+        cfg.experiments = vec![args.name.parse::<Experiment>().map_err(anyhow::Error::msg)?];
+    } else if args.config.is_none() && p.is_none() {
+        cfg.experiments = Experiment::ALL.to_vec();
     }
-    let _: Projection = cfg.projection;
+    if let Some(proj) = &args.projection {
+        cfg.projection = serde_json::from_value(json!(proj)).map_err(|_| anyhow::anyhow!("unknown projection `{proj}`\nhint: notebook or logit-lens"))?;
+    }
+    if let Some(w) = args.window {
+        cfg.knockout.window = w;
+    }
+    if args.full_recompute {
+        cfg.knockout.path = ExecPath::Full;
+        cfg.extraction.path = ExecPath::Full;
+    }
 
-    let mut records = read_kept(&args.input)?;
+    let mut records = read_kept(&input)?;
     records.sort_by_key(|r| r.id);
     if let Some(n) = args.limit {
         records.truncate(n);
     }
     records.retain(|r| shard.contains(r.id));
-    let (paragraphs, _) = load_paragraphs(&args.paragraphs)?;
-    let stopwords: HashSet<String> = load_stopwords(&args.stopwords)?.into_iter().collect();
+    let (paragraphs, _) = load_paragraphs(&paragraphs_path)?;
+    let stopwords: HashSet<String> = load_stopwords(&stopwords_path)?.into_iter().collect();
 
     let started = Instant::now();
-    let loaded = load::<Cpu>(&args.model, &Default::default()).with_context(|| format!("loading {}", args.model))?;
+    let loaded = load::<Cpu>(&model, &Default::default()).with_context(|| format!("loading {model}"))?;
     let weights = weights_sha256(&loaded.info)?;
     // The input tables' own parameter hashes stand for their contents.
-    let input_hashes: Vec<String> = parquet_files(&args.input)?
+    // With sharded filter output, a shard depends only on its own partition: other shards
+    // finishing later must not change this shard's parameters.
+    let own_part = shard.part_path(&input);
+    let input_files = if shard.count > 1 && input.is_dir() && own_part.is_file() { vec![own_part] } else { parquet_files(&input)? };
+    let input_hashes: Vec<String> = input_files
         .iter()
         .map(|f| Ok(read_kv_metadata(f)?.get(PARAMS_HASH_KEY).cloned().unwrap_or_default()))
         .collect::<Result<_, dissect_data::DataError>>()?;
@@ -101,8 +122,8 @@ pub fn run(args: Args) -> Result<()> {
         "model": loaded.info.spec,
         "weights_sha256": weights,
         "input": input_hashes,
-        "paragraphs_sha256": sha256_file(&args.paragraphs)?,
-        "stopwords_sha256": sha256_file(&args.stopwords)?,
+        "paragraphs_sha256": sha256_file(&paragraphs_path)?,
+        "stopwords_sha256": sha256_file(&stopwords_path)?,
         "limit": args.limit,
         "shard": shard.to_string(),
         "config": cfg,
@@ -113,18 +134,18 @@ pub fn run(args: Args) -> Result<()> {
     let hash = prov.params_hash();
     if args.force {
         for name in dissect_experiments::stage::table_names(&cfg) {
-            let _ = std::fs::remove_dir_all(args.out.join(name).join(shard.dir_name()));
+            let _ = std::fs::remove_dir_all(out.join(name).join(shard.dir_name()));
         }
     }
-    eprintln!("experiments: {} on {} records (shard {shard}) with {}", experiment_list(&cfg), records.len(), args.model);
+    eprintln!("experiments: {} on {} records (shard {shard}) with {}", experiment_list(&cfg), records.len(), model);
     let inputs = Inputs { records: &records, paragraphs: &paragraphs, stopwords: &stopwords };
     let mut bar = Progress::new("experiments", "records");
-    let (computed, reused) = run_resumable(&loaded.model, &loaded.tokenizer, &inputs, &cfg, &args.out, shard, &prov.to_kv(), &hash, |d, t| bar.update(d, t))?;
+    let (computed, reused) = run_resumable(&loaded.model, &loaded.tokenizer, &inputs, &cfg, &out, shard, &prov.to_kv(), &hash, |d, t| bar.update(d, t))?;
     bar.finish();
     eprintln!(
         "experiments: {computed} chunks computed, {reused} reused, {:.1}s; tables in {}",
         started.elapsed().as_secs_f64(),
-        args.out.display()
+        out.display()
     );
     Ok(())
 }

@@ -7,6 +7,7 @@ mod bench;
 mod filter;
 mod experiment;
 mod knockout;
+mod pipeline;
 mod predict;
 mod progress;
 mod shard;

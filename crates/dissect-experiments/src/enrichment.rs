@@ -16,6 +16,7 @@ use crate::vocab::logits_rows;
 use crate::ExperimentError;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct AttributesConfig {
     /// Tokens taken from the projection before filtering.
     pub top: usize,

@@ -17,6 +17,7 @@ use crate::vocab::{logits_rows, rank_and_top1};
 use crate::ExperimentError;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ExtractionConfig {
     pub projection: Projection,
     /// Sets whose edges from the last position are blocked at the layer read ("none" is always run).

@@ -56,6 +56,7 @@ impl BlockSet {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct KnockoutConfig {
     /// Layers blocked around each centre layer ℓ: `[ℓ - window/2, ℓ + window - window/2)`,
     /// clipped to the model (the notebook's k = 9 gives `[ℓ-4, ℓ+5)`).

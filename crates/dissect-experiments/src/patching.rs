@@ -17,6 +17,7 @@ use crate::vocab::{logits_rows, rank_and_top1};
 use crate::ExperimentError;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct PatchingConfig {
     /// Source layers ℓ' (0 = embeddings). Those beyond the model's depth are dropped.
     pub sources: Vec<usize>,

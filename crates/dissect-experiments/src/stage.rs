@@ -71,6 +71,7 @@ impl std::str::FromStr for Experiment {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ExperimentsConfig {
     pub experiments: Vec<Experiment>,
     /// Projection used by extraction, patching, enrichment and ranks.

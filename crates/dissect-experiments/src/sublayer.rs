@@ -20,6 +20,7 @@ const PAPER_DEPTH: usize = 48;
 const PAPER_READ_LAYER: usize = 41;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct SublayerConfig {
     /// `hidden_states` index read; `None`: the notebook's 41 of 48 scaled to the model's depth.
     pub read_layer: Option<usize>,

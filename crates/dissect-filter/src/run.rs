@@ -13,6 +13,7 @@ use crate::error::FilterError;
 use crate::prepare::{prepare, Prepared};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct FilterConfig {
     /// Prompts per forward pass.
     pub batch_size: usize,

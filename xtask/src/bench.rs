@@ -1,0 +1,301 @@
+//! `cargo xtask bench forward|knockout`: dissect against Hugging Face transformers (PyTorch CPU)
+//! on the same model file and prompts, in one invocation, with the ratio printed.
+//!
+//! Ours runs as `dissect bench ...` (crates/dissect-cli/src/bench.rs), theirs as
+//! `python3 bench/hf_*.py`; each prints one JSON object, which is compared here. The two run one
+//! after the other, never together: on a small machine they would fight over the same cores.
+//! Both get the same number of threads (rayon's default, the number of CPUs, and
+//! `torch.set_num_threads` of the same number), and neither clock includes loading the model.
+//! Logs go to stderr, the result table to stdout.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+use crate::{fetch_model, models};
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Kind {
+    /// Tokens/s of the forward pass plus next-token probabilities (issue 2, item 7).
+    Forward,
+    /// The attention-knockout sweep vs a notebook-style implementation (issue 3, item 6).
+    Knockout,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    kind: Kind,
+    /// A model of `cargo xtask fetch-model` (fetched if missing) or a .gguf file: the Python side
+    /// loads GGUF only.
+    #[arg(long, default_value = models::DEFAULT)]
+    model: String,
+    /// Prompt records (JSON array or JSONL, with "prompt" and, for knockout, "subject").
+    #[arg(long, default_value = "data/known_1000.json")]
+    prompts: PathBuf,
+    /// The first N records. Default: 64 (forward), 20 (knockout).
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Forward: rows per batch, comma-separated; every value is timed on both sides.
+    #[arg(long, default_value = "16,1")]
+    batch: String,
+    /// Forward: timed passes after the warm-up (the best is compared).
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
+    /// Knockout: let the Python side unembed every position, as the notebook does (by default it
+    /// unembeds only the last one, which is faster and so the stricter comparison).
+    #[arg(long)]
+    all_logits: bool,
+    /// Threads for both sides (default: the number of CPUs, which is rayon's default).
+    #[arg(long)]
+    threads: Option<usize>,
+    #[arg(long, default_value = "python3")]
+    python: String,
+}
+
+/// The goals of the issues.
+const FORWARD_GOAL: f64 = 1.0;
+const KNOCKOUT_GOAL: f64 = 20.0;
+const KNOCKOUT_MAX_PP: f64 = 0.5;
+
+pub(crate) fn run(args: &Args) -> Result<()> {
+    let root = workspace_root();
+    let gguf = model_file(&args.model)?;
+    let prompts = std::path::absolute(&args.prompts)?;
+    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    check_python(&args.python, &root)?;
+    let limit = args.limit.unwrap_or(match args.kind {
+        Kind::Forward => 64,
+        Kind::Knockout => 20,
+    });
+    let (sub, script) = match args.kind {
+        Kind::Forward => ("forward", "bench/hf_forward.py"),
+        Kind::Knockout => ("knockout", "bench/hf_knockout.py"),
+    };
+    let common = ["--prompts".to_string(), prompts.display().to_string(), "--limit".into(), limit.to_string()];
+    let load_before = load_average();
+
+    // Ours. `cargo run` builds first when needed (the dev profile is optimised in this
+    // workspace); the timings are taken inside the binary, so the build is not in them.
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut ours_cmd = Command::new(&cargo);
+    ours_cmd.current_dir(&root).args(["run", "--quiet", "-p", "dissect-cli", "--bin", "dissect", "--", "bench", sub]);
+    ours_cmd.args(["--model".into(), gguf.display().to_string()]).args(&common);
+    if args.kind == Kind::Forward {
+        ours_cmd.args(["--batch", &args.batch, "--repeat", &args.repeat.to_string()]);
+    }
+    ours_cmd.env("RAYON_NUM_THREADS", threads.to_string());
+    eprintln!("== dissect: {}", render(&ours_cmd));
+    let ours = run_json(ours_cmd, "dissect bench")?;
+
+    // Theirs.
+    let mut hf_cmd = Command::new(&args.python);
+    hf_cmd.current_dir(&root).arg(script).args(["--gguf".into(), gguf.display().to_string()]).args(&common);
+    hf_cmd.args(["--threads", &threads.to_string()]);
+    if args.kind == Kind::Forward {
+        for b in args.batch.split(',') {
+            hf_cmd.args(["--batch", b.trim()]);
+        }
+        hf_cmd.args(["--repeat", &args.repeat.to_string()]);
+    }
+    if args.kind == Kind::Knockout && args.all_logits {
+        hf_cmd.arg("--all-logits");
+    }
+    eprintln!("== hugging face: {}", render(&hf_cmd));
+    let hf = run_json(hf_cmd, "the Hugging Face reference")?;
+
+    let load_after = load_average();
+    let mut out = std::io::stdout().lock();
+    let name = Path::new(&args.model).file_name().map_or(args.model.clone(), |n| n.to_string_lossy().into_owned());
+    writeln!(
+        out,
+        "model {name} ({}), {} threads each (rayon {}, torch {}), torch {}, transformers {}",
+        gguf.display(),
+        threads,
+        ours["threads"],
+        hf["threads"],
+        str_of(&hf["torch"]),
+        str_of(&hf["transformers"]),
+    )?;
+    // Other work on the machine (say a build) skews both sides, PyTorch's spinning OpenMP
+    // threads especially: the load average says how quiet it was.
+    writeln!(out, "load average (1 min) before {load_before}, after {load_after}")?;
+    match args.kind {
+        Kind::Forward => forward_table(&mut out, &ours, &hf),
+        Kind::Knockout => knockout_table(&mut out, &ours, &hf, args.all_logits),
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+/// The model file both sides load: a registry model (fetched when missing) or a .gguf path.
+fn model_file(spec: &str) -> Result<PathBuf> {
+    if models::find(spec).is_some() {
+        return fetch_model::run(spec);
+    }
+    let path = PathBuf::from(spec);
+    if path.extension().is_some_and(|e| e == "gguf") && path.is_file() {
+        return Ok(std::path::absolute(path)?);
+    }
+    bail!(
+        "cannot benchmark `{spec}`: the Hugging Face side needs a GGUF file\nhint: use one of {} or a path to a .gguf file",
+        models::names().join(", ")
+    )
+}
+
+fn check_python(python: &str, root: &Path) -> Result<()> {
+    let hint = "hint: pip install torch transformers gguf accelerate";
+    let probe = Command::new(python)
+        .current_dir(root)
+        .args(["-c", "import torch, transformers, gguf"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output();
+    match probe {
+        Err(e) => bail!("cannot run `{python}`: {e}\nhint: install Python 3 or pass --python <interpreter>\n{hint}"),
+        Ok(o) if !o.status.success() => {
+            let err = String::from_utf8_lossy(&o.stderr);
+            let last = err.lines().last().unwrap_or("import failed");
+            bail!("the Hugging Face reference needs torch, transformers and gguf: {last}\n{hint}")
+        }
+        Ok(_) => Ok(()),
+    }
+}
+
+fn render(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
+
+/// Runs a benchmark side with its logs passed through and parses the JSON it prints.
+fn run_json(mut cmd: Command, what: &str) -> Result<Value> {
+    let out = cmd.stderr(Stdio::inherit()).output().with_context(|| format!("cannot start {what} ({})", render(&cmd)))?;
+    if !out.status.success() {
+        // bench/_common.py exits with 3 when an import fails.
+        let hint = if out.status.code() == Some(3) { "\nhint: pip install torch transformers gguf accelerate" } else { "" };
+        bail!("{what} failed ({}){hint}", out.status);
+    }
+    let text = String::from_utf8(out.stdout).context("benchmark output is not UTF-8")?;
+    let line = text.lines().rev().find(|l| l.trim_start().starts_with('{')).with_context(|| format!("{what} printed no JSON"))?;
+    serde_json::from_str(line).with_context(|| format!("parsing the JSON of {what}"))
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
+}
+
+fn str_of(v: &Value) -> String {
+    v.as_str().map_or_else(|| v.to_string(), str::to_owned)
+}
+
+fn f(v: &Value) -> f64 {
+    v.as_f64().unwrap_or(f64::NAN)
+}
+
+fn forward_table(out: &mut impl Write, ours: &Value, hf: &Value) -> Result<()> {
+    let tokens = f(&ours["tokens"]);
+    writeln!(
+        out,
+        "forward + last-position probabilities: {} prompts, {} tokens; best of the timed passes\n",
+        ours["prompts"], ours["tokens"]
+    )?;
+    if ours["input_ids"] != hf["input_ids"] {
+        writeln!(out, "WARNING: the two tokenizers gave different ids; the comparison is not like for like")?;
+    }
+    writeln!(out, "{:<9} {:>10} {:>10} {:>14} {:>12} {:>12} {:>9}", "batch", "dissect s", "HF s", "dissect tok/s", "HF tok/s", "HF/dissect", "top-1 =")?;
+    let empty = Vec::new();
+    let hf_runs: BTreeMap<u64, &Value> = hf["runs"].as_array().unwrap_or(&empty).iter().map(|r| (r["batch"].as_u64().unwrap_or(0), r)).collect();
+    let mut worst = f64::INFINITY;
+    for r in ours["runs"].as_array().unwrap_or(&empty) {
+        let b = r["batch"].as_u64().unwrap_or(0);
+        let Some(h) = hf_runs.get(&b) else { continue };
+        let (t_ours, t_hf) = (f(&r["best_s"]), f(&h["best_s"]));
+        let ratio = t_hf / t_ours;
+        worst = worst.min(ratio);
+        let (a, c) = (r["top1"].as_array().unwrap_or(&empty), h["top1"].as_array().unwrap_or(&empty));
+        let same = a.iter().zip(c).filter(|(x, y)| x == y).count();
+        let label = if b == 1 { "1 (no pad)".to_string() } else { b.to_string() };
+        writeln!(
+            out,
+            "{label:<9} {t_ours:>10.2} {t_hf:>10.2} {:>14.1} {:>12.1} {:>11.2}x {:>9}",
+            tokens / t_ours,
+            tokens / t_hf,
+            ratio,
+            format!("{same}/{}", a.len())
+        )?;
+    }
+    let verdict = if worst >= FORWARD_GOAL { "met" } else { "NOT met" };
+    writeln!(out, "\ngoal (issue 2): not slower than PyTorch in every mode: {verdict} (worst HF/dissect {worst:.2}x)")?;
+    Ok(())
+}
+
+fn knockout_table(out: &mut impl Write, ours: &Value, hf: &Value, all_logits: bool) -> Result<()> {
+    let empty = Vec::new();
+    let (po, ph) = (ours["prompts"].as_array().unwrap_or(&empty), hf["prompts"].as_array().unwrap_or(&empty));
+    let hf_by_id: BTreeMap<String, &Value> = ph.iter().map(|p| (p["known_id"].to_string(), p)).collect();
+    let (layers, variants) = (ours["layers"].as_u64().unwrap_or(0), ours["variants_per_prompt"].as_u64().unwrap_or(0));
+    writeln!(
+        out,
+        "attention knockout sweep: {} prompts x {layers} layers x 3 sets (window {}); dissect {} path, HF one variant per forward ({} logits)\n",
+        po.len(),
+        ours["window"],
+        str_of(&ours["path"]),
+        if all_logits { "all-position" } else { "last-position" },
+    )?;
+    let (t_ours, t_hf) = (f(&ours["best_s"]), f(&hf["best_s"]));
+    let n = po.len().max(1) as f64;
+    let forwards = po.len() as u64 * (variants + 1);
+    writeln!(out, "{:<22} {:>12} {:>12}", "", "dissect", "HF")?;
+    writeln!(out, "{:<22} {:>12.2} {:>12.2}", "total s", t_ours, t_hf)?;
+    writeln!(out, "{:<22} {:>12.3} {:>12.3}", "s / prompt", t_ours / n, t_hf / n)?;
+    writeln!(out, "{:<22} {:>12.1} {:>12.1}", "variants / s", forwards as f64 / t_ours, forwards as f64 / t_hf)?;
+    let ratio = t_hf / t_ours;
+    writeln!(out, "{:<22} {:>12.1}x", "speed-up HF/dissect", ratio)?;
+
+    // Agreement: the same ids, the same target, then every (prompt, layer, set) pct_change.
+    let (mut max_pp, mut at) = (0f64, String::new());
+    let (mut same_ids, mut same_target, mut compared, mut missing) = (0, 0, 0, 0);
+    for p in po {
+        let Some(h) = hf_by_id.get(&p["known_id"].to_string()) else {
+            missing += 1;
+            continue;
+        };
+        same_ids += usize::from(p["input_ids"] == h["input_ids"] && p["subject_tokens"] == h["subject_tokens"]);
+        if p["target_id"] != h["target_id"] {
+            continue;
+        }
+        same_target += 1;
+        let key = |r: &Value| (r["layer"].as_u64().unwrap_or(0), str_of(&r["block"]));
+        let theirs: BTreeMap<_, f64> = h["rows"].as_array().unwrap_or(&empty).iter().map(|r| (key(r), f(&r["pct_change"]))).collect();
+        for r in p["rows"].as_array().unwrap_or(&empty) {
+            let Some(&t) = theirs.get(&key(r)) else {
+                missing += 1;
+                continue;
+            };
+            compared += 1;
+            let d = (f(&r["pct_change"]) - t).abs();
+            if d > max_pp || d.is_nan() {
+                max_pp = if d.is_nan() { f64::INFINITY } else { d };
+                at = format!("record {}, layer {}, {}", p["known_id"], r["layer"], str_of(&r["block"]));
+            }
+        }
+    }
+    writeln!(out, "{:<22} {:>12.4} pp ({at})", "max |pct_change diff|", max_pp)?;
+    writeln!(out, "same ids & subject span: {same_ids}/{}; same target: {same_target}/{}; (layer, set) values compared: {compared}; missing: {missing}", po.len(), po.len())?;
+    let ok_speed = if ratio >= KNOCKOUT_GOAL { "met" } else { "NOT met" };
+    let ok_pp = if max_pp <= KNOCKOUT_MAX_PP && same_target == po.len() && missing == 0 { "met" } else { "NOT met" };
+    writeln!(out, "\ngoals (issue 3): speed-up >= {KNOCKOUT_GOAL}x: {ok_speed}; disagreement <= {KNOCKOUT_MAX_PP} pp: {ok_pp}")?;
+    Ok(())
+}

@@ -1,0 +1,144 @@
+//! `cargo xtask reproduce`: the whole paper in one command. Fetches the model when the pipeline
+//! says how, builds the `dissect` binary, and runs its stages one after the other as separate
+//! processes: filter → experiment all → aggregate. Each stage skips work whose outputs exist
+//! with the same parameters (the experiments stage per chunk of records), so a killed run is
+//! resumed by running the same command again.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+
+use crate::fetch_model;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// A pipeline name (a file in pipelines/) or a path to a pipeline .toml.
+    #[arg(long, default_value = "gemma3-270m")]
+    pipeline: String,
+    /// Only the first N records of the dataset.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// cpu or cuda (default: the pipeline's).
+    #[arg(long)]
+    backend: Option<String>,
+    /// Rerun this stage (filter, experiments, aggregate) and the ones after it.
+    #[arg(long)]
+    force: Option<String>,
+    /// Run the per-record stages for shard i of n only (no aggregation).
+    #[arg(long, conflicts_with = "aggregate_only")]
+    shard: Option<String>,
+    /// Run one shard of n, its index taken from SLURM_ARRAY_TASK_ID or JOB_COMPLETION_INDEX.
+    #[arg(long, conflicts_with_all = ["shard", "aggregate_only"])]
+    shards: Option<u32>,
+    /// Aggregate the shards already written.
+    #[arg(long)]
+    aggregate_only: bool,
+}
+
+const STAGES: [&str; 3] = ["filter", "experiments", "aggregate"];
+
+pub fn run(args: &Args) -> Result<()> {
+    let root = workspace_root();
+    std::env::set_current_dir(&root).with_context(|| format!("entering {}", root.display()))?;
+    let pipeline_file = pipeline_file(&args.pipeline)?;
+    let text = std::fs::read_to_string(&pipeline_file).with_context(|| format!("reading {}", pipeline_file.display()))?;
+    // Only what the driver itself needs; the stages read the whole file.
+    let table: toml::Table = text.parse().with_context(|| format!("{}: not valid TOML", pipeline_file.display()))?;
+    let backend = args.backend.clone().or_else(|| table.get("backend").and_then(|v| v.as_str()).map(str::to_string)).unwrap_or_else(|| "cpu".into());
+    let out = table.get("out").and_then(|v| v.as_str()).map(PathBuf::from).unwrap_or_default();
+    let forced_from = match &args.force {
+        Some(s) => Some(STAGES.iter().position(|x| x == s).with_context(|| format!("unknown stage `{s}`\nhint: one of filter, experiments, aggregate"))?),
+        None => None,
+    };
+    let started = Instant::now();
+
+    if let Some(name) = table.get("fetch").and_then(|v| v.as_str()) {
+        let path = fetch_model::run(name)?;
+        // The stages find a named model through these variables when it lives elsewhere.
+        if name == "gemma3-270m" {
+            std::env::set_var("DISSECT_GEMMA_GGUF", &path);
+        }
+    }
+    let dissect = build_dissect(&backend)?;
+
+    let pipeline = pipeline_file.to_string_lossy().into_owned();
+    let mut shard_args: Vec<String> = Vec::new();
+    if let Some(s) = &args.shard {
+        shard_args = vec!["--shard".into(), s.clone()];
+    } else if let Some(n) = args.shards {
+        shard_args = vec!["--shards".into(), n.to_string()];
+    }
+    let per_record = !args.aggregate_only;
+    let aggregate = args.shard.is_none() && args.shards.is_none();
+    let plan: Vec<(usize, Vec<String>)> = vec![
+        (0, [vec!["filter".into()], limit_args(args.limit)].concat()),
+        (1, vec!["experiment".into(), "all".into()]),
+        (2, vec!["aggregate".into()]),
+    ];
+    for (i, mut stage_args) in plan {
+        let run_it = if i < 2 { per_record } else { aggregate };
+        if !run_it {
+            continue;
+        }
+        stage_args.extend(["--pipeline".into(), pipeline.clone(), "--backend".into(), backend.clone()]);
+        if i < 2 {
+            stage_args.extend(shard_args.iter().cloned());
+        }
+        if forced_from.is_some_and(|f| i >= f) {
+            stage_args.push("--force".into());
+        }
+        eprintln!("== [{}/3] {} ({:.0}s so far)", i + 1, STAGES[i], started.elapsed().as_secs_f64());
+        let status = Command::new(&dissect).args(&stage_args).status().with_context(|| format!("running {}", dissect.display()))?;
+        if !status.success() {
+            bail!("stage {} failed ({status})\nhint: fix the error above and run the same command again: finished work is kept", STAGES[i]);
+        }
+    }
+    eprintln!("== done in {:.0}s", started.elapsed().as_secs_f64());
+    if aggregate {
+        let report = pipeline_file.parent().and_then(Path::parent).unwrap_or(Path::new(".")).join(&out).join("report").join("report.md");
+        println!("{}", report.display());
+    }
+    Ok(())
+}
+
+fn limit_args(limit: Option<usize>) -> Vec<String> {
+    limit.map(|n| vec!["--limit".to_string(), n.to_string()]).unwrap_or_default()
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+fn pipeline_file(name: &str) -> Result<PathBuf> {
+    let p = PathBuf::from(name);
+    if p.extension().is_some_and(|e| e == "toml") {
+        return std::fs::canonicalize(&p).with_context(|| format!("pipeline file {} not found", p.display()));
+    }
+    let p = workspace_root().join("pipelines").join(format!("{name}.toml"));
+    if !p.is_file() {
+        bail!("no pipeline named `{name}`\nhint: the names are the files in pipelines/, or pass a path to a .toml file");
+    }
+    Ok(p)
+}
+
+/// Builds the `dissect` binary into the shared target directory and returns its path.
+fn build_dissect(backend: &str) -> Result<PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--quiet", "-p", "dissect-cli"]);
+    if backend == "cuda" {
+        cmd.args(["--features", "cuda"]);
+    }
+    let status = cmd.status().context("building dissect")?;
+    if !status.success() {
+        bail!("building dissect failed");
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"));
+    let bin = target.join("debug").join("dissect");
+    if !bin.is_file() {
+        bail!("{} was not built\nhint: is CARGO_TARGET_DIR the same for cargo xtask and cargo build?", bin.display());
+    }
+    Ok(bin)
+}
