@@ -70,6 +70,12 @@ impl ShardSpec {
         shard_of(id, self.count) == self.index
     }
 
+    /// Whether this shard reports a record that may have no id (a malformed one): those
+    /// without go to shard 0, so the union of all shards has every record exactly once.
+    pub fn owns(&self, id: Option<u64>) -> bool {
+        id.map_or(self.index == 0, |id| self.contains(id))
+    }
+
     /// `shard=00007`: zero-padded so that name order is shard order.
     pub fn dir_name(&self) -> String {
         format!("shard={:05}", self.index)
@@ -105,6 +111,7 @@ mod tests {
         assert_eq!(sizes, [303, 302, 302, 302]);
         assert_eq!([shard_of(0, 3), shard_of(7, 3), shard_of(1208, 3)], [0, 1, 2]);
         assert!(ShardSpec::new(0, 1).unwrap().contains(u64::MAX));
+        assert!(shards[0].owns(None) && !shards[1].owns(None) && shards[1].owns(Some(5)));
     }
 
     #[test]

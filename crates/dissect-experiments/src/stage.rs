@@ -74,6 +74,9 @@ impl std::str::FromStr for Experiment {
 #[serde(default, deny_unknown_fields)]
 pub struct ExperimentsConfig {
     pub experiments: Vec<Experiment>,
+    /// Records per output part: each part is written as soon as its records are done, so a
+    /// killed run loses at most one part's work.
+    pub chunk_size: usize,
     /// Projection used by extraction, patching, enrichment and ranks.
     pub projection: Projection,
     pub knockout: KnockoutConfig,
@@ -87,6 +90,7 @@ impl Default for ExperimentsConfig {
     fn default() -> Self {
         ExperimentsConfig {
             experiments: Experiment::ALL.to_vec(),
+            chunk_size: 32,
             projection: Projection::Notebook,
             knockout: KnockoutConfig::default(),
             extraction: ExtractionConfig::default(),
@@ -301,10 +305,6 @@ fn self_extraction_or_ranks<B: Backend>(
     Ok(Output::Rows(t))
 }
 
-/// Records per chunk: each chunk's tables are written as soon as it is done, so a killed run
-/// loses at most one chunk.
-pub const CHUNK: usize = 32;
-
 /// Where one chunk of one table goes: `<out>/<table>/shard=NNNNN/part-CCCCC.parquet`.
 pub fn part_path(out: &Path, table: &str, shard: ShardSpec, chunk: usize) -> std::path::PathBuf {
     out.join(table).join(shard.dir_name()).join(format!("part-{chunk:05}.parquet"))
@@ -321,7 +321,7 @@ pub fn table_names(cfg: &ExperimentsConfig) -> Vec<&'static str> {
 }
 
 /// Runs the stage over `inputs.records` (already restricted to this shard) in chunks of
-/// [`CHUNK`], writing each chunk's tables with `kv` metadata. A chunk whose tables all exist
+/// `cfg.chunk_size`, writing each chunk's tables with `kv` metadata. A chunk whose tables all exist
 /// with `params_hash` is not recomputed; parts written with other parameters are removed
 /// first, so the directory never mixes two runs. Returns (chunks computed, chunks reused).
 #[allow(clippy::too_many_arguments)]
@@ -342,13 +342,14 @@ pub fn run_resumable<B: Backend>(
     }
     let total = inputs.records.len();
     let (mut computed, mut reused) = (0, 0);
-    for (c, chunk) in inputs.records.chunks(CHUNK).enumerate() {
+    let size = cfg.chunk_size.max(1);
+    for (c, chunk) in inputs.records.chunks(size).enumerate() {
         let done = names.iter().all(|n| dissect_data::provenance::output_is_current(&part_path(out, n, shard, c), params_hash));
         if done {
             reused += 1;
         } else {
             let sub = Inputs { records: chunk, paragraphs: inputs.paragraphs, stopwords: inputs.stopwords };
-            let before = c * CHUNK;
+            let before = c * size;
             let tables = run(model, tokenizer, &sub, cfg, |d, _| progress(before + d, total));
             for name in &names {
                 let (table, types) = &tables.tables[name];
@@ -356,7 +357,7 @@ pub fn run_resumable<B: Backend>(
             }
             computed += 1;
         }
-        progress((c * CHUNK + chunk.len()).min(total), total);
+        progress((c * size + chunk.len()).min(total), total);
     }
     Ok((computed, reused))
 }

@@ -156,3 +156,31 @@ fn batch_size_does_not_change_decisions() {
     assert_eq!(one.rejected.len(), many.rejected.len());
     assert!(run_filter(&m.model, &m.tokenizer, &facts, &FilterConfig { batch_size: 0 }).is_err());
 }
+
+#[test]
+fn the_shards_union_is_the_unsharded_run() {
+    let m = load::<Cpu>(fixture("tiny-gpt2").to_str().unwrap(), &Default::default()).unwrap();
+    let facts: Vec<KnownFact> = known_1000()
+        .into_iter()
+        .take(30)
+        .map(|f| {
+            let word = m.tokenizer.decode_token(greedy(&m, &f.prompt).0).trim_start().to_string();
+            if f.known_id % 3 == 0 && !word.is_empty() { KnownFact { attribute: word, ..f } } else { f }
+        })
+        .collect();
+    let config = FilterConfig::default();
+    let all = run_filter(&m.model, &m.tokenizer, &facts, &config).unwrap();
+    let (mut kept, mut rejected) = (Vec::new(), Vec::new());
+    for i in 0..4 {
+        let shard = ShardSpec::new(i, 4).unwrap();
+        let mine: Vec<KnownFact> = facts.iter().filter(|f| shard.owns(Some(f.known_id))).cloned().collect();
+        let out = run_filter(&m.model, &m.tokenizer, &mine, &config).unwrap();
+        kept.extend(out.kept);
+        rejected.extend(out.rejected);
+    }
+    kept.sort_by_key(|k| k.id);
+    rejected.sort_by_key(|r| r.id);
+    assert!(!all.kept.is_empty());
+    assert_eq!(kept.iter().map(|k| (k.id, k.target_id)).collect::<Vec<_>>(), all.kept.iter().map(|k| (k.id, k.target_id)).collect::<Vec<_>>());
+    assert_eq!(rejected.iter().map(|r| (r.id, r.reason.kind())).collect::<Vec<_>>(), all.rejected.iter().map(|r| (r.id, r.reason.kind())).collect::<Vec<_>>());
+}
