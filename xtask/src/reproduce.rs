@@ -82,8 +82,9 @@ pub fn run(args: &Args) -> Result<()> {
         if !run_it {
             continue;
         }
-        stage_args.extend(["--pipeline".into(), pipeline.clone(), "--backend".into(), backend.clone()]);
+        stage_args.extend(["--pipeline".into(), pipeline.clone()]);
         if i < 2 {
+            stage_args.extend(["--backend".into(), backend.clone()]);
             stage_args.extend(shard_args.iter().cloned());
         }
         if forced_from.is_some_and(|f| i >= f) {

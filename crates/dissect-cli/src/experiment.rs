@@ -10,7 +10,9 @@ use dissect_data::provenance::{sha256_file, PARAMS_HASH_KEY};
 use dissect_data::{Provenance, ShardSpec};
 use dissect_experiments::stage::{run_resumable, Experiment, ExperimentsConfig, Inputs};
 use dissect_filter::weights_sha256;
-use dissect_model::backend::{BackendKind, Cpu};
+use dissect_model::backend::BackendKind;
+
+use crate::backend::on_backend;
 use dissect_model::intervene::ExecPath;
 use dissect_model::source::load;
 use serde_json::json;
@@ -107,47 +109,49 @@ pub fn run(args: Args) -> Result<()> {
     let stopwords: HashSet<String> = load_stopwords(&stopwords_path)?.into_iter().collect();
 
     let started = Instant::now();
-    let loaded = load::<Cpu>(&model, &Default::default()).with_context(|| format!("loading {model}"))?;
-    let weights = weights_sha256(&loaded.info)?;
-    // The input tables' own parameter hashes stand for their contents.
-    // With sharded filter output, a shard depends only on its own partition: other shards
-    // finishing later must not change this shard's parameters.
-    let own_part = shard.part_path(&input);
-    let input_files = if shard.count > 1 && input.is_dir() && own_part.is_file() { vec![own_part] } else { parquet_files(&input)? };
-    let input_hashes: Vec<String> = input_files
-        .iter()
-        .map(|f| Ok(read_kv_metadata(f)?.get(PARAMS_HASH_KEY).cloned().unwrap_or_default()))
-        .collect::<Result<_, dissect_data::DataError>>()?;
-    let params = json!({
-        "model": loaded.info.spec,
-        "weights_sha256": weights,
-        "input": input_hashes,
-        "paragraphs_sha256": sha256_file(&paragraphs_path)?,
-        "stopwords_sha256": sha256_file(&stopwords_path)?,
-        "limit": args.limit,
-        "shard": shard.to_string(),
-        "config": cfg,
-    });
-    let mut prov = Provenance::new("experiments", &loaded.info.spec, params);
-    prov.model_revision = loaded.info.revision.clone();
-    prov.weights_sha256 = Some(weights);
-    let hash = prov.params_hash();
-    if args.force {
-        for name in dissect_experiments::stage::table_names(&cfg) {
-            let _ = std::fs::remove_dir_all(out.join(name).join(shard.dir_name()));
+    on_backend!(backend, |B| {
+        let loaded = load::<B>(&model, &Default::default()).with_context(|| format!("loading {model}"))?;
+        let weights = weights_sha256(&loaded.info)?;
+        // The input tables' own parameter hashes stand for their contents.
+        // With sharded filter output, a shard depends only on its own partition: other shards
+        // finishing later must not change this shard's parameters.
+        let own_part = shard.part_path(&input);
+        let input_files = if shard.count > 1 && input.is_dir() && own_part.is_file() { vec![own_part] } else { parquet_files(&input)? };
+        let input_hashes: Vec<String> = input_files
+            .iter()
+            .map(|f| Ok(read_kv_metadata(f)?.get(PARAMS_HASH_KEY).cloned().unwrap_or_default()))
+            .collect::<Result<_, dissect_data::DataError>>()?;
+        let params = json!({
+            "model": loaded.info.spec,
+            "weights_sha256": weights,
+            "input": input_hashes,
+            "paragraphs_sha256": sha256_file(&paragraphs_path)?,
+            "stopwords_sha256": sha256_file(&stopwords_path)?,
+            "limit": args.limit,
+            "shard": shard.to_string(),
+            "config": cfg,
+        });
+        let mut prov = Provenance::new("experiments", &loaded.info.spec, params);
+        prov.model_revision = loaded.info.revision.clone();
+        prov.weights_sha256 = Some(weights);
+        let hash = prov.params_hash();
+        if args.force {
+            for name in dissect_experiments::stage::table_names(&cfg) {
+                let _ = std::fs::remove_dir_all(out.join(name).join(shard.dir_name()));
+            }
         }
-    }
-    eprintln!("experiments: {} on {} records (shard {shard}) with {}", experiment_list(&cfg), records.len(), model);
-    let inputs = Inputs { records: &records, paragraphs: &paragraphs, stopwords: &stopwords };
-    let mut bar = Progress::new("experiments", "records");
-    let (computed, reused) = run_resumable(&loaded.model, &loaded.tokenizer, &inputs, &cfg, &out, shard, &prov.to_kv(), &hash, |d, t| bar.update(d, t))?;
-    bar.finish();
-    eprintln!(
-        "experiments: {computed} chunks computed, {reused} reused, {:.1}s; tables in {}",
-        started.elapsed().as_secs_f64(),
-        out.display()
-    );
-    Ok(())
+        eprintln!("experiments: {} on {} records (shard {shard}) with {}", experiment_list(&cfg), records.len(), model);
+        let inputs = Inputs { records: &records, paragraphs: &paragraphs, stopwords: &stopwords };
+        let mut bar = Progress::new("experiments", "records");
+        let (computed, reused) = run_resumable(&loaded.model, &loaded.tokenizer, &inputs, &cfg, &out, shard, &prov.to_kv(), &hash, |d, t| bar.update(d, t))?;
+        bar.finish();
+        eprintln!(
+            "experiments: {computed} chunks computed, {reused} reused, {:.1}s; tables in {}",
+            started.elapsed().as_secs_f64(),
+            out.display()
+        );
+        Ok(())
+    })
 }
 
 fn experiment_list(cfg: &ExperimentsConfig) -> String {

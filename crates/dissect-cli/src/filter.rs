@@ -7,7 +7,9 @@ use dissect_data::known::load_known_facts;
 use dissect_data::provenance::sha256_file;
 use dissect_data::Rejected;
 use dissect_filter::{filter_provenance, outputs_are_current, run_filter_with_progress, weights_sha256, write_outputs, FilterOutput, OutputPaths};
-use dissect_model::backend::{BackendKind, Cpu};
+use dissect_model::backend::BackendKind;
+
+use crate::backend::on_backend;
 use dissect_model::source::load;
 
 use crate::pipeline::Pipeline;
@@ -50,7 +52,8 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let pipeline = args.pipeline.as_deref().map(Pipeline::load).transpose()?;
     let p = pipeline.as_ref();
-    args.backend.or(p.map(|p| p.backend)).unwrap_or_default().check_available()?;
+    let backend = args.backend.or(p.map(|p| p.backend)).unwrap_or_default();
+    backend.check_available()?;
     let model = args.model.clone().or(p.map(|p| p.model.clone())).unwrap_or_else(|| "gemma3-270m".into());
     let dataset = args.dataset.clone().or(p.map(|p| p.data.dataset.clone())).expect("clap requires --dataset without --pipeline");
     let out = args.out.clone().or(p.map(|p| p.out.clone())).expect("clap requires --out without --pipeline");
@@ -66,38 +69,40 @@ pub fn run(args: Args) -> Result<()> {
     rejected.retain(|r| in_shard(r.id));
 
     let started = Instant::now();
-    let loaded = load::<Cpu>(&model, &Default::default()).with_context(|| format!("loading {model}"))?;
-    let weights = weights_sha256(&loaded.info)?;
-    let prov = filter_provenance(&loaded.info, weights, dataset_sha256, args.limit, shard, &config);
-    let paths = OutputPaths::new(&out, shard);
-    if !args.force && outputs_are_current(&paths, &prov.params_hash()) {
-        eprintln!("filter: {} is up to date (same parameters); skipping\nhint: pass --force to run again", paths.filtered.display());
-        if args.json {
-            let kept = dissect_data::filtered::read_kept(&paths.filtered)?;
-            let rejected = dissect_data::filtered::read_rejected(&paths.rejected)?;
-            print_json(&FilterOutput { kept, rejected })?;
+    on_backend!(backend, |B| {
+        let loaded = load::<B>(&model, &Default::default()).with_context(|| format!("loading {model}"))?;
+        let weights = weights_sha256(&loaded.info)?;
+        let prov = filter_provenance(&loaded.info, weights, dataset_sha256, args.limit, shard, &config);
+        let paths = OutputPaths::new(&out, shard);
+        if !args.force && outputs_are_current(&paths, &prov.params_hash()) {
+            eprintln!("filter: {} is up to date (same parameters); skipping\nhint: pass --force to run again", paths.filtered.display());
+            if args.json {
+                let kept = dissect_data::filtered::read_kept(&paths.filtered)?;
+                let rejected = dissect_data::filtered::read_rejected(&paths.rejected)?;
+                print_json(&FilterOutput { kept, rejected })?;
+            }
+            return Ok(());
         }
-        return Ok(());
-    }
-    eprintln!(
-        "filter: {} records{} on {} (loaded in {:.1}s)",
-        facts.len() + rejected.len(),
-        shard.map(|s| format!(" in shard {s}")).unwrap_or_default(),
-        model,
-        started.elapsed().as_secs_f64()
-    );
+        eprintln!(
+            "filter: {} records{} on {} (loaded in {:.1}s)",
+            facts.len() + rejected.len(),
+            shard.map(|s| format!(" in shard {s}")).unwrap_or_default(),
+            model,
+            started.elapsed().as_secs_f64()
+        );
 
-    let mut bar = Progress::new("filter", "prompts");
-    let mut out = run_filter_with_progress(&loaded.model, &loaded.tokenizer, &facts, &config, &mut |d, t| bar.update(d, t))?;
-    bar.finish();
-    rejected.append(&mut out.rejected);
-    out.rejected = rejected;
-    write_outputs(&paths, &out, &prov)?;
-    report(&out, &paths, started);
-    if args.json {
-        print_json(&out)?;
-    }
-    Ok(())
+        let mut bar = Progress::new("filter", "prompts");
+        let mut out = run_filter_with_progress(&loaded.model, &loaded.tokenizer, &facts, &config, &mut |d, t| bar.update(d, t))?;
+        bar.finish();
+        rejected.append(&mut out.rejected);
+        out.rejected = rejected;
+        write_outputs(&paths, &out, &prov)?;
+        report(&out, &paths, started);
+        if args.json {
+            print_json(&out)?;
+        }
+        Ok(())
+    })
 }
 
 fn report(out: &FilterOutput, paths: &OutputPaths, started: Instant) {

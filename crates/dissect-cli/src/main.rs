@@ -3,6 +3,8 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+mod aggregate;
+mod backend;
 mod bench;
 mod filter;
 mod experiment;
@@ -29,6 +31,8 @@ enum Command {
     Experiment(experiment::Args),
     /// Keep the known facts the model predicts; writes filtered.parquet and rejected.parquet.
     Filter(filter::Args),
+    /// Stage 4: tables with bootstrap CIs, the paper's figures and a report from the experiment tables.
+    Aggregate(aggregate::Args),
     /// Benchmarks against Hugging Face (driven by `cargo xtask bench`); prints JSON.
     #[command(hide = true)]
     Bench(bench::Args),
@@ -41,6 +45,7 @@ fn main() {
         Command::Knockout(args) => knockout::run(args),
         Command::Experiment(args) => experiment::run(args),
         Command::Filter(args) => filter::run(args),
+        Command::Aggregate(args) => aggregate::run(args),
         Command::Bench(args) => bench::run(args),
     };
     if let Err(e) = result {

@@ -14,8 +14,10 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 pub struct Pipeline {
     pub model: String,
-    /// `cargo xtask fetch-model` name that provides the model, if it can be fetched.
+    /// `cargo xtask fetch-model` name that provides the model, if it can be fetched (read by
+    /// `cargo xtask reproduce`; the stages only check that it parses).
     #[serde(default)]
+    #[allow(dead_code)]
     pub fetch: Option<String>,
     #[serde(default)]
     pub backend: BackendKind,

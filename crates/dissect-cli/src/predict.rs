@@ -1,7 +1,9 @@
 use std::io::Write;
 
 use anyhow::{Context, Result};
-use dissect_model::backend::{BackendKind, Cpu};
+use dissect_model::backend::BackendKind;
+
+use crate::backend::on_backend;
 use dissect_model::predict::predict;
 use dissect_model::source::load;
 
@@ -23,18 +25,19 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     args.backend.check_available()?;
-    let device = Default::default();
-    let loaded = load::<Cpu>(&args.model, &device).with_context(|| format!("loading {}", args.model))?;
-    let p = predict(&loaded.model, &loaded.tokenizer, &args.prompt, args.top_k)?;
-    let mut out = std::io::stdout().lock();
-    if args.json {
-        serde_json::to_writer(&mut out, &p)?;
-        writeln!(out)?;
-    } else {
-        writeln!(out, "{:>4}  {:>8}  {:>9}  token", "rank", "id", "prob")?;
-        for (i, t) in p.top.iter().enumerate() {
-            writeln!(out, "{:>4}  {:>8}  {:>9.6}  {:?}", i + 1, t.token_id, t.prob, t.token)?;
+    on_backend!(args.backend, |B| {
+        let loaded = load::<B>(&args.model, &Default::default()).with_context(|| format!("loading {}", args.model))?;
+        let p = predict(&loaded.model, &loaded.tokenizer, &args.prompt, args.top_k)?;
+        let mut out = std::io::stdout().lock();
+        if args.json {
+            serde_json::to_writer(&mut out, &p)?;
+            writeln!(out)?;
+        } else {
+            writeln!(out, "{:>4}  {:>8}  {:>9}  token", "rank", "id", "prob")?;
+            for (i, t) in p.top.iter().enumerate() {
+                writeln!(out, "{:>4}  {:>8}  {:>9.6}  {:?}", i + 1, t.token_id, t.prob, t.token)?;
+            }
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }
