@@ -1,0 +1,352 @@
+//! `dissect-aggregate`: the last stage. Reads the experiments stage's per-example tables (each
+//! a Parquet file or a directory of `shard=*/part-*.parquet`, read as their union) and the
+//! filter stage's tables, and writes under the output directory:
+//!
+//! - `tables/<name>.parquet` and `tables/<name>.csv`: per condition and layer the number of
+//!   examples `n`, the `mean` and its 95% bootstrap interval `ci_low`, `ci_high` (ranks also
+//!   the median and its interval), see [`tables::Tables`] for each table's keys; `counts`
+//!   holds kept / rejected / skipped counts;
+//! - `figures/<name>.svg` and `.png`, one per figure of the paper ([`figures`]);
+//! - `report.md` and a self-contained `report.html`: the three findings with the numbers that
+//!   support or contradict them ([`findings`]), and the inputs' provenance;
+//! - `summary.json`: [`Summary`], for scripts.
+//!
+//! Intervals are seeded percentile bootstraps over examples ([`bootstrap`] documents the
+//! method), so a rerun writes identical files, and a sharded input gives the same tables as
+//! an unsharded one. Layer columns keep the input's convention (0-based blocks; hidden-state
+//! indices with 0 = embeddings for `enrichment` and `source_layer`); the figures and the
+//! report show blocks 1-based like the paper.
+
+pub mod bootstrap;
+pub mod error;
+pub mod figures;
+pub mod findings;
+mod glyph_text;
+pub mod input;
+pub mod plot;
+pub mod report;
+pub mod summary;
+pub mod tables;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use dissect_data::parquet_io::write_parquet_atomic;
+use dissect_data::provenance::output_is_current;
+use dissect_data::Provenance;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+pub use bootstrap::{Bootstrap, Estimate, Statistic};
+pub use error::AggregateError;
+pub use findings::{Finding, Numbers, Verdict};
+use report::Block;
+pub use summary::{Count, Key, SummaryRow, SummaryTable};
+pub use tables::Tables;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AggregateConfig {
+    /// Seed of every bootstrap stream.
+    pub seed: u64,
+    pub resamples: usize,
+    /// Interval level (0.95).
+    pub level: f64,
+    /// Where `filtered.parquet` / `rejected.parquet` are; `None`: the input directory if they
+    /// are there, else its parent.
+    pub filter_dir: Option<PathBuf>,
+}
+
+impl Default for AggregateConfig {
+    fn default() -> Self {
+        AggregateConfig { seed: 0, resamples: 1000, level: 0.95, filter_dir: None }
+    }
+}
+
+impl AggregateConfig {
+    pub fn bootstrap(&self) -> Bootstrap {
+        Bootstrap { resamples: self.resamples, level: self.level, seed: self.seed }
+    }
+
+    fn check(&self) -> Result<(), AggregateError> {
+        if self.resamples == 0 {
+            return Err(AggregateError::Config("0 resamples".into()));
+        }
+        if !(self.level > 0.0 && self.level < 1.0) {
+            return Err(AggregateError::Config(format!("interval level {} is not between 0 and 1", self.level)));
+        }
+        Ok(())
+    }
+}
+
+/// What a run wrote and found.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Summary {
+    pub model: String,
+    pub n_layers: Option<u32>,
+    pub tables: Vec<PathBuf>,
+    pub figures: Vec<PathBuf>,
+    pub report_md: PathBuf,
+    pub report_html: PathBuf,
+    pub counts: Vec<Count>,
+    pub findings: Vec<Finding>,
+    pub numbers: Numbers,
+    /// The aggregation's parameter hash (in every output table's footer).
+    pub params_sha256: String,
+}
+
+/// The filter directory `cfg` names, or the default of [`AggregateConfig::filter_dir`].
+pub fn filter_dir(input: &Path, cfg: &AggregateConfig) -> PathBuf {
+    if let Some(d) = &cfg.filter_dir {
+        return d.clone();
+    }
+    let has = |d: &Path| ["filtered", "filtered.parquet"].iter().any(|n| d.join(n).exists());
+    match input.parent() {
+        Some(p) if !has(input) && has(p) => p.to_path_buf(),
+        _ => input.to_path_buf(),
+    }
+}
+
+/// The provenance of an aggregation: the settings and the parameter hashes of every input
+/// file, so new inputs or settings change the hash and an unchanged rerun can be skipped.
+pub fn aggregate_provenance(inputs: &[input::TableProvenance], model: &str, cfg: &AggregateConfig) -> Provenance {
+    let hashes: serde_json::Map<String, serde_json::Value> = inputs.iter().map(|p| (p.table.clone(), json!(p.params_sha256))).collect();
+    let mut prov = Provenance::new(
+        "aggregate",
+        model,
+        json!({"seed": cfg.seed, "resamples": cfg.resamples, "level": cfg.level, "method": "percentile bootstrap, SplitMix64 streams per cell", "inputs": hashes}),
+    );
+    prov.weights_sha256 = inputs.iter().flat_map(|p| p.weights_sha256.iter()).next().cloned();
+    prov.model_revision = inputs.iter().flat_map(|p| p.model_revisions.iter()).next().cloned();
+    prov
+}
+
+/// Whether `out` holds an aggregation of the current inputs with these settings (reads only
+/// the inputs' footers).
+pub fn outputs_are_current(input: &Path, out: &Path, cfg: &AggregateConfig) -> bool {
+    let Ok(provs) = input::read_provenance(input, &filter_dir(input, cfg)) else { return false };
+    let model = input::model_of(&provs);
+    let hash = aggregate_provenance(&provs, &model, cfg).params_hash();
+    output_is_current(&out.join("tables/counts.parquet"), &hash) && out.join("report.html").exists() && out.join("summary.json").exists()
+}
+
+/// Runs the stage: reads `input`, writes tables, figures and the report under `out`.
+pub fn aggregate(input: &Path, out: &Path, cfg: &AggregateConfig) -> Result<Summary, AggregateError> {
+    cfg.check()?;
+    let inputs = input::read_inputs(input, &filter_dir(input, cfg))?;
+    let model = inputs.model();
+    let boot = cfg.bootstrap();
+    let tables = tables::build_tables(&inputs, &boot)?;
+    let prov = aggregate_provenance(&inputs.provenance, &model, cfg);
+    let kv = prov.to_kv();
+
+    let mut table_paths = Vec::new();
+    for t in tables.all() {
+        let base = out.join("tables").join(&t.name);
+        write_parquet_atomic(&base.with_extension("parquet"), &[t.to_batch()], &kv)?;
+        write_atomic(&base.with_extension("csv"), &t.to_csv()?)?;
+        table_paths.extend([base.with_extension("parquet"), base.with_extension("csv")]);
+    }
+
+    let report = findings::findings(&tables);
+    let cx = figures::Context { model: &short_model(&model), resamples: cfg.resamples, seed: cfg.seed };
+    let figs = figures::figures(&tables, &cx);
+    let mut figure_paths = Vec::new();
+    let mut svgs = std::collections::BTreeMap::new();
+    for f in &figs {
+        let plot_err = |message: String| AggregateError::Plot { figure: f.name.into(), message };
+        let svg = plot::render_svg(&f.chart).map_err(plot_err)?;
+        let png = plot::render_png(&f.chart).map_err(plot_err)?;
+        let base = out.join("figures").join(f.name);
+        write_atomic(&base.with_extension("svg"), svg.as_bytes())?;
+        write_atomic(&base.with_extension("png"), &png)?;
+        figure_paths.extend([base.with_extension("svg"), base.with_extension("png")]);
+        svgs.insert(f.name, svg);
+    }
+
+    let blocks = report_blocks(&model, input, &inputs, &tables, &report, &figs, &svgs, &prov, cfg);
+    let title = format!("Dissecting factual recall — {}", short_model(&model));
+    let report_md = out.join("report.md");
+    let report_html = out.join("report.html");
+    write_atomic(&report_md, report::to_markdown(&blocks).as_bytes())?;
+    write_atomic(&report_html, report::to_html(&title, &blocks).as_bytes())?;
+
+    // Counts last: its footer is what `outputs_are_current` checks, so a run killed before
+    // this point is not taken as done.
+    let counts = out.join("tables/counts");
+    write_atomic(&counts.with_extension("csv"), &summary::counts_csv(&tables.counts)?)?;
+    let summary = Summary {
+        model,
+        n_layers: tables.n_layers,
+        tables: table_paths.into_iter().chain([counts.with_extension("parquet"), counts.with_extension("csv")]).collect(),
+        figures: figure_paths,
+        report_md,
+        report_html,
+        counts: tables.counts.clone(),
+        findings: report.findings,
+        numbers: report.numbers,
+        params_sha256: prov.params_hash(),
+    };
+    let json = serde_json::to_vec_pretty(&summary).expect("the summary serializes");
+    write_atomic(&out.join("summary.json"), &json)?;
+    write_parquet_atomic(&counts.with_extension("parquet"), &[summary::counts_batch(&tables.counts)], &kv)?;
+    Ok(summary)
+}
+
+/// A path-like model spec shortened to its file name for titles (the report keeps it whole).
+fn short_model(model: &str) -> String {
+    if model.contains('/') && !model.starts_with("hf:") {
+        Path::new(model).file_name().map_or(model.to_string(), |n| n.to_string_lossy().into_owned())
+    } else {
+        model.to_string()
+    }
+}
+
+/// Writes `bytes` to a hidden temporary file next to `path`, syncs it and renames it over
+/// `path`: readers see the old file or the new one, never part of one.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), AggregateError> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| AggregateError::io(dir, e))?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.{}.tmp", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = result {
+        // Best effort: the name is hidden and unique, so a leftover harms no reader.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(AggregateError::io(path, e));
+    }
+    Ok(())
+}
+
+/// Which figures illustrate which finding (by index).
+const FINDING_FIGURES: [&[&str]; 3] = [&["knockout"], &["extraction", "patching", "ranks"], &["enrichment", "sublayer_knockout"]];
+
+#[allow(clippy::too_many_arguments)]
+fn report_blocks(
+    model: &str,
+    input: &Path,
+    inputs: &input::Inputs,
+    tables: &Tables,
+    report: &findings::Report,
+    figs: &[figures::Figure],
+    svgs: &std::collections::BTreeMap<&str, String>,
+    prov: &Provenance,
+    cfg: &AggregateConfig,
+) -> Vec<Block> {
+    let mut b = vec![Block::Heading(1, format!("Dissecting factual recall — {}", short_model(model)))];
+    b.push(Block::Para(format!(
+        "A reproduction of Geva et al. 2023, \"Dissecting Recall of Factual Associations in Auto-Regressive Language Models\", on {model}. Generated by dissect {} from {}. Every number below is read from the tables in tables/; intervals are 95% percentile bootstrap intervals over examples ({} resamples, seed {}).",
+        env!("CARGO_PKG_VERSION"),
+        input.display(),
+        cfg.resamples,
+        cfg.seed
+    )));
+
+    b.push(Block::List(
+        report
+            .findings
+            .iter()
+            .map(|f| format!("{}: {} ({} of {} criteria hold)", f.title, f.verdict.label(), f.criteria.iter().filter(|c| c.holds).count(), f.criteria.len()))
+            .collect(),
+    ));
+
+    b.push(Block::Heading(2, "Model and data".into()));
+    let mut rows = vec![vec!["model".to_string(), model.to_string()]];
+    if let Some(n) = tables.n_layers {
+        rows.push(vec!["layers".into(), n.to_string()]);
+    }
+    if let Some(w) = &prov.weights_sha256 {
+        rows.push(vec!["weights sha256".into(), w.clone()]);
+    }
+    for c in &tables.counts {
+        rows.push(vec![c.name.clone(), format!("{} — {}", c.value, c.detail)]);
+    }
+    b.push(Block::Table { header: vec!["".into(), "value".into()], rows });
+    let missing: Vec<&str> = input::EXPERIMENT_TABLES.iter().copied().filter(|t| !inputs.provenance.iter().any(|p| p.table == *t)).collect();
+    if !missing.is_empty() {
+        b.push(Block::Para(format!("Not in the input (experiments not run): {}.", missing.join(", "))));
+    }
+
+    b.push(Block::Heading(2, "The paper's findings on this model".into()));
+    for (i, f) in report.findings.iter().enumerate() {
+        b.push(Block::Heading(3, format!("{}: {}", f.title, f.verdict.label())));
+        b.push(Block::Para(format!("Paper: {}", f.claim)));
+        if f.evidence.is_empty() {
+            b.push(Block::Para("The experiments behind this finding are not in the input.".into()));
+        } else {
+            b.push(Block::List(f.evidence.clone()));
+        }
+        if !f.criteria.is_empty() {
+            b.push(Block::Para(format!(
+                "Criteria ({} of {} hold; all → supported, none → contradicted, else mixed):",
+                f.criteria.iter().filter(|c| c.holds).count(),
+                f.criteria.len()
+            )));
+            b.push(Block::List(f.criteria.iter().map(|c| format!("{} {}", if c.holds { "[holds]" } else { "[fails]" }, c.text)).collect()));
+        }
+        for name in FINDING_FIGURES[i.min(2)] {
+            if let (Some(fig), Some(svg)) = (figs.iter().find(|f| f.name == *name), svgs.get(name)) {
+                b.push(Block::Figure { name: fig.name.into(), caption: fig.caption.clone(), svg: svg.clone() });
+            }
+        }
+    }
+
+    b.push(Block::Heading(2, "Tables".into()));
+    let mut rows: Vec<Vec<String>> =
+        tables.all().iter().map(|t| vec![format!("tables/{}.parquet, .csv", t.name), t.key_columns.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", "), t.metric.clone(), t.rows.len().to_string()]).collect();
+    rows.push(vec!["tables/counts.parquet, .csv".into(), "name".into(), "value".into(), tables.counts.len().to_string()]);
+    b.push(Block::Table { header: vec!["file".into(), "keys".into(), "metric".into(), "rows".into()], rows });
+    b.push(Block::Para(
+        "Layer columns keep the experiments' convention: `layer` and `start_layer` are 0-based blocks, `enrichment.layer` and `source_layer` are hidden-state indices (0 = embeddings). Figures and this report show blocks 1-based, like the paper. Rates are percentages.".into(),
+    ));
+    b.push(Block::Para(format!(
+        "Bootstrap: for each cell the per-example values are sorted by record id; {} resamples of n examples drawn with replacement by a SplitMix64 stream seeded from seed {} and the cell's name; the interval is the 2.5th and 97.5th percentiles (linear interpolation) of the resampled statistic.",
+        cfg.resamples, cfg.seed
+    )));
+
+    b.push(Block::Heading(2, "Provenance".into()));
+    let join = |s: &std::collections::BTreeSet<String>| if s.is_empty() { "—".to_string() } else { s.iter().cloned().collect::<Vec<_>>().join(", ") };
+    let rows: Vec<Vec<String>> = inputs
+        .provenance
+        .iter()
+        .map(|p| {
+            vec![
+                p.table.clone(),
+                p.files.to_string(),
+                join(&p.stages),
+                join(&p.models),
+                join(&p.dtypes),
+                join(&p.versions),
+                join(&p.params_sha256),
+                join(&p.weights_sha256),
+            ]
+        })
+        .collect();
+    b.push(Block::Table {
+        header: ["input", "files", "stage", "model", "dtype", "dissect", "params sha256", "weights sha256"].map(String::from).to_vec(),
+        rows,
+    });
+    // Tables written by one run share their parameters: print each distinct set once.
+    let mut groups: Vec<(Vec<&str>, &serde_json::Value)> = Vec::new();
+    for p in &inputs.provenance {
+        if let Some(params) = &p.params {
+            match groups.iter_mut().find(|(_, v)| *v == params) {
+                Some((names, _)) => names.push(&p.table),
+                None => groups.push((vec![&p.table], params)),
+            }
+        }
+    }
+    for (names, params) in groups {
+        b.push(Block::Para(format!("Parameters of {} (first file of each):", names.join(", "))));
+        b.push(Block::Code(serde_json::to_string_pretty(params).expect("JSON values serialize")));
+    }
+    b.push(Block::Para(format!("This aggregation: parameters sha256 {}:", prov.params_hash())));
+    b.push(Block::Code(serde_json::to_string_pretty(&prov.params).expect("JSON values serialize")));
+    b
+}

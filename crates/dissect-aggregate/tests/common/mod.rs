@@ -1,0 +1,368 @@
+//! Synthetic experiment tables with the experiments stage's schemas, written with
+//! dissect-data's writer, with effects placed where the paper found them (or, with
+//! `mlp_dominant`, against finding 2).
+
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, BooleanArray, Float32Array, RecordBatch, StringArray, UInt32Array, UInt64Array};
+use dissect_data::filtered::{kept_to_batch, rejected_to_batch};
+use dissect_data::parquet_io::write_parquet_atomic;
+use dissect_data::{KeptRecord, Provenance, RejectReason, Rejected, ShardSpec, SubjectSpan};
+use serde_json::json;
+
+pub const MODEL: &str = "synthetic-model";
+
+#[derive(Debug, Clone)]
+pub struct Synth {
+    pub n: u64,
+    pub layers: u32,
+    pub shards: u32,
+    pub mlp_dominant: bool,
+    /// Added to every subject-knockout value (to check figures change with the data).
+    pub subject_shift: f32,
+    /// Experiment tables to write (`skipped` always is).
+    pub tables: Vec<&'static str>,
+    pub no_paragraphs: Vec<u64>,
+    pub with_bos_sets: bool,
+}
+
+impl Default for Synth {
+    fn default() -> Self {
+        Synth {
+            n: 60,
+            layers: 12,
+            shards: 1,
+            mlp_dominant: false,
+            subject_shift: 0.0,
+            tables: vec!["knockout", "extraction", "patching", "enrichment", "enrichment_baseline", "sublayer_knockout", "ranks"],
+            no_paragraphs: vec![4, 5, 9],
+            with_bos_sets: false,
+        }
+    }
+}
+
+/// Deterministic noise in [0, 1).
+pub fn u(id: u64, a: u32, b: u32, salt: u32) -> f64 {
+    let mut z = id.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (u64::from(a) << 40) ^ (u64::from(b) << 20) ^ u64::from(salt);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z >> 11) as f64 / (1u64 << 53) as f64
+}
+
+fn bump(x: f64, c: f64, w: f64) -> f64 {
+    (-((x - c) / w).powi(2)).exp()
+}
+
+#[derive(Default)]
+struct Cols {
+    names: Vec<&'static str>,
+    cols: Vec<Col>,
+    ids: Vec<u64>,
+}
+
+enum Col {
+    U64(Vec<u64>),
+    U32(Vec<Option<u32>>),
+    F32(Vec<f32>),
+    Str(Vec<String>),
+    Bool(Vec<bool>),
+}
+
+enum V {
+    U64(u64),
+    U32(Option<u32>),
+    F32(f32),
+    S(String),
+    B(bool),
+}
+
+impl Cols {
+    fn new(names: &[&'static str]) -> Self {
+        Cols { names: names.to_vec(), cols: Vec::new(), ids: Vec::new() }
+    }
+
+    fn push(&mut self, row: Vec<V>) {
+        if self.cols.is_empty() {
+            self.cols = row
+                .iter()
+                .map(|v| match v {
+                    V::U64(_) => Col::U64(vec![]),
+                    V::U32(_) => Col::U32(vec![]),
+                    V::F32(_) => Col::F32(vec![]),
+                    V::S(_) => Col::Str(vec![]),
+                    V::B(_) => Col::Bool(vec![]),
+                })
+                .collect();
+        }
+        if let V::U64(id) = row[0] {
+            self.ids.push(id);
+        }
+        for (c, v) in self.cols.iter_mut().zip(row) {
+            match (c, v) {
+                (Col::U64(c), V::U64(v)) => c.push(v),
+                (Col::U32(c), V::U32(v)) => c.push(v),
+                (Col::F32(c), V::F32(v)) => c.push(v),
+                (Col::Str(c), V::S(v)) => c.push(v),
+                (Col::Bool(c), V::B(v)) => c.push(v),
+                _ => panic!("column type changed"),
+            }
+        }
+    }
+
+    /// The rows whose id is in the shard.
+    fn batch(&self, keep: impl Fn(u64) -> bool) -> RecordBatch {
+        let rows: Vec<usize> = (0..self.ids.len()).filter(|&i| keep(self.ids[i])).collect();
+        let arrays: Vec<(&str, ArrayRef)> = self
+            .names
+            .iter()
+            .zip(&self.cols)
+            .map(|(n, c)| {
+                let a: ArrayRef = match c {
+                    Col::U64(v) => Arc::new(UInt64Array::from_iter_values(rows.iter().map(|&i| v[i]))),
+                    Col::U32(v) => Arc::new(UInt32Array::from_iter(rows.iter().map(|&i| v[i]))),
+                    Col::F32(v) => Arc::new(Float32Array::from_iter_values(rows.iter().map(|&i| v[i]))),
+                    Col::Str(v) => Arc::new(StringArray::from_iter_values(rows.iter().map(|&i| v[i].as_str()))),
+                    Col::Bool(v) => Arc::new(BooleanArray::from_iter(rows.iter().map(|&i| Some(v[i])))),
+                };
+                (*n, a)
+            })
+            .collect();
+        RecordBatch::try_from_iter(arrays).unwrap()
+    }
+}
+
+fn u64v(v: u64) -> V {
+    V::U64(v)
+}
+fn u32v(v: u32) -> V {
+    V::U32(Some(v))
+}
+fn s(v: &str) -> V {
+    V::S(v.to_string())
+}
+
+impl Synth {
+    fn attn_p(&self, layer: u32) -> f64 {
+        let l = f64::from(self.layers);
+        let attn = 0.05 + 0.6 * bump(f64::from(layer), 0.7 * l, 0.15 * l);
+        let mlp = 0.03 + 0.15 * bump(f64::from(layer), 0.8 * l, 0.1 * l);
+        if self.mlp_dominant {
+            mlp
+        } else {
+            attn
+        }
+    }
+
+    fn mlp_p(&self, layer: u32) -> f64 {
+        let l = f64::from(self.layers);
+        let attn = 0.05 + 0.6 * bump(f64::from(layer), 0.7 * l, 0.15 * l);
+        let mlp = 0.03 + 0.15 * bump(f64::from(layer), 0.8 * l, 0.1 * l);
+        if self.mlp_dominant {
+            attn
+        } else {
+            mlp
+        }
+    }
+
+    pub fn attn_extracts(&self, id: u64, layer: u32) -> bool {
+        u(id, layer, 0, 11) < self.attn_p(layer)
+    }
+
+    pub fn write(&self, dir: &Path) {
+        let l = self.layers;
+        let lf = f64::from(l);
+        let ids: Vec<u64> = (0..self.n).collect();
+        let mut tables: Vec<(&str, Cols)> = Vec::new();
+
+        let mut k = Cols::new(&["id", "layer", "block", "window", "target_id", "p_base", "p_new", "pct_change"]);
+        let mut blocks = vec!["subject", "non_subject", "last"];
+        if self.with_bos_sets {
+            blocks.extend(["bos", "non_subject_no_bos"]);
+        }
+        for &id in &ids {
+            for layer in 0..l {
+                let x = f64::from(layer);
+                for (bi, b) in blocks.iter().enumerate() {
+                    let base = match *b {
+                        "subject" => -45.0 * bump(x, 0.55 * lf, 0.15 * lf),
+                        "non_subject" => -55.0 * bump(x, 0.15 * lf, 0.15 * lf),
+                        "bos" => -45.0 * bump(x, 0.15 * lf, 0.2 * lf),
+                        "non_subject_no_bos" => -12.0 * bump(x, 0.2 * lf, 0.15 * lf),
+                        _ => -3.0,
+                    };
+                    let mut pct = (base + 10.0 * (u(id, layer, bi as u32, 1) - 0.5)) as f32;
+                    if *b == "subject" {
+                        pct += self.subject_shift;
+                    }
+                    let p_base = 0.5f32;
+                    k.push(vec![u64v(id), u32v(layer), s(b), u32v(9), u32v(7), V::F32(p_base), V::F32(p_base * (1.0 + pct / 100.0)), V::F32(pct)]);
+                }
+            }
+        }
+        tables.push(("knockout", k));
+
+        let mut e = Cols::new(&["id", "layer", "sublayer", "blocked", "target_rank", "top1", "extracted"]);
+        for &id in &ids {
+            for layer in 0..l {
+                for (si, sub) in ["attn", "mlp"].into_iter().enumerate() {
+                    for (bi, blocked) in ["none", "subject", "non_subject"].into_iter().enumerate() {
+                        let p = if sub == "attn" { self.attn_p(layer) } else { self.mlp_p(layer) };
+                        let extracted = match (sub, blocked) {
+                            ("attn", "none") => self.attn_extracts(id, layer),
+                            (_, "subject") => u(id, layer, (si * 3 + bi) as u32, 12) < p * 0.2,
+                            (_, "non_subject") => u(id, layer, (si * 3 + bi) as u32, 12) < p * 0.8,
+                            _ => u(id, layer, si as u32, 13) < p,
+                        };
+                        let rank = if extracted { 0 } else { 1 + (u(id, layer, 0, 14) * 100.0) as u32 };
+                        e.push(vec![u64v(id), u32v(layer), s(sub), s(blocked), u32v(rank), u32v(if extracted { 7 } else { 8 }), V::B(extracted)]);
+                    }
+                }
+            }
+        }
+        tables.push(("extraction", e));
+
+        let mut p = Cols::new(&["id", "layer", "source_layer", "positions", "target_rank", "extracted"]);
+        for &id in &ids {
+            for layer in 0..l {
+                for source in [0u32, 1, 5, 10].into_iter().filter(|&s| s <= l) {
+                    for (si, set) in ["subject", "non_subject", "last"].into_iter().enumerate() {
+                        let factor = match set {
+                            "subject" => 0.15 + 0.85 * f64::from(source) / lf,
+                            "non_subject" => 0.9,
+                            _ => 0.95,
+                        };
+                        let extracted = u(id, layer, source * 3 + si as u32, 21) < self.attn_p(layer) * factor;
+                        p.push(vec![u64v(id), u32v(layer), u32v(source), s(set), u32v(if extracted { 0 } else { 5 }), V::B(extracted)]);
+                    }
+                }
+            }
+        }
+        tables.push(("patching", p));
+
+        let with_paragraphs: Vec<u64> = ids.iter().copied().filter(|i| !self.no_paragraphs.contains(i)).collect();
+        let mut en = Cols::new(&["id", "subject", "layer", "position", "rate"]);
+        let mut base = Cols::new(&["id", "subject", "rate"]);
+        for &id in &with_paragraphs {
+            let subject = subject_of(id);
+            for layer in 0..=l {
+                let x = f64::from(layer);
+                for (pi, pos) in ["first", "subject_first", "subject_last", "after_subject", "last"].into_iter().enumerate() {
+                    let mean = match pos {
+                        "subject_last" => 42.0 * (1.0 - (-x / (0.3 * lf)).exp()),
+                        "subject_first" => 15.0 * (1.0 - (-x / (0.3 * lf)).exp()),
+                        "last" => 8.0 + 6.0 * x / lf,
+                        "after_subject" => 10.0,
+                        _ => 4.0,
+                    };
+                    let rate = (mean + 12.0 * (u(id, layer, pi as u32, 31) - 0.5)).clamp(0.0, 100.0);
+                    en.push(vec![u64v(id), s(&subject), u32v(layer), s(pos), V::F32(((rate / 2.0).round() * 2.0) as f32)]);
+                }
+            }
+            base.push(vec![u64v(id), s(&subject), V::F32((2.0 * (u(id, 0, 0, 32) * 4.0).round()) as f32)]);
+        }
+        tables.push(("enrichment", en));
+        tables.push(("enrichment_baseline", base));
+
+        let read = ((41.0 * lf) / 48.0).round() as u32;
+        let mut sk = Cols::new(&["id", "start_layer", "end_layer", "sublayer", "mode", "read_layer", "rate"]);
+        for &id in &with_paragraphs {
+            let none = 40.0 + 8.0 * (u(id, 0, 0, 41) - 0.5);
+            sk.push(vec![u64v(id), V::U32(None), V::U32(None), s("none"), s("none"), u32v(read), V::F32(none as f32)]);
+            for start in 0..read {
+                let x = f64::from(start);
+                for (si, sub) in ["mlp", "attn"].into_iter().enumerate() {
+                    for (mi, mode) in ["notebook", "zero"].into_iter().enumerate() {
+                        let drop = if sub == "mlp" { 28.0 * (-x / (0.2 * lf)).exp() } else { 4.0 + 2.0 * mi as f64 };
+                        let rate = (none - drop + 6.0 * (u(id, start, (si * 2 + mi) as u32, 42) - 0.5)).max(0.0);
+                        sk.push(vec![u64v(id), u32v(start), u32v((start + 11).min(read)), s(sub), s(mode), u32v(read), V::F32(rate as f32)]);
+                    }
+                }
+            }
+        }
+        tables.push(("sublayer_knockout", sk));
+
+        let mut r = Cols::new(&["id", "layer", "subject_last_rank", "attn_last_rank"]);
+        for &id in &ids {
+            for layer in 0..l {
+                let sl = (1000.0 * (-f64::from(layer) / (0.3 * lf)).exp() * (0.5 + u(id, layer, 0, 51))) as u32;
+                let attn = if self.attn_extracts(id, layer) { 0 } else { 1 + (u(id, layer, 0, 52) * 50.0) as u32 };
+                r.push(vec![u64v(id), u32v(layer), u32v(sl), u32v(attn)]);
+            }
+        }
+        tables.push(("ranks", r));
+
+        let mut sk_rows = Cols::new(&["id", "experiment", "reason"]);
+        for &id in &self.no_paragraphs {
+            for exp in ["enrichment", "sublayer_knockout"] {
+                sk_rows.push(vec![
+                    u64v(id),
+                    s(exp),
+                    s(&format!("record {id}: no paragraphs for subject {:?}: excluded from enrichment, as in the paper", subject_of(id))),
+                ]);
+            }
+        }
+        sk_rows.push(vec![u64v(1), s("patching"), s("record 1: some other failure")]);
+
+        let prov = Provenance::new("experiments", MODEL, json!({"layers": l, "window": 9}));
+        let kv = prov.to_kv();
+        let shards: Vec<ShardSpec> = (0..self.shards).map(|i| ShardSpec::new(i, self.shards).unwrap()).collect();
+        for (name, cols) in tables.iter().filter(|(n, _)| self.tables.contains(n)).chain([("skipped", sk_rows)].iter()) {
+            for sh in &shards {
+                let batch = cols.batch(|id| sh.contains(id));
+                write_parquet_atomic(&sh.part_path(&dir.join(name)), &[batch], &kv).unwrap();
+            }
+        }
+
+        let kept: Vec<KeptRecord> = ids
+            .iter()
+            .map(|&id| KeptRecord {
+                id,
+                prompt: format!("{} is located in", subject_of(id)),
+                subject: subject_of(id),
+                attribute: "Paris".into(),
+                relation_id: "P131".into(),
+                subject_span: SubjectSpan { first: 1, last: 2 },
+                first_token: 1,
+                n_tokens: 6,
+                target_id: 7,
+                target: " Paris".into(),
+                target_prob: 0.5,
+            })
+            .collect();
+        let rejected: Vec<Rejected> = (self.n..self.n + 5)
+            .map(|id| Rejected {
+                id: Some(id),
+                reason: RejectReason::WrongPrediction {
+                    predicted_id: 1,
+                    predicted: " the".into(),
+                    predicted_prob: 0.3,
+                    expected_id: 7,
+                    expected: " Paris".into(),
+                    expected_prob: 0.1,
+                },
+            })
+            .chain([Rejected { id: None, reason: RejectReason::Malformed { record: 99, message: "missing field `prompt`".into() } }])
+            .collect();
+        let fprov = Provenance::new("filter", MODEL, json!({"batch_size": 16}));
+        if self.shards == 1 {
+            write_parquet_atomic(&dir.join("filtered.parquet"), &[kept_to_batch(&kept)], &fprov.to_kv()).unwrap();
+            write_parquet_atomic(&dir.join("rejected.parquet"), &[rejected_to_batch(&rejected)], &fprov.to_kv()).unwrap();
+        } else {
+            for sh in &shards {
+                let k: Vec<KeptRecord> = kept.iter().filter(|r| sh.contains(r.id)).cloned().collect();
+                let r: Vec<Rejected> = rejected.iter().filter(|r| r.id.map_or(sh.index == 0, |id| sh.contains(id))).cloned().collect();
+                write_parquet_atomic(&sh.part_path(&dir.join("filtered")), &[kept_to_batch(&k)], &fprov.to_kv()).unwrap();
+                write_parquet_atomic(&sh.part_path(&dir.join("rejected")), &[rejected_to_batch(&r)], &fprov.to_kv()).unwrap();
+            }
+        }
+    }
+}
+
+/// Records 2k and 2k+1 share a subject (so excluded subjects < excluded records).
+pub fn subject_of(id: u64) -> String {
+    format!("Subject {}", id / 2)
+}
