@@ -99,6 +99,9 @@ pub struct TableProvenance {
     pub params: Option<serde_json::Value>,
     /// Files whose footer carries no dissect provenance.
     pub foreign_files: usize,
+    /// sha256 over every file's relative path, size and parameter hash: changes when a
+    /// resumed run adds parts with unchanged parameters, so a stale aggregation is redone.
+    pub files_sha256: String,
 }
 
 /// Everything read from the input directories.
@@ -159,9 +162,14 @@ fn locate(dir: &Path, name: &str) -> Option<PathBuf> {
 
 fn provenance_of(table: &str, path: &Path) -> Result<TableProvenance, AggregateError> {
     let mut p = TableProvenance { table: table.into(), ..TableProvenance::default() };
+    let mut listing = String::new();
     for file in parquet_files(path)? {
         p.files += 1;
-        let Some(prov) = Provenance::from_kv(&read_kv_metadata(&file)?) else {
+        let size = std::fs::metadata(&file).map_err(|e| AggregateError::io(&file, e))?.len();
+        let rel = file.strip_prefix(path).unwrap_or(&file).display().to_string();
+        let prov = Provenance::from_kv(&read_kv_metadata(&file)?);
+        listing.push_str(&format!("{rel}\t{size}\t{}\n", prov.as_ref().map(Provenance::params_hash).unwrap_or_default()));
+        let Some(prov) = prov else {
             p.foreign_files += 1;
             continue;
         };
@@ -176,6 +184,7 @@ fn provenance_of(table: &str, path: &Path) -> Result<TableProvenance, AggregateE
         p.dtypes.insert(prov.dtype);
         p.versions.insert(prov.dissect_version);
     }
+    p.files_sha256 = dissect_data::provenance::sha256_hex(listing.as_bytes());
     Ok(p)
 }
 

@@ -110,7 +110,8 @@ pub fn filter_dir(input: &Path, cfg: &AggregateConfig) -> PathBuf {
 /// The provenance of an aggregation: the settings and the parameter hashes of every input
 /// file, so new inputs or settings change the hash and an unchanged rerun can be skipped.
 pub fn aggregate_provenance(inputs: &[input::TableProvenance], model: &str, cfg: &AggregateConfig) -> Provenance {
-    let hashes: serde_json::Map<String, serde_json::Value> = inputs.iter().map(|p| (p.table.clone(), json!(p.params_sha256))).collect();
+    let hashes: serde_json::Map<String, serde_json::Value> =
+        inputs.iter().map(|p| (p.table.clone(), json!({"params_sha256": p.params_sha256, "files_sha256": p.files_sha256}))).collect();
     let mut prov = Provenance::new(
         "aggregate",
         model,
@@ -274,6 +275,9 @@ fn report_blocks(
     }
 
     b.push(Block::Heading(2, "The paper's findings on this model".into()));
+    b.push(Block::Para(
+        "Each finding lists the measurements that bear on it and explicit criteria computed from them. Criteria compare point estimates; the intervals in the evidence show how firm each comparison is (with few examples, treat a verdict as provisional).".into(),
+    ));
     for (i, f) in report.findings.iter().enumerate() {
         b.push(Block::Heading(3, format!("{}: {}", f.title, f.verdict.label())));
         b.push(Block::Para(format!("Paper: {}", f.claim)));

@@ -308,4 +308,10 @@ fn outputs_are_current_until_a_setting_or_input_changes() {
     let prov = dissect_data::Provenance::new("experiments", MODEL, serde_json::json!({"layers": 10, "window": 9}));
     assert_ne!(prov.params_hash(), dissect_data::Provenance::new("experiments", MODEL, serde_json::json!({"layers": 12, "window": 9})).params_hash());
     assert!(!outputs_are_current(&input, &out, &cfg));
+    aggregate(&input, &out, &cfg).unwrap();
+    assert!(outputs_are_current(&input, &out, &cfg));
+    // A resumed run adds a part with the same parameters: the aggregation is stale.
+    let shard = input.join("knockout/shard=00000");
+    std::fs::copy(shard.join("part-0.parquet"), shard.join("part-1.parquet")).unwrap();
+    assert!(!outputs_are_current(&input, &out, &cfg));
 }

@@ -7,6 +7,7 @@ use dissect_data::filtered::read_kept;
 use dissect_data::paragraphs::{load_paragraphs, load_stopwords};
 use dissect_data::parquet_io::{parquet_files, read_kv_metadata};
 use dissect_data::provenance::{sha256_file, PARAMS_HASH_KEY};
+use dissect_cache::CacheReader;
 use dissect_data::{Provenance, ShardSpec};
 use dissect_experiments::stage::{run_resumable, Experiment, ExperimentsConfig, Inputs};
 use dissect_filter::weights_sha256;
@@ -57,6 +58,11 @@ pub struct Args {
     /// Recompute every position for every variant instead of only the last one.
     #[arg(long)]
     full_recompute: bool,
+    /// The activation cache (`dissect cache`'s `<out>/cache`, or its `--out`): enrichment,
+    /// extraction's clean rows and ranks read the clean activations from it instead of
+    /// running the model. With --pipeline, `[cache] use_in_experiments = true` gives `<out>/cache`.
+    #[arg(long)]
+    cache: Option<PathBuf>,
     /// A JSON file with a full experiments configuration (overrides the flags above).
     #[arg(long)]
     config: Option<PathBuf>,
@@ -106,6 +112,8 @@ pub fn run(args: Args) -> Result<()> {
     }
     records.retain(|r| shard.contains(r.id));
     let (paragraphs, _) = load_paragraphs(&paragraphs_path)?;
+    let cache_dir = args.cache.clone().or(p.filter(|p| p.cache.use_in_experiments).map(Pipeline::cache_dir));
+    let cache = cache_dir.as_deref().map(|d| open_cache(d, &records)).transpose()?;
     let stopwords: HashSet<String> = load_stopwords(&stopwords_path)?.into_iter().collect();
 
     let started = Instant::now();
@@ -121,7 +129,7 @@ pub fn run(args: Args) -> Result<()> {
             .iter()
             .map(|f| Ok(read_kv_metadata(f)?.get(PARAMS_HASH_KEY).cloned().unwrap_or_default()))
             .collect::<Result<_, dissect_data::DataError>>()?;
-        let params = json!({
+        let mut params = json!({
             "model": loaded.info.spec,
             "weights_sha256": weights,
             "input": input_hashes,
@@ -131,6 +139,11 @@ pub fn run(args: Args) -> Result<()> {
             "shard": shard.to_string(),
             "config": cfg,
         });
+        if let Some(c) = &cache {
+            check_cache_model(c, &weights)?;
+            // Only with a cache, so that runs without one keep their parameter hash.
+            params["cache"] = json!(c.params_hashes(records.iter().map(|r| &r.id))?);
+        }
         let mut prov = Provenance::new("experiments", &loaded.info.spec, params);
         prov.model_revision = loaded.info.revision.clone();
         prov.weights_sha256 = Some(weights);
@@ -141,7 +154,7 @@ pub fn run(args: Args) -> Result<()> {
             }
         }
         eprintln!("experiments: {} on {} records (shard {shard}) with {}", experiment_list(&cfg), records.len(), model);
-        let inputs = Inputs { records: &records, paragraphs: &paragraphs, stopwords: &stopwords };
+        let inputs = Inputs { records: &records, paragraphs: &paragraphs, stopwords: &stopwords, cache: cache.as_ref() };
         let mut bar = Progress::new("experiments", "records");
         let (computed, reused) = run_resumable(&loaded.model, &loaded.tokenizer, &inputs, &cfg, &out, shard, &prov.to_kv(), &hash, |d, t| bar.update(d, t))?;
         bar.finish();
@@ -152,6 +165,38 @@ pub fn run(args: Args) -> Result<()> {
         );
         Ok(())
     })
+}
+
+/// Opens the cache and checks that it holds every record this run reads.
+fn open_cache(dir: &std::path::Path, records: &[dissect_data::KeptRecord]) -> Result<CacheReader> {
+    let cache = CacheReader::open(dir).with_context(|| format!("opening the activation cache {}", dir.display()))?;
+    let missing: Vec<u64> = records.iter().map(|r| r.id).filter(|&id| !cache.contains(id)).collect();
+    if !missing.is_empty() {
+        anyhow::bail!(
+            "the activation cache {} lacks {} of the {} records (e.g. {:?})\nhint: run `dissect cache` on the same --input with the same or a larger --limit first",
+            cache.root().display(),
+            missing.len(),
+            records.len(),
+            &missing[..missing.len().min(5)]
+        );
+    }
+    eprintln!("experiments: reading clean activations from {} ({} vectors)", cache.root().display(), cache.dtype());
+    Ok(cache)
+}
+
+/// A cache of other weights would give numbers of another model.
+fn check_cache_model(cache: &CacheReader, weights: &str) -> Result<()> {
+    for p in cache.provenances() {
+        if p.weights_sha256.as_deref() != Some(weights) {
+            anyhow::bail!(
+                "the activation cache {} was computed with {} (weights {}), not this model\nhint: rerun `dissect cache` with this --model, or drop --cache",
+                cache.root().display(),
+                p.model_spec,
+                p.weights_sha256.as_deref().unwrap_or("unknown")
+            );
+        }
+    }
+    Ok(())
 }
 
 fn experiment_list(cfg: &ExperimentsConfig) -> String {

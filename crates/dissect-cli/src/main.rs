@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 mod aggregate;
 mod backend;
 mod bench;
+mod cache;
 mod filter;
 mod experiment;
 mod knockout;
@@ -31,6 +32,8 @@ enum Command {
     Experiment(experiment::Args),
     /// Keep the known facts the model predicts; writes filtered.parquet and rejected.parquet.
     Filter(filter::Args),
+    /// Stage 2: cache the kept records' activations the experiments read, to Parquet.
+    Cache(cache::Args),
     /// Stage 4: tables with bootstrap CIs, the paper's figures and a report from the experiment tables.
     Aggregate(aggregate::Args),
     /// Benchmarks against Hugging Face (driven by `cargo xtask bench`); prints JSON.
@@ -45,6 +48,7 @@ fn main() {
         Command::Knockout(args) => knockout::run(args),
         Command::Experiment(args) => experiment::run(args),
         Command::Filter(args) => filter::run(args),
+        Command::Cache(args) => cache::run(args),
         Command::Aggregate(args) => aggregate::run(args),
         Command::Bench(args) => bench::run(args),
     };

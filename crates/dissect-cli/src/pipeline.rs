@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use dissect_cache::{CacheConfig, StoreDtype};
 use dissect_experiments::stage::ExperimentsConfig;
 use dissect_filter::FilterConfig;
 use dissect_model::backend::BackendKind;
@@ -28,6 +29,8 @@ pub struct Pipeline {
     #[serde(default)]
     pub filter: FilterConfig,
     #[serde(default)]
+    pub cache: CacheSection,
+    #[serde(default)]
     pub experiments: ExperimentsConfig,
     #[serde(default)]
     pub aggregate: AggregateSection,
@@ -43,6 +46,32 @@ pub struct DataPaths {
     pub dataset: PathBuf,
     pub paragraphs: PathBuf,
     pub stopwords: PathBuf,
+}
+
+/// `[cache]`: the cache stage's parameters (as in `dissect_cache::CacheConfig`), and whether
+/// the experiments stage reads the cache.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheSection {
+    pub batch_size: usize,
+    pub chunk_size: usize,
+    pub dtype: StoreDtype,
+    /// `dissect experiment --pipeline` reads `<out>/cache` (written by `dissect cache`)
+    /// instead of recomputing the activations it holds.
+    pub use_in_experiments: bool,
+}
+
+impl Default for CacheSection {
+    fn default() -> Self {
+        let c = CacheConfig::default();
+        CacheSection { batch_size: c.batch_size, chunk_size: c.chunk_size, dtype: c.dtype, use_in_experiments: false }
+    }
+}
+
+impl CacheSection {
+    pub fn config(&self) -> CacheConfig {
+        CacheConfig { batch_size: self.batch_size, chunk_size: self.chunk_size, dtype: self.dtype }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -86,6 +115,11 @@ impl Pipeline {
         } else {
             self.out.join("filtered.parquet")
         }
+    }
+
+    /// Where `dissect cache --pipeline` writes and `dissect experiment` reads the cache.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.out.join("cache")
     }
 
     pub fn experiments_dir(&self) -> PathBuf {

@@ -102,6 +102,7 @@ pub struct EnrichmentRow {
 
 /// Attributes rate of `hidden[l]` at every position kind of the prompt, every layer, and of
 /// the mean of the subject tokens' input embeddings (returned separately).
+#[allow(clippy::too_many_arguments)]
 pub fn enrichment<B: Backend>(
     model: &Model<B>,
     tokenizer: &Tokenizer,
@@ -114,12 +115,54 @@ pub fn enrichment<B: Backend>(
     projection: Projection,
 ) -> (Vec<EnrichmentRow>, f32) {
     let kinds: Vec<(PositionKind, usize)> = positions.iter().collect();
+    let labels: Vec<PositionKind> = kinds.iter().map(|&(k, _)| k).collect();
+    let vector = |layer: usize, j: usize| hidden[layer].clone().slice([kinds[j].1..kinds[j].1 + 1]);
+    rates(model, tokenizer, hidden.len(), &labels, vector, ids, positions, paragraph, stopwords, cfg, projection)
+}
+
+/// [`enrichment`] from the residual stream at each position kind only, `[n_layers + 1,
+/// hidden]` per kind (what the activation cache holds), instead of every position. The
+/// vectors are projected in the same order, so equal inputs give bit-identical rows.
+#[allow(clippy::too_many_arguments)]
+pub fn enrichment_at<B: Backend>(
+    model: &Model<B>,
+    tokenizer: &Tokenizer,
+    residuals: &[(PositionKind, Tensor<B, 2>)],
+    ids: &[u32],
+    positions: &TokenPositions,
+    paragraph: &HashSet<String>,
+    stopwords: &HashSet<String>,
+    cfg: &AttributesConfig,
+    projection: Projection,
+) -> (Vec<EnrichmentRow>, f32) {
+    let labels: Vec<PositionKind> = residuals.iter().map(|(k, _)| *k).collect();
+    let n_hidden = residuals.first().map_or(0, |(_, t)| t.dims()[0]);
+    let vector = |layer: usize, j: usize| residuals[j].1.clone().slice([layer..layer + 1]);
+    rates(model, tokenizer, n_hidden, &labels, vector, ids, positions, paragraph, stopwords, cfg, projection)
+}
+
+/// Rates of `vector(layer, j)` (`[1, hidden]`, kind `kinds[j]`) for every layer and kind,
+/// layer-major, then the subject-embedding baseline.
+#[allow(clippy::too_many_arguments)]
+fn rates<B: Backend>(
+    model: &Model<B>,
+    tokenizer: &Tokenizer,
+    n_hidden: usize,
+    kinds: &[PositionKind],
+    vector: impl Fn(usize, usize) -> Tensor<B, 2>,
+    ids: &[u32],
+    positions: &TokenPositions,
+    paragraph: &HashSet<String>,
+    stopwords: &HashSet<String>,
+    cfg: &AttributesConfig,
+    projection: Projection,
+) -> (Vec<EnrichmentRow>, f32) {
     let d = model.config.hidden;
     let mut vectors = Vec::new();
     let mut labels = Vec::new();
-    for (layer, h) in hidden.iter().enumerate() {
-        for &(kind, p) in &kinds {
-            vectors.push(h.clone().slice([p..p + 1]));
+    for layer in 0..n_hidden {
+        for (j, &kind) in kinds.iter().enumerate() {
+            vectors.push(vector(layer, j));
             labels.push((layer, kind));
         }
     }

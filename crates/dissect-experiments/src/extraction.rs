@@ -50,6 +50,20 @@ pub fn extraction<B: Backend>(
     target: u32,
     cfg: &ExtractionConfig,
 ) -> Result<Vec<ExtractionRow>, ExperimentError> {
+    extraction_from(model, clean, subject, target, cfg, None)
+}
+
+/// [`extraction`], with the clean run's MHSA and MLP outputs at the last position
+/// (`[n_layers, hidden]` each, e.g. from the activation cache) given instead of computed.
+/// The blocked variants still run the model.
+pub fn extraction_from<B: Backend>(
+    model: &Model<B>,
+    clean: &CleanRun<B>,
+    subject: &Range<usize>,
+    target: u32,
+    cfg: &ExtractionConfig,
+    clean_sites: Option<(Tensor<B, 2>, Tensor<B, 2>)>,
+) -> Result<Vec<ExtractionRow>, ExperimentError> {
     let s = clean.ids.len();
     let last = s - 1;
     let n_layers = model.n_layers();
@@ -63,9 +77,13 @@ pub fn extraction<B: Backend>(
     };
 
     let spec = |n: usize, mlp: bool| RecordSpec { attn_out: true, mlp_out: mlp, positions: vec![vec![last]; n], ..RecordSpec::default() };
-    let (_, rec) = run_plans(model, clean, &[Plan::default()], cfg.path, spec(1, true))?;
-    let attn = Tensor::cat(rec.attn_out, 1).reshape([n_layers, model.config.hidden]);
-    let mlp = Tensor::cat(rec.mlp_out, 1).reshape([n_layers, model.config.hidden]);
+    let (attn, mlp) = match clean_sites {
+        Some(sites) => sites,
+        None => {
+            let (_, rec) = run_plans(model, clean, &[Plan::default()], cfg.path, spec(1, true))?;
+            (Tensor::cat(rec.attn_out, 1).reshape([n_layers, model.config.hidden]), Tensor::cat(rec.mlp_out, 1).reshape([n_layers, model.config.hidden]))
+        }
+    };
     let labels: Vec<(usize, Sublayer)> =
         (0..n_layers).map(|l| (l, Sublayer::Attn)).chain((0..n_layers).map(|l| (l, Sublayer::Mlp))).collect();
     push(Tensor::cat(vec![attn, mlp], 0), &labels, None);

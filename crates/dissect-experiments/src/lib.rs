@@ -1,6 +1,7 @@
 //! `dissect-experiments`: the paper's measurements on one prompt at a time, built from the
 //! intervention vocabulary of `dissect_model::intervene`.
 
+pub mod cached;
 pub mod enrichment;
 pub mod extraction;
 pub mod knockout;
@@ -20,6 +21,8 @@ use dissect_model::Model;
 pub enum ExperimentError {
     #[error(transparent)]
     Model(#[from] dissect_model::ModelError),
+    #[error(transparent)]
+    Cache(#[from] dissect_cache::CacheError),
     #[error("record {id}: {message}")]
     Record { id: String, message: String },
 }

@@ -31,7 +31,14 @@ pub fn ranks<B: Backend>(
 ) -> Vec<RankRow> {
     let n_layers = model.n_layers();
     let vectors: Vec<Tensor<B, 2>> = hidden[..n_layers].iter().map(|h| h.clone().slice([subject_last..subject_last + 1])).collect();
-    let subject = rank_and_top1(&logits_rows(model, Tensor::cat(vectors, 0), projection), target as usize);
+    ranks_at(model, Tensor::cat(vectors, 0), target, extraction, projection)
+}
+
+/// [`ranks`] from the residual stream at the last subject token, `[n_layers (+ 1), hidden]`
+/// (rows past `n_layers` are ignored), as the activation cache holds it.
+pub fn ranks_at<B: Backend>(model: &Model<B>, subject_last: Tensor<B, 2>, target: u32, extraction: &[ExtractionRow], projection: Projection) -> Vec<RankRow> {
+    let n_layers = model.n_layers();
+    let subject = rank_and_top1(&logits_rows(model, subject_last.slice([0..n_layers]), projection), target as usize);
     (0..n_layers)
         .filter_map(|layer| {
             let attn = extraction.iter().find(|r| r.layer == layer && r.sublayer == Sublayer::Attn && r.blocked.is_none())?;

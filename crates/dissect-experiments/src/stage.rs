@@ -16,11 +16,11 @@ use dissect_model::tokenizer::Tokenizer;
 use dissect_model::Model;
 use serde::{Deserialize, Serialize};
 
-use crate::enrichment::{enrichment, paragraph_tokens, AttributesConfig};
-use crate::extraction::{extraction, ExtractionConfig};
+use crate::enrichment::{enrichment, enrichment_at, paragraph_tokens, AttributesConfig};
+use crate::extraction::{extraction_from, ExtractionConfig};
 use crate::knockout::{knockout_sweep, BlockSet, KnockoutConfig};
 use crate::patching::{patching, PatchingConfig};
-use crate::ranks::ranks;
+use crate::ranks::{ranks, ranks_at};
 use crate::sublayer::{sublayer_knockout, SublayerConfig};
 use crate::table::Table;
 use crate::{clean_hidden, ExperimentError};
@@ -107,6 +107,9 @@ pub struct Inputs<'a> {
     /// Subject → its Wikipedia paragraphs.
     pub paragraphs: &'a BTreeMap<String, Vec<String>>,
     pub stopwords: &'a HashSet<String>,
+    /// The activation cache (`dissect cache`): when given, enrichment, extraction's clean rows
+    /// and ranks read the clean activations from it instead of running the model.
+    pub cache: Option<&'a dissect_cache::CacheReader>,
 }
 
 /// The stage's tables, by name, plus `skipped` (record, experiment, reason).
@@ -198,11 +201,13 @@ fn run_record<B: Backend>(
             return Err(fail(format!("tokenizes to {} tokens, the filter stage saw {}: was it filtered with another model?", ids.len(), rec.n_tokens)));
         }
         let clean = CleanRun::new(model, &ids)?;
-        let needs_hidden = cfg.experiments.iter().any(|e| matches!(e, Experiment::Patching | Experiment::Enrichment | Experiment::SublayerKnockout | Experiment::Ranks));
+        let cached = inputs.cache.map(|c| crate::cached::cached_record(c, model, rec)).transpose()?;
+        let served = |e: &Experiment| cached.is_some() && matches!(e, Experiment::Enrichment | Experiment::Ranks);
+        let needs_hidden = cfg.experiments.iter().any(|e| !served(e) && matches!(e, Experiment::Patching | Experiment::Enrichment | Experiment::SublayerKnockout | Experiment::Ranks));
         let hidden = if needs_hidden { clean_hidden(model, &ids)? } else { Vec::new() };
-        Ok((ids, clean, hidden))
+        Ok((ids, clean, hidden, cached))
     })();
-    let (ids, clean, hidden) = match prepared {
+    let (ids, clean, hidden, cached) = match prepared {
         Ok(p) => p,
         Err(e) => {
             let msg = e.to_string();
@@ -234,12 +239,12 @@ fn run_record<B: Backend>(
             }
             Experiment::Extraction | Experiment::Ranks if extraction_rows.is_none() => {
                 let ecfg = ExtractionConfig { projection: cfg.projection, ..cfg.extraction.clone() };
-                let rows = extraction(model, &clean, &subject, target, &ecfg)?;
+                let rows = extraction_from(model, &clean, &subject, target, &ecfg, cached.as_ref().map(|c| (c.attn_out(), c.mlp_out())))?;
                 extraction_rows = Some(rows);
-                self_extraction_or_ranks(exp, model, &hidden, &positions, target, extraction_rows.as_deref().unwrap_or_default(), cfg.projection, id, t)
+                self_extraction_or_ranks(exp, model, &hidden, cached.as_ref(), &positions, target, extraction_rows.as_deref().unwrap_or_default(), cfg.projection, id, t)
             }
             Experiment::Extraction | Experiment::Ranks => {
-                self_extraction_or_ranks(exp, model, &hidden, &positions, target, extraction_rows.as_deref().unwrap_or_default(), cfg.projection, id, t)
+                self_extraction_or_ranks(exp, model, &hidden, cached.as_ref(), &positions, target, extraction_rows.as_deref().unwrap_or_default(), cfg.projection, id, t)
             }
             Experiment::Patching => {
                 let pcfg = PatchingConfig { projection: cfg.projection, ..cfg.patching.clone() };
@@ -250,7 +255,10 @@ fn run_record<B: Backend>(
             }
             Experiment::Enrichment => {
                 let para = paragraph()?;
-                let (rows, base) = enrichment(model, tokenizer, &hidden, &ids, &positions, &para, inputs.stopwords, &cfg.attributes, cfg.projection);
+                let (rows, base) = match &cached {
+                    Some(c) => enrichment_at(model, tokenizer, &c.residuals(), &ids, &positions, &para, inputs.stopwords, &cfg.attributes, cfg.projection),
+                    None => enrichment(model, tokenizer, &hidden, &ids, &positions, &para, inputs.stopwords, &cfg.attributes, cfg.projection),
+                };
                 for r in rows {
                     t.push(vec![id.into(), rec.subject.as_str().into(), r.layer.into(), r.position.name().into(), r.rate.into()]);
                 }
@@ -284,6 +292,7 @@ fn self_extraction_or_ranks<B: Backend>(
     exp: Experiment,
     model: &Model<B>,
     hidden: &[burn_tensor::Tensor<B, 2>],
+    cached: Option<&dissect_cache::CachedRecord<B>>,
     positions: &dissect_data::TokenPositions,
     target: u32,
     rows: &[crate::extraction::ExtractionRow],
@@ -298,7 +307,11 @@ fn self_extraction_or_ranks<B: Backend>(
         }
     } else {
         let last = positions.get(PositionKind::SubjectLast).expect("always present");
-        for r in ranks(model, hidden, last, target, rows, projection) {
+        let rows = match cached {
+            Some(c) => ranks_at(model, c.residual(PositionKind::SubjectLast).expect("always cached"), target, rows, projection),
+            None => ranks(model, hidden, last, target, rows, projection),
+        };
+        for r in rows {
             t.push(vec![id.into(), r.layer.into(), r.subject_last_rank.into(), r.attn_last_rank.into()]);
         }
     }
@@ -348,7 +361,7 @@ pub fn run_resumable<B: Backend>(
         if done {
             reused += 1;
         } else {
-            let sub = Inputs { records: chunk, paragraphs: inputs.paragraphs, stopwords: inputs.stopwords };
+            let sub = Inputs { records: chunk, paragraphs: inputs.paragraphs, stopwords: inputs.stopwords, cache: inputs.cache };
             let before = c * size;
             let tables = run(model, tokenizer, &sub, cfg, |d, _| progress(before + d, total));
             for name in &names {
