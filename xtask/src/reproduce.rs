@@ -108,7 +108,17 @@ fn limit_args(limit: Option<usize>) -> Vec<String> {
     limit.map(|n| vec!["--limit".to_string(), n.to_string()]).unwrap_or_default()
 }
 
+/// The workspace the command was run in: the nearest directory above the current one with a
+/// `Cargo.toml` declaring `[workspace]`. Found at run time, not from `CARGO_MANIFEST_DIR`: clones
+/// that share one target directory can share one xtask binary, built from another clone.
 fn workspace_root() -> PathBuf {
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    for dir in cwd.ancestors() {
+        let manifest = dir.join("Cargo.toml");
+        if std::fs::read_to_string(&manifest).is_ok_and(|t| t.contains("[workspace]")) {
+            return dir.to_path_buf();
+        }
+    }
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
 }
 
