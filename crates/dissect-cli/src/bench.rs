@@ -171,7 +171,7 @@ fn knockout_input(tok: &dissect_model::tokenizer::Tokenizer, p: &Prompt) -> Resu
     let Some(subject) = &p.subject else { return Ok(Err("no subject field".into())) };
     let enc = tok.encode(&p.prompt)?;
     let Some(start) = p.prompt.find(subject.as_str()) else { return Ok(Err("subject not in prompt".into())) };
-    let Some(span) = enc.token_span(start..start + subject.len()) else { return Ok(Err("subject covers no token".into())) };
+    let Some(span) = dissect_data::span::token_span(&enc.offsets, start..start + subject.len()).map(|s| s.first..s.last + 1) else { return Ok(Err("subject covers no token".into())) };
     if span.end >= enc.ids.len() {
         return Ok(Err("subject ends at the last token".into()));
     }

@@ -38,7 +38,7 @@ pub fn run(args: Args) -> Result<()> {
         let Some(start) = args.prompt.find(&args.subject) else {
             bail!("the subject {:?} does not occur in the prompt\nhint: pass the subject exactly as written in the prompt", args.subject);
         };
-        let Some(span) = enc.token_span(start..start + args.subject.len()) else {
+        let Some(span) = dissect_data::span::token_span(&enc.offsets, start..start + args.subject.len()).map(|s| s.first..s.last + 1) else {
             bail!("the subject {:?} covers no token of the prompt", args.subject);
         };
         if span.end >= enc.ids.len() {

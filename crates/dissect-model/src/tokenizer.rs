@@ -16,17 +16,6 @@ pub struct Encoding {
     pub offsets: Vec<(usize, usize)>,
 }
 
-impl Encoding {
-    /// The tokens whose text overlaps the byte range `bytes` of the encoded text, as a range of
-    /// token indices; tokens with empty offsets (BOS and other added specials) never count.
-    pub fn token_span(&self, bytes: std::ops::Range<usize>) -> Option<std::ops::Range<usize>> {
-        let hit = |&(s, e): &(usize, usize)| s < e && s < bytes.end && bytes.start < e;
-        let first = self.offsets.iter().position(hit)?;
-        let last = self.offsets.iter().rposition(hit)?;
-        Some(first..last + 1)
-    }
-}
-
 #[derive(Clone)]
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
