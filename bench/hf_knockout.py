@@ -54,7 +54,7 @@ def knockout_attention(module, query, key, value, attention_mask, dropout=0.0, s
 
 def token_span(offsets, start, end):
     """Tokens whose (non-empty) character range overlaps [start, end): the rule of
-    dissect_model::tokenizer::Encoding::token_span (Python offsets are characters, Rust's bytes;
+    dissect_data::span::token_span (Python offsets are characters, Rust's bytes;
     both index the same text)."""
     hit = [i for i, (s, e) in enumerate(offsets) if s < e and s < end and start < e]
     return (hit[0], hit[-1] + 1) if hit else None

@@ -54,6 +54,10 @@ pub(crate) struct Args {
     threads: Option<usize>,
     #[arg(long, default_value = "python3")]
     python: String,
+    /// Build and run ours with the release profile. The workspace's dev profile is optimised
+    /// but keeps debug assertions, which slow gemm's kernels several-fold.
+    #[arg(long)]
+    release: bool,
 }
 
 /// The goals of the issues.
@@ -82,7 +86,11 @@ pub(crate) fn run(args: &Args) -> Result<()> {
     // workspace); the timings are taken inside the binary, so the build is not in them.
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut ours_cmd = Command::new(&cargo);
-    ours_cmd.current_dir(&root).args(["run", "--quiet", "-p", "dissect-cli", "--bin", "dissect", "--", "bench", sub]);
+    ours_cmd.current_dir(&root).args(["run", "--quiet", "-p", "dissect-cli", "--bin", "dissect"]);
+    if args.release {
+        ours_cmd.arg("--release");
+    }
+    ours_cmd.args(["--", "bench", sub]);
     ours_cmd.args(["--model".into(), gguf.display().to_string()]).args(&common);
     if args.kind == Kind::Forward {
         ours_cmd.args(["--batch", &args.batch, "--repeat", &args.repeat.to_string()]);
@@ -126,7 +134,9 @@ pub(crate) fn run(args: &Args) -> Result<()> {
     match args.kind {
         Kind::Forward => forward_table(&mut out, &ours, &hf),
         Kind::Knockout => knockout_table(&mut out, &ours, &hf, args.all_logits),
-    }
+    }?;
+    writeln!(out, "dissect built with the {} profile", if args.release { "release" } else { "dev" })?;
+    Ok(())
 }
 
 fn workspace_root() -> PathBuf {
@@ -263,6 +273,15 @@ fn knockout_table(out: &mut impl Write, ours: &Value, hf: &Value, all_logits: bo
     writeln!(out, "{:<22} {:>12.1} {:>12.1}", "variants / s", forwards as f64 / t_ours, forwards as f64 / t_hf)?;
     let ratio = t_hf / t_ours;
     writeln!(out, "{:<22} {:>12.1}x", "speed-up HF/dissect", ratio)?;
+    // Per-prompt medians shrug off a burst of other work on the machine during part of a run.
+    let median = |ps: &[Value]| {
+        let mut v: Vec<f64> = ps.iter().map(|p| f(&p["seconds"])).collect();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    let (m_ours, m_hf) = (median(po), median(ph));
+    writeln!(out, "{:<22} {:>12.3} {:>12.3}", "median s / prompt", m_ours, m_hf)?;
+    writeln!(out, "{:<22} {:>12.1}x", "speed-up of medians", m_hf / m_ours)?;
 
     // Agreement: the same ids, the same target, then every (prompt, layer, set) pct_change.
     let (mut max_pp, mut at) = (0f64, String::new());

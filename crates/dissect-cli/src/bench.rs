@@ -165,9 +165,11 @@ fn forward(args: &Args, model: &Model<Cpu>, tok: &dissect_model::tokenizer::Toke
         "prompts": rows.len(), "tokens": tokens, "input_ids": rows, "runs": runs}))
 }
 
-/// The prompt's token ids and the subject's token range, or why the prompt cannot be used (the
-/// same rules as `dissect knockout`; the Python side applies them too).
-fn knockout_input(tok: &dissect_model::tokenizer::Tokenizer, p: &Prompt) -> Result<Result<(Vec<u32>, Range<usize>), String>> {
+/// A prompt's token ids and the subject's token range, or why the prompt cannot be used.
+type KnockoutInput = Result<(Vec<u32>, Range<usize>), String>;
+
+/// The rules of `dissect knockout` (the Python side applies them too).
+fn knockout_input(tok: &dissect_model::tokenizer::Tokenizer, p: &Prompt) -> Result<KnockoutInput> {
     let Some(subject) = &p.subject else { return Ok(Err("no subject field".into())) };
     let enc = tok.encode(&p.prompt)?;
     let Some(start) = p.prompt.find(subject.as_str()) else { return Ok(Err("subject not in prompt".into())) };
