@@ -24,7 +24,7 @@ use crate::shard::ShardArgs;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// An experiment (knockout, extraction, patching, enrichment, sublayer-knockout, ranks) or `all`.
+    /// An experiment (knockout, extraction, patching, enrichment, sublayer-knockout, ranks, parameters) or `all`.
     name: String,
     /// A pipeline (name in pipelines/ or a .toml path) giving every default below.
     #[arg(long)]
@@ -149,7 +149,8 @@ pub fn run(args: Args) -> Result<()> {
         prov.weights_sha256 = Some(weights);
         let hash = prov.params_hash();
         if args.force {
-            for name in dissect_experiments::stage::table_names(&cfg) {
+            let matrices = cfg.experiments.contains(&Experiment::Parameters).then_some(dissect_experiments::stage::MATRICES_TABLE);
+            for name in dissect_experiments::stage::table_names(&cfg).into_iter().chain(matrices) {
                 let _ = std::fs::remove_dir_all(out.join(name).join(shard.dir_name()));
             }
         }

@@ -10,7 +10,7 @@ use dissect_model::predict::top_k;
 use dissect_model::Model;
 use serde::{Deserialize, Serialize};
 
-use crate::{probs_of_residual, ExperimentError};
+use crate::{prob_of_residual, probs_of_residual, ExperimentError};
 
 /// The key positions whose edges from the last position are blocked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -69,7 +69,7 @@ pub struct KnockoutConfig {
 
 impl Default for KnockoutConfig {
     fn default() -> Self {
-        KnockoutConfig { window: 9, sets: BlockSet::PAPER.to_vec(), path: ExecPath::Fast, batch: 64 }
+        KnockoutConfig { window: 9, sets: BlockSet::PAPER.to_vec(), path: ExecPath::Fast, batch: 128 }
     }
 }
 
@@ -124,8 +124,7 @@ pub fn knockout_sweep<B: Backend>(
     for chunk in variants.chunks(cfg.batch.max(1)) {
         let plans: Vec<Plan> = chunk.iter().map(|(_, _, p)| p.clone()).collect();
         let (h, _) = run_plans(model, &clean, &plans, cfg.path, RecordSpec::default())?;
-        for ((layer, set, _), probs) in chunk.iter().zip(probs_of_residual(model, h)) {
-            let p_new = probs[target];
+        for ((layer, set, _), p_new) in chunk.iter().zip(prob_of_residual(model, h, target)) {
             rows.push(KnockoutRow { layer: *layer, block: *set, p_new, pct_change: 100.0 * (p_new - p_base) / p_base });
         }
     }

@@ -5,6 +5,7 @@ pub mod cached;
 pub mod enrichment;
 pub mod extraction;
 pub mod knockout;
+pub mod parameters;
 pub mod patching;
 pub mod ranks;
 pub mod stage;
@@ -34,6 +35,16 @@ pub fn probs_of_residual<B: Backend>(model: &Model<B>, h: Tensor<B, 2>) -> Vec<V
     let p = softmax(model.logits(h.reshape([1, n, d])), 2);
     let flat = p.into_data().into_vec::<f32>().expect("f32 backend");
     flat.chunks(v).map(<[f32]>::to_vec).collect()
+}
+
+/// The softmax probability of one token for each of the final residuals `[n, hidden]`; only
+/// `n` floats leave the device.
+pub fn prob_of_residual<B: Backend>(model: &Model<B>, h: Tensor<B, 2>, token: usize) -> Vec<f32> {
+    let [n, d] = h.dims();
+    let device = h.device();
+    let p = softmax(model.logits(h.reshape([1, n, d])), 2);
+    let index = Tensor::<B, 1, burn_tensor::Int>::from_ints([token as i32], &device);
+    p.select(2, index).into_data().into_vec::<f32>().expect("f32 backend")
 }
 
 /// The clean residual stream entering every block and after the last, at every position:

@@ -22,7 +22,8 @@ use crate::knockout::{knockout_sweep, BlockSet, KnockoutConfig};
 use crate::patching::{patching, PatchingConfig};
 use crate::ranks::{ranks, ranks_at};
 use crate::sublayer::{sublayer_knockout, SublayerConfig};
-use crate::table::Table;
+use crate::parameters::{head_ov, mlp_values, ParametersConfig};
+use crate::table::{Cell, Table};
 use crate::{clean_hidden, ExperimentError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -34,16 +35,19 @@ pub enum Experiment {
     Enrichment,
     SublayerKnockout,
     Ranks,
+    /// Parameters in vocabulary space (see [`crate::parameters`]).
+    Parameters,
 }
 
 impl Experiment {
-    pub const ALL: [Experiment; 6] = [
+    pub const ALL: [Experiment; 7] = [
         Experiment::Knockout,
         Experiment::Extraction,
         Experiment::Patching,
         Experiment::Enrichment,
         Experiment::SublayerKnockout,
         Experiment::Ranks,
+        Experiment::Parameters,
     ];
 
     /// The table (directory) name.
@@ -55,6 +59,9 @@ impl Experiment {
             Experiment::Enrichment => "enrichment",
             Experiment::SublayerKnockout => "sublayer_knockout",
             Experiment::Ranks => "ranks",
+            // Its per-record table; it also writes `parameters_mlp` and, once per run,
+            // `parameters_matrices`.
+            Experiment::Parameters => "parameters_heads",
         }
     }
 }
@@ -65,8 +72,8 @@ impl std::str::FromStr for Experiment {
         let norm = s.replace('_', "-");
         Experiment::ALL
             .into_iter()
-            .find(|e| e.name().replace('_', "-") == norm)
-            .ok_or_else(|| format!("unknown experiment `{s}`\nhint: one of knockout, extraction, patching, enrichment, sublayer-knockout, ranks"))
+            .find(|e| e.name().replace('_', "-") == norm || (*e == Experiment::Parameters && norm == "parameters"))
+            .ok_or_else(|| format!("unknown experiment `{s}`\nhint: one of knockout, extraction, patching, enrichment, sublayer-knockout, ranks, parameters"))
     }
 }
 
@@ -84,6 +91,7 @@ pub struct ExperimentsConfig {
     pub patching: PatchingConfig,
     pub attributes: AttributesConfig,
     pub sublayer: SublayerConfig,
+    pub parameters: ParametersConfig,
 }
 
 impl Default for ExperimentsConfig {
@@ -97,6 +105,7 @@ impl Default for ExperimentsConfig {
             patching: PatchingConfig::default(),
             attributes: AttributesConfig::default(),
             sublayer: SublayerConfig::default(),
+            parameters: ParametersConfig::default(),
         }
     }
 }
@@ -126,10 +135,59 @@ fn schema(e: Experiment) -> (Vec<&'static str>, Vec<DataType>) {
         Experiment::Enrichment => vec![("id", UInt64), ("subject", Utf8), ("layer", UInt32), ("position", Utf8), ("rate", Float32)],
         Experiment::SublayerKnockout => vec![("id", UInt64), ("start_layer", UInt32), ("end_layer", UInt32), ("sublayer", Utf8), ("mode", Utf8), ("read_layer", UInt32), ("rate", Float32)],
         Experiment::Ranks => vec![("id", UInt64), ("layer", UInt32), ("subject_last_rank", UInt32), ("attn_last_rank", UInt32)],
+        Experiment::Parameters => vec![("id", UInt64), ("layer", UInt32), ("head", UInt32), ("target_rank", UInt32), ("top_ids", list_u32()), ("top_tokens", list_utf8())],
     }
     .into_iter()
     .unzip();
     (names, types)
+}
+
+fn list_u32() -> DataType {
+    DataType::List(std::sync::Arc::new(arrow_schema::Field::new("item", DataType::UInt32, true)))
+}
+
+fn list_utf8() -> DataType {
+    DataType::List(std::sync::Arc::new(arrow_schema::Field::new("item", DataType::Utf8, true)))
+}
+
+/// The MLP table of the `parameters` experiment.
+fn mlp_schema() -> (Vec<&'static str>, Vec<DataType>) {
+    use DataType::*;
+    [("id", UInt64), ("layer", UInt32), ("rank", UInt32), ("neuron", UInt32), ("coefficient", Float32), ("value_norm", Float32), ("target_rank", UInt32), ("top_ids", list_u32()), ("top_tokens", list_utf8())]
+        .into_iter()
+        .unzip()
+}
+
+/// The model-level table of the `parameters` experiment.
+fn matrices_schema() -> (Vec<&'static str>, Vec<DataType>) {
+    use DataType::*;
+    [("layer", UInt32), ("head", UInt32), ("circuit", Utf8), ("rank", UInt32), ("source_id", UInt32), ("source", Utf8), ("destination_id", UInt32), ("destination", Utf8), ("value", Float32)]
+        .into_iter()
+        .unzip()
+}
+
+/// `parameters_matrices`: written once per output directory, by shard 0, as
+/// `<out>/parameters_matrices/shard=…/part-00000.parquet`.
+pub const MATRICES_TABLE: &str = "parameters_matrices";
+
+/// The OV/QK matrix view as a table.
+pub fn matrices_table<B: Backend>(model: &Model<B>, tokenizer: &Tokenizer, cfg: &ParametersConfig) -> (Table, Vec<DataType>) {
+    let (names, types) = matrices_schema();
+    let mut t = Table::new(&names);
+    for r in crate::parameters::matrices(model, tokenizer, cfg) {
+        t.push(vec![
+            r.layer.into(),
+            r.head.into(),
+            r.circuit.name().into(),
+            r.rank.into(),
+            r.source.into(),
+            tokenizer.decode_token(r.source).into(),
+            r.destination.into(),
+            tokenizer.decode_token(r.destination).into(),
+            r.value.into(),
+        ]);
+    }
+    (t, types)
 }
 
 fn sublayer_name(s: Sublayer) -> &'static str {
@@ -162,6 +220,8 @@ pub fn run<B: Backend>(
     use DataType::*;
     let mut skipped = Table::new(&["id", "experiment", "reason"]);
     let mut baseline = Table::new(&["id", "subject", "rate"]);
+    let (mlp_names, mlp_types) = mlp_schema();
+    let mut mlp = Table::new(&mlp_names);
     for (i, rec) in inputs.records.iter().enumerate() {
         for (exp, result) in run_record(model, tokenizer, inputs, cfg, rec) {
             match result {
@@ -169,6 +229,10 @@ pub fn run<B: Backend>(
                 Ok(Output::Enrichment(t, base)) => {
                     tables.get_mut(exp.name()).expect("requested").0.extend(t);
                     baseline.push(vec![rec.id.into(), rec.subject.as_str().into(), base.into()]);
+                }
+                Ok(Output::Parameters(heads, neurons)) => {
+                    tables.get_mut(exp.name()).expect("requested").0.extend(heads);
+                    mlp.extend(neurons);
                 }
                 Err(e) => skipped.push(vec![rec.id.into(), exp.name().into(), e.to_string().into()]),
             }
@@ -178,6 +242,9 @@ pub fn run<B: Backend>(
     if cfg.experiments.contains(&Experiment::Enrichment) {
         tables.insert("enrichment_baseline", (baseline, vec![UInt64, Utf8, Float32]));
     }
+    if cfg.experiments.contains(&Experiment::Parameters) {
+        tables.insert("parameters_mlp", (mlp, mlp_types));
+    }
     tables.insert("skipped", (skipped, vec![UInt64, Utf8, Utf8]));
     Tables { tables }
 }
@@ -185,6 +252,8 @@ pub fn run<B: Backend>(
 enum Output {
     Rows(Table),
     Enrichment(Table, f32),
+    /// The heads' and the MLPs' tables.
+    Parameters(Table, Table),
 }
 
 fn run_record<B: Backend>(
@@ -203,7 +272,9 @@ fn run_record<B: Backend>(
         let clean = CleanRun::new(model, &ids)?;
         let cached = inputs.cache.map(|c| crate::cached::cached_record(c, model, rec)).transpose()?;
         let served = |e: &Experiment| cached.is_some() && matches!(e, Experiment::Enrichment | Experiment::Ranks);
-        let needs_hidden = cfg.experiments.iter().any(|e| !served(e) && matches!(e, Experiment::Patching | Experiment::Enrichment | Experiment::SublayerKnockout | Experiment::Ranks));
+        let needs_hidden = cfg.experiments.iter().any(|e| {
+            !served(e) && matches!(e, Experiment::Patching | Experiment::Enrichment | Experiment::SublayerKnockout | Experiment::Ranks | Experiment::Parameters)
+        });
         let hidden = if needs_hidden { clean_hidden(model, &ids)? } else { Vec::new() };
         Ok((ids, clean, hidden, cached))
     })();
@@ -229,6 +300,7 @@ fn run_record<B: Backend>(
     for &exp in &cfg.experiments {
         let (names, _) = schema(exp);
         let mut t = Table::new(&names);
+        let t0 = std::time::Instant::now();
         let result: Result<Output, ExperimentError> = (|| match exp {
             Experiment::Knockout => {
                 let r = knockout_sweep(model, &ids, subject.clone(), &cfg.knockout)?;
@@ -281,7 +353,35 @@ fn run_record<B: Backend>(
                 }
                 Ok(Output::Rows(t))
             }
+            Experiment::Parameters => {
+                let pc = &cfg.parameters;
+                let last = positions.get(PositionKind::SubjectLast).expect("always present");
+                let words = |top: &[u32]| Cell::Strs(top.iter().map(|&i| tokenizer.decode_token(i)).collect());
+                for r in head_ov(model, &hidden, last, target, pc, cfg.projection) {
+                    t.push(vec![id.into(), r.layer.into(), r.head.into(), r.target_rank.into(), Cell::U32s(r.top.clone()), words(&r.top)]);
+                }
+                let (names, _) = mlp_schema();
+                let mut m = Table::new(&names);
+                for r in mlp_values(model, &ids, last, target, pc, cfg.projection)? {
+                    m.push(vec![
+                        id.into(),
+                        r.layer.into(),
+                        r.rank.into(),
+                        r.neuron.into(),
+                        r.coefficient.into(),
+                        r.value_norm.into(),
+                        r.target_rank.into(),
+                        Cell::U32s(r.top.clone()),
+                        words(&r.top),
+                    ]);
+                }
+                Ok(Output::Parameters(t, m))
+            }
         })();
+        if std::env::var_os("DISSECT_PROFILE").is_some() {
+            // Per-record, per-experiment wall time on stderr, for the README's cost table.
+            eprintln!("profile: record {id} {} {:.3}s", exp.name(), t0.elapsed().as_secs_f64());
+        }
         out.push((exp, result));
     }
     out
@@ -329,6 +429,9 @@ pub fn table_names(cfg: &ExperimentsConfig) -> Vec<&'static str> {
     if cfg.experiments.contains(&Experiment::Enrichment) {
         names.push("enrichment_baseline");
     }
+    if cfg.experiments.contains(&Experiment::Parameters) {
+        names.push("parameters_mlp");
+    }
     names.push("skipped");
     names
 }
@@ -352,6 +455,15 @@ pub fn run_resumable<B: Backend>(
     let names = table_names(cfg);
     for name in &names {
         remove_stale_parts(&out.join(name).join(shard.dir_name()), params_hash)?;
+    }
+    if cfg.experiments.contains(&Experiment::Parameters) && shard.index == 0 {
+        // Model-level: one part, by the first shard only (the aggregate reads every shard).
+        let path = part_path(out, MATRICES_TABLE, shard, 0);
+        remove_stale_parts(&out.join(MATRICES_TABLE).join(shard.dir_name()), params_hash)?;
+        if !dissect_data::provenance::output_is_current(&path, params_hash) {
+            let (table, types) = matrices_table(model, tokenizer, &cfg.parameters);
+            write_parquet_atomic(&path, &[table.to_batch(&types)], kv)?;
+        }
     }
     let total = inputs.records.len();
     let (mut computed, mut reused) = (0, 0);

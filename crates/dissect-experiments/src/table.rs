@@ -13,6 +13,8 @@ pub enum Cell {
     F32(f32),
     Str(Option<String>),
     Bool(bool),
+    U32s(Vec<u32>),
+    Strs(Vec<String>),
 }
 
 impl From<u64> for Cell {
@@ -102,11 +104,40 @@ impl Table {
                 DataType::Float32 => (Arc::new(Float32Array::from_iter_values(cells.map(|x| match x { Cell::F32(v) => *v, other => panic!("{name}: {other:?}") }))), false),
                 DataType::Utf8 => (Arc::new(StringArray::from_iter(cells.map(|x| match x { Cell::Str(v) => v.clone(), other => panic!("{name}: {other:?}") }))), true),
                 DataType::Boolean => (Arc::new(BooleanArray::from_iter(cells.map(|x| match x { Cell::Bool(v) => Some(*v), other => panic!("{name}: {other:?}") }))), false),
+                DataType::List(item) => (list_array(name, item.data_type(), cells), false),
                 other => panic!("unsupported column type {other}"),
             };
             fields.push(Field::new(*name, ty.clone(), nullable));
             columns.push(array);
         }
         RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).expect("columns match the schema")
+    }
+}
+
+/// A `List<UInt32>` or `List<Utf8>` column from `U32s` or `Strs` cells.
+fn list_array<'a>(name: &str, item: &DataType, cells: impl Iterator<Item = &'a Cell>) -> ArrayRef {
+    use arrow_array::builder::{ListBuilder, StringBuilder, UInt32Builder};
+    match item {
+        DataType::Utf8 => {
+            let mut b = ListBuilder::new(StringBuilder::new());
+            for c in cells {
+                let Cell::Strs(v) = c else { panic!("{name}: {c:?}") };
+                for s in v {
+                    b.values().append_value(s);
+                }
+                b.append(true);
+            }
+            Arc::new(b.finish())
+        }
+        DataType::UInt32 => {
+            let mut b = ListBuilder::new(UInt32Builder::new());
+            for c in cells {
+                let Cell::U32s(v) = c else { panic!("{name}: {c:?}") };
+                b.values().append_slice(v);
+                b.append(true);
+            }
+            Arc::new(b.finish())
+        }
+        other => panic!("unsupported list item type {other}"),
     }
 }

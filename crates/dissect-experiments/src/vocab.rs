@@ -11,7 +11,9 @@ use dissect_model::Model;
 pub fn logits_rows<B: Backend>(model: &Model<B>, h: Tensor<B, 2>, how: Projection) -> Vec<Vec<f32>> {
     let [n, _] = h.dims();
     let v = model.config.vocab_size;
-    let chunk = 64;
+    // 256 rows × 262,144 tokens is 256 MiB of logits; the matmul reaches ~170 GFLOP/s there,
+    // ~145 at 64 rows.
+    let chunk = 256;
     let mut out = Vec::with_capacity(n);
     for start in (0..n).step_by(chunk) {
         let end = (start + chunk).min(n);

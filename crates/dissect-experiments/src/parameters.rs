@@ -1,0 +1,313 @@
+//! Parameters in vocabulary space: what the weights themselves say, read through the
+//! unembedding.
+//!
+//! Three views, following the works the paper's README cites:
+//! - **Head OV of the subject** (per record, layer, head): the subject-last representation
+//!   entering the block, normalised as the block normalises it, sent through one head's value
+//!   and output projections (`norm(x) · W_V^h (+ b_V^h) · W_O^h`) — what that head would write
+//!   to the residual if it attended only to the subject's last token. Projected with the
+//!   experiments' projection: the target's rank and the top tokens. The output bias is shared by
+//!   all heads and left out; so is a post-attention norm (Gemma), which acts on the sum of heads:
+//!   the vector is the head's additive share of the output projection.
+//! - **MLP value vectors** (per record, layer, rank): the sub-updates `m_i · v_i` of the MLP at
+//!   subject-last on the clean run (`m_i` the activation entering the down projection, `v_i` its
+//!   row `i`), the `neurons` largest by `|m_i| · ‖v_i‖` (LM-Debugger's dominant sub-updates),
+//!   each projected: its coefficient, the value vector's norm, the target's rank, the top tokens.
+//!   A negative coefficient flips the vector, so the tokens are the ones the sub-update promotes.
+//! - **OV and QK matrices** (per model, layer, head; Dar et al. 2023): `E_C · W_V^h W_O^h · E_Cᵀ`
+//!   and `E_C · W_Q^h (W_K^h)ᵀ · E_Cᵀ` over a candidate vocabulary `C`, and their largest
+//!   entries as (source token, destination token) pairs. As in Dar et al., the raw parameter
+//!   products: no norms, no biases, no rotary embedding. The full `vocab × vocab` matrix is out of
+//!   reach (262,144² entries for Gemma), so `C` is the first `matrix_tokens` token ids whose text,
+//!   stripped, is alphabetic and longer than two characters (word pieces; low ids are the
+//!   tokenizer's frequent ones) — a choice of ours, recorded in the table's parameters.
+//!
+//! With grouped-query attention, head `h` reads key/value head `h / (heads / kv_heads)`.
+
+use std::collections::BinaryHeap;
+use std::cmp::Reverse;
+
+use burn_tensor::backend::Backend;
+use burn_tensor::Tensor;
+use dissect_model::hooks::Hooks;
+use dissect_model::project::Projection;
+use dissect_model::tokenizer::Tokenizer;
+use dissect_model::Model;
+use serde::{Deserialize, Serialize};
+
+use crate::vocab::logits_rows;
+use crate::ExperimentError;
+use dissect_model::predict::{rank_of, top_k};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ParametersConfig {
+    /// Top tokens kept per projected vector.
+    pub top_k: usize,
+    /// MLP sub-updates kept per layer and record.
+    pub neurons: usize,
+    /// Size of the candidate vocabulary of the OV/QK matrix view.
+    pub matrix_tokens: usize,
+    /// (source, destination) pairs kept per head and matrix.
+    pub matrix_pairs: usize,
+}
+
+impl Default for ParametersConfig {
+    fn default() -> Self {
+        ParametersConfig { top_k: 10, neurons: 5, matrix_tokens: 4096, matrix_pairs: 20 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeadRow {
+    pub layer: usize,
+    pub head: usize,
+    /// 0-based rank of the target in the projection of the head's OV output.
+    pub target_rank: usize,
+    pub top: Vec<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NeuronRow {
+    pub layer: usize,
+    /// 0 = the largest sub-update of the layer.
+    pub rank: usize,
+    pub neuron: usize,
+    pub coefficient: f32,
+    pub value_norm: f32,
+    pub target_rank: usize,
+    pub top: Vec<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Circuit {
+    Ov,
+    Qk,
+}
+
+impl Circuit {
+    pub fn name(self) -> &'static str {
+        match self {
+            Circuit::Ov => "ov",
+            Circuit::Qk => "qk",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MatrixRow {
+    pub layer: usize,
+    pub head: usize,
+    pub circuit: Circuit,
+    pub rank: usize,
+    /// For OV: the token attended to; for QK: the querying token.
+    pub source: u32,
+    /// For OV: the token promoted; for QK: the key token.
+    pub destination: u32,
+    pub value: f32,
+}
+
+fn kv_head<B: Backend>(model: &Model<B>, head: usize) -> usize {
+    head / (model.config.n_heads / model.config.n_kv_heads.max(1)).max(1)
+}
+
+/// Columns `[c0, c0 + width)` of a `[rows, cols]` matrix.
+fn cols<B: Backend>(m: &Tensor<B, 2>, c0: usize, width: usize) -> Tensor<B, 2> {
+    let [rows, _] = m.dims();
+    m.clone().slice([0..rows, c0..c0 + width])
+}
+
+/// Rows `[r0, r0 + height)` of a `[rows, cols]` matrix.
+fn rows<B: Backend>(m: &Tensor<B, 2>, r0: usize, height: usize) -> Tensor<B, 2> {
+    let [_, c] = m.dims();
+    m.clone().slice([r0..r0 + height, 0..c])
+}
+
+/// Every head's OV output for the subject-last representation entering each block.
+/// `hidden[l]` is the clean residual entering block `l`, `[seq, hidden]`.
+pub fn head_ov<B: Backend>(
+    model: &Model<B>,
+    hidden: &[Tensor<B, 2>],
+    subject_last: usize,
+    target: u32,
+    cfg: &ParametersConfig,
+    projection: Projection,
+) -> Vec<HeadRow> {
+    let hd = model.config.head_dim;
+    let mut vectors = Vec::new();
+    let mut labels = Vec::new();
+    for (layer, blk) in model.blocks.iter().enumerate() {
+        let x = blk.attn_norm.forward(hidden[layer].clone().slice([subject_last..subject_last + 1]));
+        let v = x.matmul(blk.v.weight.clone());
+        let v = match &blk.v.bias {
+            Some(b) => v + b.clone().unsqueeze::<2>(),
+            None => v,
+        };
+        for head in 0..model.config.n_heads {
+            let vh = cols(&v, kv_head(model, head) * hd, hd);
+            vectors.push(vh.matmul(rows(&blk.o.weight, head * hd, hd)));
+            labels.push((layer, head));
+        }
+    }
+    let logits = logits_rows(model, Tensor::cat(vectors, 0), projection);
+    labels
+        .into_iter()
+        .zip(logits)
+        .map(|((layer, head), l)| HeadRow { layer, head, target_rank: rank_of(&l, target as usize), top: as_u32(top_k(&l, cfg.top_k)) })
+        .collect()
+}
+
+fn as_u32(v: Vec<usize>) -> Vec<u32> {
+    v.into_iter().map(|i| i as u32).collect()
+}
+
+/// Records the MLP activations of one position in every layer.
+struct ActAt<B: Backend> {
+    position: usize,
+    acts: Vec<Tensor<B, 1>>,
+}
+
+impl<B: Backend> Hooks<B> for ActAt<B> {
+    fn mlp_act(&mut self, _: usize, act: Tensor<B, 3>) -> Tensor<B, 3> {
+        let [_, _, inter] = act.dims();
+        self.acts.push(act.clone().slice([0..1, self.position..self.position + 1, 0..inter]).reshape([inter]));
+        act
+    }
+}
+
+/// The dominant MLP sub-updates at subject-last on the clean run of `ids`.
+pub fn mlp_values<B: Backend>(
+    model: &Model<B>,
+    ids: &[u32],
+    subject_last: usize,
+    target: u32,
+    cfg: &ParametersConfig,
+    projection: Projection,
+) -> Result<Vec<NeuronRow>, ExperimentError> {
+    // Nothing after the subject's last token changes what it computes.
+    let prefix = ids[..=subject_last].to_vec();
+    let mut hooks = ActAt { position: subject_last, acts: Vec::new() };
+    model.forward(model.ids_tensor(&[prefix])?, &mut hooks);
+    let mut vectors = Vec::new();
+    let mut labels = Vec::new();
+    for (layer, (blk, act)) in model.blocks.iter().zip(hooks.acts).enumerate() {
+        let norms = blk.down.weight.clone().square().sum_dim(1).sqrt();
+        let norms = norms.into_data().into_vec::<f32>().expect("f32 backend");
+        let coef = act.into_data().into_vec::<f32>().expect("f32 backend");
+        let score: Vec<f32> = coef.iter().zip(&norms).map(|(m, n)| m.abs() * n).collect();
+        for (rank, neuron) in top_k(&score, cfg.neurons).into_iter().enumerate() {
+            vectors.push(rows(&blk.down.weight, neuron, 1) * coef[neuron]);
+            labels.push((layer, rank, neuron, coef[neuron], norms[neuron]));
+        }
+    }
+    if vectors.is_empty() {
+        return Ok(Vec::new());
+    }
+    let logits = logits_rows(model, Tensor::cat(vectors, 0), projection);
+    Ok(labels
+        .into_iter()
+        .zip(logits)
+        .map(|((layer, rank, neuron, coefficient, value_norm), l)| NeuronRow {
+            layer,
+            rank,
+            neuron,
+            coefficient,
+            value_norm,
+            target_rank: rank_of(&l, target as usize),
+            top: as_u32(top_k(&l, cfg.top_k)),
+        })
+        .collect())
+}
+
+/// The candidate vocabulary of the matrix view: the first `n` ids whose stripped text is
+/// alphabetic and longer than two characters.
+pub fn candidate_tokens(tokenizer: &Tokenizer, vocab: usize, n: usize) -> Vec<u32> {
+    (0..vocab.min(tokenizer.vocab_size()) as u32)
+        .filter(|&id| {
+            let t = tokenizer.decode_token(id);
+            let s = t.trim();
+            s.chars().count() > 2 && s.chars().all(char::is_alphabetic)
+        })
+        .take(n)
+        .collect()
+}
+
+/// The largest entries of every head's OV and QK matrices over the candidate vocabulary.
+pub fn matrices<B: Backend>(model: &Model<B>, tokenizer: &Tokenizer, cfg: &ParametersConfig) -> Vec<MatrixRow> {
+    let cand = candidate_tokens(tokenizer, model.config.vocab_size, cfg.matrix_tokens);
+    if cand.is_empty() {
+        return Vec::new();
+    }
+    let index = Tensor::<B, 1, burn_tensor::Int>::from_ints(cand.iter().map(|&c| c as i32).collect::<Vec<_>>().as_slice(), &model.device);
+    let e = model.embed.clone().select(0, index);
+    let hd = model.config.head_dim;
+    let mut out = Vec::new();
+    for (layer, blk) in model.blocks.iter().enumerate() {
+        let ev = e.clone().matmul(blk.v.weight.clone());
+        let eq = e.clone().matmul(blk.q.weight.clone());
+        let ek = e.clone().matmul(blk.k.weight.clone());
+        // W_O^h · E_Cᵀ for each head: `[hd, n]`.
+        let oe = blk.o.weight.clone().matmul(e.clone().transpose());
+        for head in 0..model.config.n_heads {
+            let kvh = kv_head(model, head);
+            let ov = cols(&ev, kvh * hd, hd).matmul(rows(&oe, head * hd, hd));
+            let qk = cols(&eq, head * hd, hd).matmul(cols(&ek, kvh * hd, hd).transpose());
+            for (circuit, m) in [(Circuit::Ov, ov), (Circuit::Qk, qk)] {
+                let values = m.into_data().into_vec::<f32>().expect("f32 backend");
+                for (rank, (value, flat)) in largest(&values, cfg.matrix_pairs).into_iter().enumerate() {
+                    let (i, j) = (flat / cand.len(), flat % cand.len());
+                    out.push(MatrixRow { layer, head, circuit, rank, source: cand[i], destination: cand[j], value });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The `k` largest values with their flat indices, largest first (ties: lower index first).
+fn largest(values: &[f32], k: usize) -> Vec<(f32, usize)> {
+    let mut heap: BinaryHeap<Reverse<(OrdF32, Reverse<usize>)>> = BinaryHeap::with_capacity(k + 1);
+    for (i, &v) in values.iter().enumerate() {
+        if k == 0 || v.is_nan() {
+            continue;
+        }
+        let item = Reverse((OrdF32(v), Reverse(i)));
+        if heap.len() < k {
+            heap.push(item);
+        } else if heap.peek().is_some_and(|min| item < *min) {
+            heap.pop();
+            heap.push(item);
+        }
+    }
+    let mut v: Vec<(f32, usize)> = heap.into_iter().map(|Reverse((OrdF32(x), Reverse(i)))| (x, i)).collect();
+    v.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    v
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct OrdF32(f32);
+impl Eq for OrdF32 {}
+impl PartialOrd for OrdF32 {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for OrdF32 {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::largest;
+
+    #[test]
+    fn largest_keeps_the_top_values_in_order() {
+        let v = [0.5, 3.0, -1.0, 3.0, 2.0, f32::NAN, 7.0];
+        assert_eq!(largest(&v, 3), vec![(7.0, 6), (3.0, 1), (3.0, 3)]);
+        assert_eq!(largest(&v, 0), vec![]);
+        assert_eq!(largest(&v, 10).len(), 6);
+    }
+}
