@@ -49,7 +49,7 @@ fn series(label: &str, color: RGBColor, dash: Dash, points: Vec<Point>, band: bo
 }
 
 pub fn figures(t: &Tables, cx: &Context<'_>) -> Vec<Figure> {
-    [knockout(t, cx), extraction(t, cx), patching(t, cx), enrichment(t, cx), sublayer(t, cx), ranks(t, cx)].into_iter().flatten().collect()
+    [knockout(t, cx), extraction(t, cx), patching(t, cx), enrichment(t, cx), sublayer(t, cx), ranks(t, cx), parameters(t, cx)].into_iter().flatten().collect()
 }
 
 fn knockout(t: &Tables, cx: &Context<'_>) -> Option<Figure> {
@@ -244,6 +244,32 @@ fn sublayer(t: &Tables, cx: &Context<'_>) -> Option<Figure> {
             log10_y: false,
             zero_line: false,
             note: format!("Bands on notebook mode only. {}", cx.band_note()),
+        },
+    })
+}
+
+fn parameters(t: &Tables, cx: &Context<'_>) -> Option<Figure> {
+    let p = t.parameters.as_ref()?;
+    let s: Vec<Series> = [("head_ov", "some head's OV of the subject-last state", BLUE), ("mlp_value", "some dominant MLP sub-update at subject-last", VERMILION)]
+        .into_iter()
+        .map(|(view, label, color)| series(label, color, Dash::Solid, curve(p, &[("view", Key::s(view))], "layer", 1.0), true))
+        .filter(|s| !s.points.is_empty())
+        .collect();
+    Some(Figure {
+        name: "parameters",
+        caption: format!(
+            "Parameters in vocabulary space (paper README: Dar et al. 2023, LM-Debugger): share of examples where, in a layer, some attention head's OV circuit applied to the subject-last representation, or one of the MLP's dominant sub-updates at subject-last, has the predicted token among its top {} tokens.",
+            crate::tables::PARAMETERS_TOP
+        ),
+        chart: Chart {
+            title: cx.title("Target among the top tokens of parameter projections", t.count("examples:parameters_heads")),
+            x_label: "layer (1-based)".into(),
+            y_label: format!("% of examples, target in top {}", crate::tables::PARAMETERS_TOP),
+            series: s,
+            hlines: vec![],
+            log10_y: false,
+            zero_line: false,
+            note: cx.band_note(),
         },
     })
 }

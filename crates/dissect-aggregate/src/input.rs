@@ -12,8 +12,18 @@ use serde::{Deserialize, Serialize};
 use crate::error::AggregateError;
 
 /// The experiment tables this stage reads, by directory name.
-pub const EXPERIMENT_TABLES: [&str; 8] =
-    ["knockout", "extraction", "patching", "enrichment", "enrichment_baseline", "sublayer_knockout", "ranks", "skipped"];
+pub const EXPERIMENT_TABLES: [&str; 10] = [
+    "knockout",
+    "extraction",
+    "patching",
+    "enrichment",
+    "enrichment_baseline",
+    "sublayer_knockout",
+    "ranks",
+    "parameters_heads",
+    "parameters_mlp",
+    "skipped",
+];
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct KnockoutRow {
@@ -76,6 +86,14 @@ pub struct RankRow {
     pub attn_last_rank: u32,
 }
 
+/// A row of `parameters_heads` (one head) or `parameters_mlp` (one sub-update).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParameterRow {
+    pub id: u64,
+    pub layer: u32,
+    pub target_rank: u32,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct SkippedRow {
     pub id: u64,
@@ -114,6 +132,8 @@ pub struct Inputs {
     pub enrichment_baseline: Option<Vec<BaselineRow>>,
     pub sublayer: Option<Vec<SublayerRow>>,
     pub ranks: Option<Vec<RankRow>>,
+    pub parameters_heads: Option<Vec<ParameterRow>>,
+    pub parameters_mlp: Option<Vec<ParameterRow>>,
     pub skipped: Option<Vec<SkippedRow>>,
     /// Kept records: id → subject.
     pub kept: Option<BTreeMap<u64, String>>,
@@ -206,6 +226,8 @@ pub fn read_inputs(input: &Path, filter_dir: &Path) -> Result<Inputs, AggregateE
             "enrichment_baseline" => inputs.enrichment_baseline = Some(baseline(&batches)?),
             "sublayer_knockout" => inputs.sublayer = Some(sublayer(&batches)?),
             "ranks" => inputs.ranks = Some(ranks(&batches)?),
+            "parameters_heads" => inputs.parameters_heads = Some(parameter_rows(name, &batches)?),
+            "parameters_mlp" => inputs.parameters_mlp = Some(parameter_rows(name, &batches)?),
             "skipped" => inputs.skipped = Some(skipped(&batches)?),
             _ => unreachable!("every name of EXPERIMENT_TABLES is handled"),
         }
@@ -354,6 +376,10 @@ fn ranks(b: &[RecordBatch]) -> Result<Vec<RankRow>, AggregateError> {
             attn_last_rank: c.u32("attn_last_rank")?.value(i),
         })
     })
+}
+
+fn parameter_rows(table: &str, b: &[RecordBatch]) -> Result<Vec<ParameterRow>, AggregateError> {
+    rows(table, b, |c, i| Ok(ParameterRow { id: c.u64("id")?.value(i), layer: c.u32("layer")?.value(i), target_rank: c.u32("target_rank")?.value(i) }))
 }
 
 fn skipped(b: &[RecordBatch]) -> Result<Vec<SkippedRow>, AggregateError> {

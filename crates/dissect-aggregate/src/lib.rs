@@ -301,6 +301,14 @@ fn report_blocks(
         }
     }
 
+    if let (Some(fig), Some(svg)) = (figs.iter().find(|f| f.name == "parameters"), svgs.get("parameters")) {
+        b.push(Block::Heading(2, "Parameters in vocabulary space".into()));
+        b.push(Block::Para(
+            "Not one of the three findings: the views of the weights the paper's README points to. The per-head and per-neuron token lists are in the experiments' parameters_heads and parameters_mlp tables, and the top (source, destination) token pairs of every head's OV and QK matrices in parameters_matrices.".into(),
+        ));
+        b.push(Block::Figure { name: fig.name.into(), caption: fig.caption.clone(), svg: svg.clone() });
+    }
+
     b.push(Block::Heading(2, "Tables".into()));
     let mut rows: Vec<Vec<String>> =
         tables.all().iter().map(|t| vec![format!("tables/{}.parquet, .csv", t.name), t.key_columns.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", "), t.metric.clone(), t.rows.len().to_string()]).collect();

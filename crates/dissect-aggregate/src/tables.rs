@@ -10,6 +10,9 @@ use crate::error::AggregateError;
 use crate::input::Inputs;
 use crate::summary::{Cells, Count, Key, KeyType, SummaryTable};
 
+/// "Among the top tokens" in the parameters table: the top 10, the experiment's default list.
+pub const PARAMETERS_TOP: u32 = 10;
+
 /// The reason the experiments stage gives when a subject has no paragraphs.
 const NO_PARAGRAPHS: &str = "no paragraphs";
 
@@ -37,6 +40,10 @@ pub struct Tables {
     pub sublayer_knockout: Option<SummaryTable>,
     /// `measure`, `layer` (0-based block): 1-based rank of the target, mean and median.
     pub ranks: Option<SummaryTable>,
+    /// `view` (`head_ov`, `mlp_value`), `layer` (0-based block): % of examples where some head's
+    /// OV output for the subject (or some dominant MLP sub-update at subject-last) has the
+    /// target among its top [`PARAMETERS_TOP`] tokens.
+    pub parameters: Option<SummaryTable>,
     pub counts: Vec<Count>,
     /// The model's depth as the tables show it.
     pub n_layers: Option<u32>,
@@ -59,6 +66,7 @@ impl Tables {
             &self.enrichment_baseline,
             &self.sublayer_knockout,
             &self.ranks,
+            &self.parameters,
         ]
         .into_iter()
         .flatten()
@@ -189,6 +197,22 @@ pub fn build_tables(inputs: &Inputs, boot: &Bootstrap) -> Result<Tables, Aggrega
         }
         t.ranks = Some(SummaryTable::build("ranks", "target_rank_1based", &[("measure", Str), ("layer", U32)], cells, true, boot)?);
     }
+    let views = [("head_ov", &inputs.parameters_heads), ("mlp_value", &inputs.parameters_mlp)];
+    if views.iter().any(|(_, rows)| rows.is_some()) {
+        let mut cells = Cells::new();
+        for (view, rows) in views {
+            let mut best: BTreeMap<(u32, u64), u32> = BTreeMap::new();
+            for r in rows.iter().flat_map(|r| r.iter()) {
+                let b = best.entry((r.layer, r.id)).or_insert(u32::MAX);
+                *b = (*b).min(r.target_rank);
+                see_layer(r.layer + 1);
+            }
+            for ((layer, id), rank) in best {
+                cells.entry(vec![Key::s(view), Key::u(layer)]).or_default().push((id, pct(rank < PARAMETERS_TOP)));
+            }
+        }
+        t.parameters = Some(SummaryTable::build("parameters", "target_in_top10_pct", &[("view", Str), ("layer", U32)], cells, false, boot)?);
+    }
     t.n_layers = depth;
     t.counts = counts(inputs);
     Ok(t)
@@ -239,7 +263,7 @@ fn counts(inputs: &Inputs) -> Vec<Count> {
         }
     }
     let distinct = |ids: &mut dyn Iterator<Item = u64>| ids.collect::<BTreeSet<u64>>().len();
-    let tables: [(&str, Option<usize>); 7] = [
+    let tables: [(&str, Option<usize>); 9] = [
         ("knockout", inputs.knockout.as_ref().map(|r| distinct(&mut r.iter().map(|x| x.id)))),
         ("extraction", inputs.extraction.as_ref().map(|r| distinct(&mut r.iter().map(|x| x.id)))),
         ("patching", inputs.patching.as_ref().map(|r| distinct(&mut r.iter().map(|x| x.id)))),
@@ -247,6 +271,8 @@ fn counts(inputs: &Inputs) -> Vec<Count> {
         ("enrichment_baseline", inputs.enrichment_baseline.as_ref().map(|r| distinct(&mut r.iter().map(|x| x.id)))),
         ("sublayer_knockout", inputs.sublayer.as_ref().map(|r| distinct(&mut r.iter().map(|x| x.id)))),
         ("ranks", inputs.ranks.as_ref().map(|r| distinct(&mut r.iter().map(|x| x.id)))),
+        ("parameters_heads", inputs.parameters_heads.as_ref().map(|r| distinct(&mut r.iter().map(|x| x.id)))),
+        ("parameters_mlp", inputs.parameters_mlp.as_ref().map(|r| distinct(&mut r.iter().map(|x| x.id)))),
     ];
     for (name, n) in tables {
         if let Some(n) = n {

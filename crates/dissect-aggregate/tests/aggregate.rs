@@ -11,9 +11,20 @@ use dissect_aggregate::findings::{est_pct, f1};
 use dissect_aggregate::{aggregate, outputs_are_current, AggregateConfig, AggregateError, Summary, Verdict};
 use dissect_data::parquet_io::read_parquet;
 
-const FIGURES: [&str; 6] = ["knockout", "extraction", "patching", "enrichment", "sublayer_knockout", "ranks"];
-const TABLES: [&str; 10] =
-    ["knockout", "extraction", "extraction_summary", "patching", "patching_any", "enrichment", "enrichment_baseline", "sublayer_knockout", "ranks", "counts"];
+const FIGURES: [&str; 7] = ["knockout", "extraction", "patching", "enrichment", "sublayer_knockout", "ranks", "parameters"];
+const TABLES: [&str; 11] = [
+    "knockout",
+    "extraction",
+    "extraction_summary",
+    "patching",
+    "patching_any",
+    "enrichment",
+    "enrichment_baseline",
+    "sublayer_knockout",
+    "ranks",
+    "parameters",
+    "counts",
+];
 
 fn run(synth: &Synth, cfg: &AggregateConfig) -> (tempfile::TempDir, PathBuf, Summary) {
     let dir = tempfile::tempdir().unwrap();
@@ -95,7 +106,7 @@ fn writes_every_table_figure_and_the_report() {
     assert!(std::fs::read_to_string(out.join("figures/knockout.svg")).unwrap().contains("n = 60"));
     assert!(std::fs::read_to_string(out.join("figures/enrichment.svg")).unwrap().contains("n = 57"));
     let html = std::fs::read_to_string(&summary.report_html).unwrap();
-    assert_eq!(html.matches("<svg").count(), 6, "figures inlined");
+    assert_eq!(html.matches("<svg").count(), FIGURES.len(), "figures inlined");
     assert!(!html.contains("src=\"") && !html.contains("href=\"http"), "self-contained");
     let md = std::fs::read_to_string(&summary.report_md).unwrap();
     for f in FIGURES {
@@ -268,7 +279,7 @@ fn missing_experiments_are_reported_not_fatal() {
     assert!(out.join("figures/knockout.png").exists());
     assert!(!out.join("figures/extraction.png").exists());
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
-    assert!(md.contains("Not in the input (experiments not run): extraction, patching, enrichment, enrichment_baseline, sublayer_knockout, ranks."), "{md}");
+    assert!(md.contains("Not in the input (experiments not run): extraction, patching, enrichment, enrichment_baseline, sublayer_knockout, ranks, parameters_heads, parameters_mlp."), "{md}");
 }
 
 #[test]
@@ -314,4 +325,29 @@ fn outputs_are_current_until_a_setting_or_input_changes() {
     let shard = input.join("knockout/shard=00000");
     std::fs::copy(shard.join("part-0.parquet"), shard.join("part-1.parquet")).unwrap();
     assert!(!outputs_are_current(&input, &out, &cfg));
+}
+
+#[test]
+fn parameters_table_is_the_share_of_examples_with_the_target_in_some_heads_top10() {
+    let synth = Synth::default();
+    let (_d, out, summary) = run(&synth, &AggregateConfig::default());
+    assert!(out.join("figures/parameters.png").exists());
+    let csv = std::fs::read_to_string(out.join("tables/parameters.csv")).unwrap();
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap_or_else(|| panic!("{name} in {header:?}"));
+    let (view, layer, mean, n) = (col("view"), col("layer"), col("mean"), col("n"));
+    let mut seen = 0;
+    for line in csv.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        assert_eq!(f[view], "head_ov");
+        let l: u32 = f[layer].parse().unwrap();
+        let hits = (0..synth.n).filter(|&id| (0..common::PARAM_HEADS).any(|h| synth.head_rank(id, l, h) < 10)).count();
+        let expected = 100.0 * hits as f64 / synth.n as f64;
+        let got: f64 = f[mean].parse().unwrap();
+        assert!((got - expected).abs() < 1e-9, "layer {l}: {got} vs {expected}");
+        assert_eq!(f[n].parse::<u64>().unwrap(), synth.n);
+        seen += 1;
+    }
+    assert_eq!(seen, synth.layers as usize);
+    assert!(summary.counts.iter().any(|c| c.name == "examples:parameters_heads" && c.value == synth.n));
 }

@@ -201,5 +201,5 @@ fn check_cache_model(cache: &CacheReader, weights: &str) -> Result<()> {
 }
 
 fn experiment_list(cfg: &ExperimentsConfig) -> String {
-    cfg.experiments.iter().map(|e| e.name()).collect::<Vec<_>>().join(", ")
+    cfg.experiments.iter().map(|e| e.label()).collect::<Vec<_>>().join(", ")
 }

@@ -101,7 +101,9 @@ pub struct EnrichmentRow {
 }
 
 /// Attributes rate of `hidden[l]` at every position kind of the prompt, every layer, and of
-/// the mean of the subject tokens' input embeddings (returned separately).
+/// the mean of the subject tokens' input embeddings (returned separately). At `l = n_layers`
+/// the projected vector is HF's `hidden_states[n_layers]` (see [`crate::projected_hidden_state`]):
+/// the notebook's last point is the model's own output distribution.
 #[allow(clippy::too_many_arguments)]
 pub fn enrichment<B: Backend>(
     model: &Model<B>,
@@ -162,7 +164,7 @@ fn rates<B: Backend>(
     let mut labels = Vec::new();
     for layer in 0..n_hidden {
         for (j, &kind) in kinds.iter().enumerate() {
-            vectors.push(vector(layer, j));
+            vectors.push(crate::projected_hidden_state(model, layer, vector(layer, j), projection));
             labels.push((layer, kind));
         }
     }

@@ -47,6 +47,28 @@ pub fn prob_of_residual<B: Backend>(model: &Model<B>, h: Tensor<B, 2>, token: us
     p.select(2, index).into_data().into_vec::<f32>().expect("f32 backend")
 }
 
+/// Hugging Face's `hidden_states[layer]` (what the notebook reads) from our residual stream
+/// `h` entering block `layer`: the same vector, except after the last block, where HF's entry
+/// has the final norm applied. Our stream keeps the raw residual there (`hidden[n_layers]`), so
+/// this applies the norm at that index.
+pub fn hf_hidden_state<B: Backend>(model: &Model<B>, layer: usize, h: Tensor<B, 2>) -> Tensor<B, 2> {
+    if layer == model.n_layers() {
+        model.final_norm.forward(h)
+    } else {
+        h
+    }
+}
+
+/// The vector whose projection is the vocabulary view of `hidden_states[layer]`: the
+/// notebook projects HF's entry ([`hf_hidden_state`]); the logit lens applies the final norm
+/// itself, so it takes the raw residual (at the last index both give the model's own logits).
+pub fn projected_hidden_state<B: Backend>(model: &Model<B>, layer: usize, h: Tensor<B, 2>, projection: dissect_model::project::Projection) -> Tensor<B, 2> {
+    match projection {
+        dissect_model::project::Projection::Notebook => hf_hidden_state(model, layer, h),
+        dissect_model::project::Projection::LogitLens => h,
+    }
+}
+
 /// The clean residual stream entering every block and after the last, at every position:
 /// `n_layers + 1` tensors `[seq, hidden]`.
 pub fn clean_hidden<B: Backend>(model: &Model<B>, ids: &[u32]) -> Result<Vec<Tensor<B, 2>>, ExperimentError> {

@@ -45,6 +45,8 @@ pub struct PatchingRow {
 }
 
 /// `hidden[l]` is the clean residual entering block `l` (`[seq, hidden]`), `l = 0..=n_layers`.
+/// A source layer equal to `n_layers` patches in HF's `hidden_states[n_layers]`, which has the
+/// final norm applied ([`crate::hf_hidden_state`]), as the notebook would.
 pub fn patching<B: Backend>(
     model: &Model<B>,
     hidden: &[Tensor<B, 2>],
@@ -67,7 +69,7 @@ pub fn patching<B: Backend>(
                 let Some(positions) = set.positions(s, subject, has_bos) else { continue };
                 let mut h = hidden[layer].clone();
                 for p in positions {
-                    h = h.slice_assign([p..p + 1], hidden[source].clone().slice([p..p + 1]));
+                    h = h.slice_assign([p..p + 1], crate::hf_hidden_state(model, source, hidden[source].clone().slice([p..p + 1])));
                 }
                 inputs.push(h.unsqueeze::<3>());
                 variants.push((source, set));

@@ -66,6 +66,17 @@ impl Experiment {
     }
 }
 
+impl Experiment {
+    /// The name users type (`dissect experiment <label>`, pipeline files, the `skipped` table).
+    pub fn label(self) -> &'static str {
+        match self {
+            Experiment::Parameters => "parameters",
+            Experiment::SublayerKnockout => "sublayer_knockout",
+            e => e.name(),
+        }
+    }
+}
+
 impl std::str::FromStr for Experiment {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
@@ -234,7 +245,7 @@ pub fn run<B: Backend>(
                     tables.get_mut(exp.name()).expect("requested").0.extend(heads);
                     mlp.extend(neurons);
                 }
-                Err(e) => skipped.push(vec![rec.id.into(), exp.name().into(), e.to_string().into()]),
+                Err(e) => skipped.push(vec![rec.id.into(), exp.label().into(), e.to_string().into()]),
             }
         }
         progress(i + 1, inputs.records.len());

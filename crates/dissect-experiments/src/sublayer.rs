@@ -71,7 +71,8 @@ pub fn sublayer_knockout<B: Backend>(
     let q = subject_last + 1;
     let d = model.config.hidden;
     let mut labels = vec![(None, None, None, None)];
-    let mut vectors = vec![hidden[read].clone().slice([subject_last..q])];
+    let at_read = |h: Tensor<B, 2>| crate::projected_hidden_state(model, read, h, cfg.projection);
+    let mut vectors = vec![at_read(hidden[read].clone().slice([subject_last..q]))];
     for start in 0..read {
         let end = (start + cfg.span).min(read);
         let mut plans = Vec::new();
@@ -85,7 +86,7 @@ pub fn sublayer_knockout<B: Backend>(
         let input = hidden[start].clone().slice([0..q]).unsqueeze::<3>().expand([n, q, d]);
         let mut hooks = PlanHooks::new(model, &plans, 0, q, RecordSpec::default());
         let out = model.run_blocks(input, start..read, &mut hooks);
-        vectors.push(out.slice([0..n, subject_last..q]).reshape([n, d]));
+        vectors.push(at_read(out.slice([0..n, subject_last..q]).reshape([n, d])));
     }
     let rows = logits_rows(model, Tensor::cat(vectors, 0), cfg.projection);
     labels

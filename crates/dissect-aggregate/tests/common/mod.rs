@@ -37,7 +37,7 @@ impl Default for Synth {
             shards: 1,
             mlp_dominant: false,
             subject_shift: 0.0,
-            tables: vec!["knockout", "extraction", "patching", "enrichment", "enrichment_baseline", "sublayer_knockout", "ranks"],
+            tables: vec!["knockout", "extraction", "patching", "enrichment", "enrichment_baseline", "sublayer_knockout", "ranks", "parameters_heads"],
             no_paragraphs: vec![4, 5, 9],
             with_bos_sets: false,
         }
@@ -45,6 +45,9 @@ impl Default for Synth {
 }
 
 /// Deterministic noise in [0, 1).
+/// Heads per layer in the synthetic `parameters_heads` table.
+pub const PARAM_HEADS: u32 = 4;
+
 pub fn u(id: u64, a: u32, b: u32, salt: u32) -> f64 {
     let mut z = id.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (u64::from(a) << 40) ^ (u64::from(b) << 20) ^ u64::from(salt);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -172,6 +175,13 @@ impl Synth {
         u(id, layer, 0, 11) < self.attn_p(layer)
     }
 
+    /// The target's rank in head `head`'s OV projection: top-10 mostly in the upper layers.
+    pub fn head_rank(&self, id: u64, layer: u32, head: u32) -> u32 {
+        let p = 0.6 * f64::from(layer) / f64::from(self.layers);
+        let x = u(id, layer, head, 61);
+        if x < p { (x / p * 10.0) as u32 } else { 10 + (x * 500.0) as u32 }
+    }
+
     pub fn write(&self, dir: &Path) {
         let l = self.layers;
         let lf = f64::from(l);
@@ -294,6 +304,16 @@ impl Synth {
             }
         }
         tables.push(("ranks", r));
+
+        let mut ph = Cols::new(&["id", "layer", "head", "target_rank"]);
+        for &id in &ids {
+            for layer in 0..l {
+                for head in 0..PARAM_HEADS {
+                    ph.push(vec![u64v(id), u32v(layer), u32v(head), u32v(self.head_rank(id, layer, head))]);
+                }
+            }
+        }
+        tables.push(("parameters_heads", ph));
 
         let mut sk_rows = Cols::new(&["id", "experiment", "reason"]);
         for &id in &self.no_paragraphs {
