@@ -201,19 +201,6 @@ pub fn matrices_table<B: Backend>(model: &Model<B>, tokenizer: &Tokenizer, cfg: 
     (t, types)
 }
 
-fn sublayer_name(s: Sublayer) -> &'static str {
-    match s {
-        Sublayer::Attn => "attn",
-        Sublayer::Mlp => "mlp",
-    }
-}
-
-fn mode_name(m: KnockoutMode) -> &'static str {
-    match m {
-        KnockoutMode::Notebook => "notebook",
-        KnockoutMode::Zero => "zero",
-    }
-}
 
 /// Runs the stage. `progress` is called after each record with (done, total).
 pub fn run<B: Backend>(
@@ -356,8 +343,8 @@ fn run_record<B: Backend>(
                         id.into(),
                         r.start.into(),
                         r.end.into(),
-                        r.sublayer.map_or("none", sublayer_name).into(),
-                        r.mode.map_or("none", mode_name).into(),
+                        r.sublayer.map_or("none", Sublayer::name).into(),
+                        r.mode.map_or("none", KnockoutMode::name).into(),
                         r.read_layer.into(),
                         r.rate.into(),
                     ]);
@@ -414,7 +401,7 @@ fn self_extraction_or_ranks<B: Backend>(
     if exp == Experiment::Extraction {
         for r in rows {
             let blocked = r.blocked.map_or("none", BlockSet::name);
-            t.push(vec![id.into(), r.layer.into(), sublayer_name(r.sublayer).into(), blocked.into(), r.target_rank.into(), r.top1.into(), r.extracted.into()]);
+            t.push(vec![id.into(), r.layer.into(), r.sublayer.name().into(), blocked.into(), r.target_rank.into(), r.top1.into(), r.extracted.into()]);
         }
     } else {
         let last = positions.get(PositionKind::SubjectLast).expect("always present");

@@ -93,16 +93,10 @@ fn set_name(b: BlockSet) -> &'static str {
     b.name()
 }
 fn sub_name(x: Sublayer) -> &'static str {
-    match x {
-        Sublayer::Attn => "attn",
-        Sublayer::Mlp => "mlp",
-    }
+    x.name()
 }
 fn mode_name(m: KnockoutMode) -> &'static str {
-    match m {
-        KnockoutMode::Notebook => "notebook",
-        KnockoutMode::Zero => "zero",
-    }
+    m.name()
 }
 
 /// Collects every comparison; panics at the end with the failures of each category.

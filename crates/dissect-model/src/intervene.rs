@@ -35,6 +35,26 @@ pub enum KnockoutMode {
     Zero,
 }
 
+impl Sublayer {
+    /// The name in tables and configurations.
+    pub fn name(self) -> &'static str {
+        match self {
+            Sublayer::Attn => "attn",
+            Sublayer::Mlp => "mlp",
+        }
+    }
+}
+
+impl KnockoutMode {
+    /// The name in tables and configurations.
+    pub fn name(self) -> &'static str {
+        match self {
+            KnockoutMode::Notebook => "notebook",
+            KnockoutMode::Zero => "zero",
+        }
+    }
+}
+
 /// Block the edges from `query` to `keys` at `layers`, in `heads` (all when `None`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BlockEdges {
