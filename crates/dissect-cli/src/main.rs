@@ -10,6 +10,7 @@ mod cache;
 mod filter;
 mod experiment;
 mod knockout;
+mod memory;
 mod pipeline;
 mod predict;
 mod progress;
@@ -42,6 +43,7 @@ enum Command {
 }
 
 fn main() {
+    memory::keep_freed_memory();
     let cli = Cli::parse();
     let result: Result<()> = match cli.command {
         Command::Predict(args) => predict::run(args),
