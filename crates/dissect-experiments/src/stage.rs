@@ -378,7 +378,7 @@ fn run_record<B: Backend>(
         })();
         if std::env::var_os("DISSECT_PROFILE").is_some() {
             // Per-record, per-experiment wall time on stderr, for the README's cost table.
-            eprintln!("profile: record {id} {} {:.3}s", exp.name(), t0.elapsed().as_secs_f64());
+            eprintln!("profile: record {id} {} {:.3}s", exp.label(), t0.elapsed().as_secs_f64());
         }
         out.push((exp, result));
     }
