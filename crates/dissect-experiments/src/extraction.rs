@@ -68,13 +68,9 @@ pub fn extraction_from<B: Backend>(
     let last = s - 1;
     let n_layers = model.n_layers();
     let has_bos = model.config.bos_token_id.is_some_and(|b| clean.ids[0] == b);
-    let mut rows = Vec::new();
-    let mut push = |vectors: Tensor<B, 2>, sublayers: &[(usize, Sublayer)], blocked: Option<BlockSet>| {
-        let ranks = rank_and_top1(&logits_rows(model, vectors, cfg.projection), target as usize);
-        for (&(layer, sublayer), (target_rank, top1)) in sublayers.iter().zip(ranks) {
-            rows.push(ExtractionRow { layer, sublayer, blocked, target_rank, top1, extracted: target_rank == 0 });
-        }
-    };
+    // Everything is projected at the end, in one call: wide matmuls run the fastest.
+    let mut vectors: Vec<Tensor<B, 2>> = Vec::new();
+    let mut labels: Vec<(usize, Sublayer, Option<BlockSet>)> = Vec::new();
 
     let spec = |n: usize, mlp: bool| RecordSpec { attn_out: true, mlp_out: mlp, positions: vec![vec![last]; n], ..RecordSpec::default() };
     let (attn, mlp) = match clean_sites {
@@ -84,9 +80,8 @@ pub fn extraction_from<B: Backend>(
             (Tensor::cat(rec.attn_out, 1).reshape([n_layers, model.config.hidden]), Tensor::cat(rec.mlp_out, 1).reshape([n_layers, model.config.hidden]))
         }
     };
-    let labels: Vec<(usize, Sublayer)> =
-        (0..n_layers).map(|l| (l, Sublayer::Attn)).chain((0..n_layers).map(|l| (l, Sublayer::Mlp))).collect();
-    push(Tensor::cat(vec![attn, mlp], 0), &labels, None);
+    vectors.extend([attn, mlp]);
+    labels.extend((0..n_layers).map(|l| (l, Sublayer::Attn, None)).chain((0..n_layers).map(|l| (l, Sublayer::Mlp, None))));
 
     for &set in &cfg.blocked {
         let Some(keys) = set.positions(s, subject, has_bos) else { continue };
@@ -96,10 +91,13 @@ pub fn extraction_from<B: Backend>(
             .collect();
         let (_, rec) = run_plans(model, clean, &plans, cfg.path, spec(n_layers, false))?;
         let d = model.config.hidden;
-        let own: Vec<Tensor<B, 2>> =
-            rec.attn_out.into_iter().enumerate().map(|(l, t)| t.slice([l..l + 1]).reshape([1, d])).collect();
-        let labels: Vec<(usize, Sublayer)> = (0..n_layers).map(|l| (l, Sublayer::Attn)).collect();
-        push(Tensor::cat(own, 0), &labels, Some(set));
+        vectors.extend(rec.attn_out.into_iter().enumerate().map(|(l, t)| t.slice([l..l + 1]).reshape([1, d])));
+        labels.extend((0..n_layers).map(|l| (l, Sublayer::Attn, Some(set))));
     }
-    Ok(rows)
+    let ranks = rank_and_top1(&logits_rows(model, Tensor::cat(vectors, 0), cfg.projection), target as usize);
+    Ok(labels
+        .into_iter()
+        .zip(ranks)
+        .map(|((layer, sublayer, blocked), (target_rank, top1))| ExtractionRow { layer, sublayer, blocked, target_rank, top1, extracted: target_rank == 0 })
+        .collect())
 }

@@ -60,7 +60,9 @@ pub fn patching<B: Backend>(
     let n_layers = model.n_layers();
     let has_bos = model.config.bos_token_id.is_some_and(|b| ids[0] == b);
     let sources: Vec<usize> = cfg.sources.iter().copied().filter(|&l| l <= n_layers).collect();
-    let mut rows = Vec::new();
+    // Projected at the end, in one call: wide matmuls run the fastest.
+    let mut attn_outs = Vec::new();
+    let mut labels = Vec::new();
     for layer in 0..n_layers {
         let mut variants = Vec::new();
         let mut inputs = Vec::new();
@@ -83,13 +85,18 @@ pub fn patching<B: Backend>(
         let spec = RecordSpec { attn_out: true, positions: vec![vec![last]; n], ..RecordSpec::default() };
         let mut hooks = PlanHooks::new(model, &vec![Plan::default(); n], 0, s, spec);
         model.run_blocks(Tensor::cat(inputs, 0), layer..layer + 1, &mut hooks);
-        let attn = hooks.recorded.attn_out.remove(0).reshape([n, model.config.hidden]);
-        let ranks = rank_and_top1(&logits_rows(model, attn, cfg.projection), target as usize);
-        for ((source, set), (target_rank, _)) in variants.into_iter().zip(ranks) {
-            rows.push(PatchingRow { layer, source, set, target_rank, extracted: target_rank == 0 });
-        }
+        attn_outs.push(hooks.recorded.attn_out.remove(0).reshape([n, model.config.hidden]));
+        labels.extend(variants.into_iter().map(|(source, set)| (layer, source, set)));
     }
-    Ok(rows)
+    if labels.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ranks = rank_and_top1(&logits_rows(model, Tensor::cat(attn_outs, 0), cfg.projection), target as usize);
+    Ok(labels
+        .into_iter()
+        .zip(ranks)
+        .map(|((layer, source, set), (target_rank, _))| PatchingRow { layer, source, set, target_rank, extracted: target_rank == 0 })
+        .collect())
 }
 
 /// The unpatched baseline of the patching figure: the clean extraction rows of MHSA.
