@@ -36,8 +36,13 @@ dataset = "{data}/known_1000.json"
 paragraphs = "{data}/subject_paragraphs.csv"
 stopwords = "{data}/nltk_stopwords_english.txt"
 [experiments]
-experiments = ["knockout", "enrichment", "ranks"]
+experiments = ["knockout", "enrichment", "ranks", "parameters"]
 chunk_size = 2
+# Small, so that the model-level OV/QK table (written once, by shard 0) stays quick.
+[experiments.parameters]
+neurons = 2
+matrix_tokens = 128
+matrix_pairs = 5
 [aggregate]
 resamples = 200
 "#,
@@ -82,7 +87,7 @@ fn part_mtimes(dir: &Path) -> BTreeMap<PathBuf, SystemTime> {
     for f in dissect_data::parquet_io::parquet_files(&dir.join("skipped")).unwrap_or_default() {
         out.insert(f.clone(), std::fs::metadata(&f).unwrap().modified().unwrap());
     }
-    for t in ["knockout", "enrichment", "ranks"] {
+    for t in ["knockout", "enrichment", "ranks", "parameters_heads", "parameters_mlp", "parameters_matrices"] {
         for f in dissect_data::parquet_io::parquet_files(&dir.join(t)).unwrap_or_default() {
             out.insert(f.clone(), std::fs::metadata(&f).unwrap().modified().unwrap());
         }
@@ -101,6 +106,9 @@ fn shards_as_separate_processes_equal_the_unsharded_run_and_a_killed_run_resumes
     dissect(&["aggregate", "--pipeline", pa]);
     let reference = tables(&a.join("out/experiments"));
     assert!(reference["knockout"].len() > 18, "the reference run produced rows");
+    for t in ["parameters_heads", "parameters_mlp", "parameters_matrices"] {
+        assert!(reference.get(t).is_some_and(|r| !r.is_empty()), "{t}: no rows");
+    }
 
     // Two shards, each stage a separate process, then aggregation of the union.
     let b = scratch("sharded");
