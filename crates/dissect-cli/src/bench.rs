@@ -30,7 +30,7 @@ pub enum Kind {
 pub struct Args {
     kind: Kind,
     /// `gemma3-270m` (fetched default), a .gguf file, a directory, or hf:<repo>[@rev].
-    #[arg(long, default_value = "gemma3-270m")]
+    #[arg(long, default_value = dissect_model::source::DEFAULT_MODEL)]
     model: String,
     /// A JSON array or JSONL of records with a "prompt" (and, for knockout, a "subject") field,
     /// or of plain prompt strings.

@@ -8,22 +8,18 @@ use dissect_data::parquet_io::{parquet_files, read_kv_metadata};
 use dissect_data::provenance::PARAMS_HASH_KEY;
 use dissect_data::ShardSpec;
 use dissect_filter::weights_sha256;
-use dissect_model::backend::BackendKind;
 use dissect_model::source::load;
 
 use crate::backend::on_backend;
 use crate::pipeline::Pipeline;
+use crate::stage::{Stage, StageArgs};
 use crate::progress::Progress;
 use crate::shard::ShardArgs;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// A pipeline (name in pipelines/ or a .toml path) giving every default below.
-    #[arg(long)]
-    pipeline: Option<String>,
-    /// Default `gemma3-270m` without a pipeline.
-    #[arg(long)]
-    model: Option<String>,
+    #[command(flatten)]
+    stage: StageArgs,
     /// The filter stage's kept records: filtered.parquet, or its directory of shards.
     #[arg(long, required_unless_present = "pipeline")]
     input: Option<PathBuf>,
@@ -47,16 +43,11 @@ pub struct Args {
     /// Recompute this shard's parts even if they exist with the same parameters.
     #[arg(long)]
     force: bool,
-    #[arg(long)]
-    backend: Option<BackendKind>,
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let pipeline = args.pipeline.as_deref().map(Pipeline::load).transpose()?;
+    let Stage { pipeline, model, backend } = args.stage.resolve()?;
     let p = pipeline.as_ref();
-    let backend = args.backend.or(p.map(|p| p.backend)).unwrap_or_default();
-    backend.check_available()?;
-    let model = args.model.clone().or(p.map(|p| p.model.clone())).unwrap_or_else(|| "gemma3-270m".into());
     let input = args.input.clone().or(p.map(Pipeline::filtered)).expect("clap requires --input without --pipeline");
     let out = args.out.clone().or(p.map(|p| p.out.clone())).expect("clap requires --out without --pipeline");
     let cache_dir = out.join("cache");

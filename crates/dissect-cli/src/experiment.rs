@@ -11,7 +11,6 @@ use dissect_cache::CacheReader;
 use dissect_data::{Provenance, ShardSpec};
 use dissect_experiments::stage::{run_resumable, Experiment, ExperimentsConfig, Inputs};
 use dissect_filter::weights_sha256;
-use dissect_model::backend::BackendKind;
 
 use crate::backend::on_backend;
 use dissect_model::intervene::ExecPath;
@@ -19,6 +18,7 @@ use dissect_model::source::load;
 use serde_json::json;
 
 use crate::pipeline::Pipeline;
+use crate::stage::{Stage, StageArgs};
 use crate::progress::Progress;
 use crate::shard::ShardArgs;
 
@@ -26,12 +26,8 @@ use crate::shard::ShardArgs;
 pub struct Args {
     /// An experiment (knockout, extraction, patching, enrichment, sublayer-knockout, ranks, parameters) or `all`.
     name: String,
-    /// A pipeline (name in pipelines/ or a .toml path) giving every default below.
-    #[arg(long)]
-    pipeline: Option<String>,
-    /// Default `gemma3-270m` without a pipeline.
-    #[arg(long)]
-    model: Option<String>,
+    #[command(flatten)]
+    stage: StageArgs,
     /// The filter stage's kept records: filtered.parquet, or its directory of shards.
     #[arg(long, required_unless_present = "pipeline")]
     input: Option<PathBuf>,
@@ -68,16 +64,11 @@ pub struct Args {
     config: Option<PathBuf>,
     #[arg(long)]
     force: bool,
-    #[arg(long)]
-    backend: Option<BackendKind>,
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let pipeline = args.pipeline.as_deref().map(Pipeline::load).transpose()?;
+    let Stage { pipeline, model, backend } = args.stage.resolve()?;
     let p = pipeline.as_ref();
-    let backend = args.backend.or(p.map(|p| p.backend)).unwrap_or_default();
-    backend.check_available()?;
-    let model = args.model.clone().or(p.map(|p| p.model.clone())).unwrap_or_else(|| "gemma3-270m".into());
     let input = args.input.clone().or(p.map(Pipeline::filtered)).expect("clap requires --input without --pipeline");
     let out = args.out.clone().or(p.map(Pipeline::experiments_dir)).expect("clap requires --out without --pipeline");
     let paragraphs_path = args.paragraphs.clone().or(p.map(|p| p.data.paragraphs.clone())).unwrap_or_else(|| "data/subject_paragraphs.csv".into());

@@ -7,24 +7,18 @@ use dissect_data::known::load_known_facts;
 use dissect_data::provenance::sha256_file;
 use dissect_data::Rejected;
 use dissect_filter::{filter_provenance, outputs_are_current, run_filter_with_progress, weights_sha256, write_outputs, FilterOutput, OutputPaths};
-use dissect_model::backend::BackendKind;
 
 use crate::backend::on_backend;
 use dissect_model::source::load;
 
-use crate::pipeline::Pipeline;
+use crate::stage::{Stage, StageArgs};
 use crate::progress::Progress;
 use crate::shard::ShardArgs;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// A pipeline (name in pipelines/ or a .toml path) giving the model, dataset, output
-    /// directory, batch size and backend; flags given here win.
-    #[arg(long)]
-    pipeline: Option<String>,
-    /// `gemma3-270m` (fetched default), a .gguf file, a directory, or hf:<repo>[@rev].
-    #[arg(long)]
-    model: Option<String>,
+    #[command(flatten)]
+    stage: StageArgs,
     /// A JSON file in known_1000.json's format.
     #[arg(long, required_unless_present = "pipeline")]
     dataset: Option<PathBuf>,
@@ -45,16 +39,11 @@ pub struct Args {
     /// Print {"kept":[ids..],"rejected":[{"id":..,"kind":..,"reason":..},..]} on stdout.
     #[arg(long)]
     json: bool,
-    #[arg(long)]
-    backend: Option<BackendKind>,
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let pipeline = args.pipeline.as_deref().map(Pipeline::load).transpose()?;
+    let Stage { pipeline, model, backend } = args.stage.resolve()?;
     let p = pipeline.as_ref();
-    let backend = args.backend.or(p.map(|p| p.backend)).unwrap_or_default();
-    backend.check_available()?;
-    let model = args.model.clone().or(p.map(|p| p.model.clone())).unwrap_or_else(|| "gemma3-270m".into());
     let dataset = args.dataset.clone().or(p.map(|p| p.data.dataset.clone())).expect("clap requires --dataset without --pipeline");
     let out = args.out.clone().or(p.map(|p| p.out.clone())).expect("clap requires --out without --pipeline");
     let mut config = p.map(|p| p.filter.clone()).unwrap_or_default();

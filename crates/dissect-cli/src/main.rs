@@ -15,6 +15,7 @@ mod pipeline;
 mod predict;
 mod progress;
 mod shard;
+mod stage;
 
 #[derive(Parser)]
 #[command(name = "dissect", version, about = "Dissecting factual recall in transformer language models")]

@@ -140,13 +140,24 @@ fn find(name_or_path: &str) -> Result<PathBuf> {
         bail!("pipeline file {} does not exist", as_path.display());
     }
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    for root in [PathBuf::from("."), workspace] {
+    let roots = [PathBuf::from("."), workspace];
+    for root in &roots {
         let p = root.join("pipelines").join(format!("{name_or_path}.toml"));
         if p.is_file() {
             return Ok(p);
         }
     }
-    bail!("no pipeline named `{name_or_path}`\nhint: the names are the files in pipelines/ (gemma3-270m, gpt2, gpt2-xl, gpt-j), or pass a path to a .toml file")
+    // The names on offer are whatever pipelines/ holds, so the hint cannot go stale.
+    let mut names: Vec<String> = roots
+        .iter()
+        .filter_map(|r| std::fs::read_dir(r.join("pipelines")).ok())
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.strip_suffix(".toml").map(String::from))
+        .collect();
+    names.sort();
+    names.dedup();
+    bail!("no pipeline named `{name_or_path}`\nhint: the names are the files in pipelines/ ({}), or pass a path to a .toml file", names.join(", "))
 }
 
 fn base_dir(path: &Path) -> PathBuf {

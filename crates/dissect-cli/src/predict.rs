@@ -10,7 +10,7 @@ use dissect_model::source::load;
 #[derive(clap::Args)]
 pub struct Args {
     /// `gemma3-270m` (fetched default), a .gguf file, a directory, or hf:<repo>[@rev].
-    #[arg(long, default_value = "gemma3-270m")]
+    #[arg(long, default_value = dissect_model::source::DEFAULT_MODEL)]
     model: String,
     #[arg(long)]
     prompt: String,

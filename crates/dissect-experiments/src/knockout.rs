@@ -102,12 +102,22 @@ pub fn knockout_sweep<B: Backend>(
     subject: Range<usize>,
     cfg: &KnockoutConfig,
 ) -> Result<KnockoutResult, ExperimentError> {
+    knockout_sweep_from(model, &CleanRun::new(model, ids)?, subject, cfg)
+}
+
+/// [`knockout_sweep`] on a prompt whose clean run is already at hand.
+pub fn knockout_sweep_from<B: Backend>(
+    model: &Model<B>,
+    clean: &CleanRun<B>,
+    subject: Range<usize>,
+    cfg: &KnockoutConfig,
+) -> Result<KnockoutResult, ExperimentError> {
+    let ids = &clean.ids;
     let s = ids.len();
     let n_layers = model.n_layers();
     let last = s - 1;
     let has_bos = model.config.bos_token_id.is_some_and(|b| ids[0] == b);
-    let clean = CleanRun::new(model, ids)?;
-    let (h, _) = run_plans(model, &clean, &[Plan::default()], ExecPath::Full, RecordSpec::default())?;
+    let (h, _) = run_plans(model, clean, &[Plan::default()], ExecPath::Full, RecordSpec::default())?;
     let base = probs_of_residual(model, h).remove(0);
     let target = top_k(&base, 1)[0];
     let p_base = base[target];
@@ -123,7 +133,7 @@ pub fn knockout_sweep<B: Backend>(
     let mut rows = Vec::with_capacity(variants.len());
     for chunk in variants.chunks(cfg.batch.max(1)) {
         let plans: Vec<Plan> = chunk.iter().map(|(_, _, p)| p.clone()).collect();
-        let (h, _) = run_plans(model, &clean, &plans, cfg.path, RecordSpec::default())?;
+        let (h, _) = run_plans(model, clean, &plans, cfg.path, RecordSpec::default())?;
         for ((layer, set, _), p_new) in chunk.iter().zip(prob_of_residual(model, h, target)) {
             rows.push(KnockoutRow { layer: *layer, block: *set, p_new, pct_change: 100.0 * (p_new - p_base) / p_base });
         }

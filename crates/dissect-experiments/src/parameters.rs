@@ -24,9 +24,6 @@
 //!
 //! With grouped-query attention, head `h` reads key/value head `h / (heads / kv_heads)`.
 
-use std::collections::BinaryHeap;
-use std::cmp::Reverse;
-
 use burn_tensor::backend::Backend;
 use burn_tensor::Tensor;
 use dissect_model::hooks::Hooks;
@@ -255,59 +252,12 @@ pub fn matrices<B: Backend>(model: &Model<B>, tokenizer: &Tokenizer, cfg: &Param
             let qk = cols(&eq, head * hd, hd).matmul(cols(&ek, kvh * hd, hd).transpose());
             for (circuit, m) in [(Circuit::Ov, ov), (Circuit::Qk, qk)] {
                 let values = m.into_data().into_vec::<f32>().expect("f32 backend");
-                for (rank, (value, flat)) in largest(&values, cfg.matrix_pairs).into_iter().enumerate() {
+                for (rank, flat) in top_k(&values, cfg.matrix_pairs).into_iter().enumerate() {
                     let (i, j) = (flat / cand.len(), flat % cand.len());
-                    out.push(MatrixRow { layer, head, circuit, rank, source: cand[i], destination: cand[j], value });
+                    out.push(MatrixRow { layer, head, circuit, rank, source: cand[i], destination: cand[j], value: values[flat] });
                 }
             }
         }
     }
     out
-}
-
-/// The `k` largest values with their flat indices, largest first (ties: lower index first).
-fn largest(values: &[f32], k: usize) -> Vec<(f32, usize)> {
-    let mut heap: BinaryHeap<Reverse<(OrdF32, Reverse<usize>)>> = BinaryHeap::with_capacity(k + 1);
-    for (i, &v) in values.iter().enumerate() {
-        if k == 0 || v.is_nan() {
-            continue;
-        }
-        let item = Reverse((OrdF32(v), Reverse(i)));
-        if heap.len() < k {
-            heap.push(item);
-        } else if heap.peek().is_some_and(|min| item < *min) {
-            heap.pop();
-            heap.push(item);
-        }
-    }
-    let mut v: Vec<(f32, usize)> = heap.into_iter().map(|Reverse((OrdF32(x), Reverse(i)))| (x, i)).collect();
-    v.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-    v
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct OrdF32(f32);
-impl Eq for OrdF32 {}
-impl PartialOrd for OrdF32 {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for OrdF32 {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.0.total_cmp(&other.0)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::largest;
-
-    #[test]
-    fn largest_keeps_the_top_values_in_order() {
-        let v = [0.5, 3.0, -1.0, 3.0, 2.0, f32::NAN, 7.0];
-        assert_eq!(largest(&v, 3), vec![(7.0, 6), (3.0, 1), (3.0, 3)]);
-        assert_eq!(largest(&v, 0), vec![]);
-        assert_eq!(largest(&v, 10).len(), 6);
-    }
 }

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::enrichment::{enrichment, enrichment_at, paragraph_tokens, AttributesConfig};
 use crate::extraction::{extraction_from, ExtractionConfig};
-use crate::knockout::{knockout_sweep, BlockSet, KnockoutConfig};
+use crate::knockout::{knockout_sweep_from, BlockSet, KnockoutConfig};
 use crate::patching::{patching, PatchingConfig};
 use crate::ranks::{ranks, ranks_at};
 use crate::sublayer::{sublayer_knockout, SublayerConfig};
@@ -71,7 +71,6 @@ impl Experiment {
     pub fn label(self) -> &'static str {
         match self {
             Experiment::Parameters => "parameters",
-            Experiment::SublayerKnockout => "sublayer_knockout",
             e => e.name(),
         }
     }
@@ -83,7 +82,7 @@ impl std::str::FromStr for Experiment {
         let norm = s.replace('_', "-");
         Experiment::ALL
             .into_iter()
-            .find(|e| e.name().replace('_', "-") == norm || (*e == Experiment::Parameters && norm == "parameters"))
+            .find(|e| [e.name(), e.label()].iter().any(|n| n.replace('_', "-") == norm))
             .ok_or_else(|| format!("unknown experiment `{s}`\nhint: one of knockout, extraction, patching, enrichment, sublayer-knockout, ranks, parameters"))
     }
 }
@@ -301,7 +300,7 @@ fn run_record<B: Backend>(
         let t0 = std::time::Instant::now();
         let result: Result<Output, ExperimentError> = (|| match exp {
             Experiment::Knockout => {
-                let r = knockout_sweep(model, &ids, subject.clone(), &cfg.knockout)?;
+                let r = knockout_sweep_from(model, &clean, subject.clone(), &cfg.knockout)?;
                 for row in r.rows {
                     t.push(vec![id.into(), row.layer.into(), row.block.name().into(), r.window.into(), r.target_id.into(), r.p_base.into(), row.p_new.into(), row.pct_change.into()]);
                 }

@@ -16,6 +16,9 @@ use crate::tokenizer::Tokenizer;
 use crate::weights::HostTensor;
 
 /// Models known by name, fetched by `cargo xtask fetch-model <name>`.
+/// The model every command uses when neither a flag nor a pipeline names one.
+pub const DEFAULT_MODEL: &str = "gemma3-270m";
+
 pub const NAMED_MODELS: &[(&str, &str)] =
     &[("gemma3-270m", "gemma-3-270m-q4_k_m.gguf"), ("smollm2-135m", "SmolLM2-135M-Instruct.Q4_1.gguf")];
 
