@@ -14,6 +14,7 @@ pub struct StageArgs {
     /// `gemma3-270m` (the fetched default), a .gguf file, a directory, or hf:<repo>[@rev].
     #[arg(long)]
     pub model: Option<String>,
+    /// `cpu` (the default) or `cuda` (a build with `--features cuda` and an NVIDIA GPU).
     #[arg(long)]
     pub backend: Option<BackendKind>,
 }
