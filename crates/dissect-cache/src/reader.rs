@@ -41,7 +41,7 @@ impl<B: Backend> CachedRecord<B> {
 
     /// `hidden_states[0..=n_layers]` at a position kind, `[n_layers + 1, hidden]`; `None`
     /// for a kind the prompt does not have ([`PositionKind::AfterSubject`] when the subject
-    /// ends right before the last token).
+    /// ends the prompt).
     pub fn residual(&self, kind: PositionKind) -> Option<Tensor<B, 2>> {
         self.residual.get(&kind).map(|(_, t)| t.clone())
     }

@@ -113,7 +113,7 @@ pub struct RecordActivations {
     pub n_layers: usize,
     pub hidden: usize,
     /// Every position kind the prompt has ([`PositionKind::AfterSubject`] is absent when the
-    /// subject ends right before the last token). Kinds may share a token index.
+    /// subject ends the prompt). Kinds may share a token index.
     pub residual: BTreeMap<PositionKind, KindResidual>,
     /// `[n_layers, hidden]` at the last position.
     pub attn_out: Vec<f32>,

@@ -128,7 +128,10 @@ pub fn run(args: Args) -> Result<()> {
             "stopwords_sha256": sha256_file(&stopwords_path)?,
             "limit": args.limit,
             "shard": shard.to_string(),
-            "config": cfg,
+            // What runs, not what was asked: the top-level projection in every experiment, R
+            // and the patching sources resolved for this model's depth.
+            "config": cfg.effective(loaded.model.n_layers()),
+            "effective": cfg.depth_scaling(loaded.model.n_layers()),
         });
         if let Some(c) = &cache {
             check_cache_model(c, &weights)?;

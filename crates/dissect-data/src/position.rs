@@ -21,7 +21,8 @@ pub enum PositionKind {
     FirstToken,
     SubjectFirst,
     SubjectLast,
-    /// The token right after the subject, when it is not the last token.
+    /// The token right after the subject (the notebook's "subject subseq."); it may be the
+    /// last token, which the notebook keeps under both names.
     AfterSubject,
     Last,
 }
@@ -76,13 +77,13 @@ impl TokenPositions {
     }
 
     /// The index of a position kind; `None` for [`PositionKind::AfterSubject`] when the
-    /// subject ends right before the last token (that token is [`PositionKind::Last`]).
+    /// subject ends the prompt.
     pub fn get(&self, kind: PositionKind) -> Option<usize> {
         match kind {
             PositionKind::FirstToken => Some(self.first_token),
             PositionKind::SubjectFirst => Some(self.subject.first),
             PositionKind::SubjectLast => Some(self.subject.last),
-            PositionKind::AfterSubject => Some(self.subject.last + 1).filter(|&p| p < self.last),
+            PositionKind::AfterSubject => Some(self.subject.last + 1).filter(|&p| p <= self.last),
             PositionKind::Last => Some(self.last),
         }
     }
@@ -127,11 +128,15 @@ mod tests {
     }
 
     #[test]
-    fn no_after_subject_when_the_subject_ends_before_the_last_token() {
-        // ["Apple", " makes"]: subject-last + 1 is the last token.
+    fn after_subject_is_kept_when_it_is_the_last_token() {
+        // ["Apple", " makes"]: subject-last + 1 is the last token, kept as the notebook keeps it.
         let p = TokenPositions::new(SubjectSpan { first: 0, last: 0 }, 2, 0);
-        assert_eq!(p.get(PositionKind::AfterSubject), None);
+        assert_eq!(p.get(PositionKind::AfterSubject), Some(1));
+        assert_eq!(p.get(PositionKind::Last), Some(1));
         assert_eq!(p.get(PositionKind::FirstToken), Some(0));
-        assert_eq!(p.iter().count(), 4);
+        assert_eq!(p.iter().count(), 5);
+        // ["Paris", " Apple"] with the subject last: no token after it.
+        let p = TokenPositions::new(SubjectSpan { first: 1, last: 1 }, 2, 0);
+        assert_eq!(p.get(PositionKind::AfterSubject), None);
     }
 }

@@ -5,6 +5,7 @@ use std::collections::HashSet;
 
 use burn_tensor::backend::Backend;
 use burn_tensor::Tensor;
+use dissect_data::span::locate_subject;
 use dissect_data::{PositionKind, TokenPositions};
 use dissect_model::predict::top_k;
 use dissect_model::project::Projection;
@@ -91,35 +92,64 @@ mod tests {
     }
 }
 
+/// What the enrichment experiment measures beyond the attributes-rate filter.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EnrichmentConfig {
+    /// Also measure `hidden_states[n_layers]` (HF's final-normed last entry, i.e. the model's own
+    /// output distribution), which the notebook does not project; its rows are marked `extra`.
+    pub final_state: bool,
+}
+
 /// One attributes-rate measurement.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EnrichmentRow {
-    /// Index into `hidden_states` (0 = embeddings).
+    /// Index into `hidden_states` (0 = embeddings); the notebook plots it as layer `layer + 1`.
     pub layer: usize,
     pub position: PositionKind,
     pub rate: f32,
+    /// A measurement the notebook does not make (`hidden_states[n_layers]`, with
+    /// [`EnrichmentConfig::final_state`]).
+    pub extra: bool,
 }
 
-/// Attributes rate of `hidden[l]` at every position kind of the prompt, every layer, and of
-/// the mean of the subject tokens' input embeddings (returned separately). At `l = n_layers`
-/// the projected vector is HF's `hidden_states[n_layers]` (see [`crate::projected_hidden_state`]):
-/// the notebook's last point is the model's own output distribution.
+/// The subject's token ids for the embedding baseline, as the notebook finds them: it prepends
+/// `"<|endoftext|> "` to the prompt ("fix first-position bias"), so a subject that starts the
+/// prompt is tokenized with its leading space, like everywhere else in a sentence. The
+/// equivalent for every tokenizer: encode `" " + prompt` (with whatever special tokens the
+/// tokenizer adds, e.g. Gemma's BOS; GPT-2's `<|endoftext|>` only shifts positions) and take the
+/// tokens of the subject's first occurrence.
+pub fn baseline_subject_ids(tokenizer: &Tokenizer, prompt: &str, subject: &str) -> Result<Vec<u32>, ExperimentError> {
+    let spaced = format!(" {prompt}");
+    let enc = tokenizer.encode(&spaced)?;
+    let span = locate_subject(&spaced, subject, &enc.offsets)
+        .map_err(|reason| ExperimentError::Baseline(format!("subject {subject:?} in {spaced:?}: {reason}")))?;
+    Ok(span.positions().map(|p| enc.ids[p]).collect())
+}
+
+/// Attributes rate of `hidden_states[l]` at every position kind of the prompt for `l` in
+/// `0..n_layers` (as the notebook; with `ecfg.final_state` also `l = n_layers`, marked extra),
+/// and of the mean of the input embeddings of `baseline_subject` ([`baseline_subject_ids`]),
+/// returned separately. `hidden` holds the block inputs and the raw final residual
+/// (`n_layers + 1` entries); at `l = n_layers` the projected vector is HF's
+/// `hidden_states[n_layers]` (see [`crate::projected_hidden_state`]).
 #[allow(clippy::too_many_arguments)]
 pub fn enrichment<B: Backend>(
     model: &Model<B>,
     tokenizer: &Tokenizer,
     hidden: &[Tensor<B, 2>],
-    ids: &[u32],
     positions: &TokenPositions,
+    baseline_subject: &[u32],
     paragraph: &HashSet<String>,
     stopwords: &HashSet<String>,
     cfg: &AttributesConfig,
+    ecfg: &EnrichmentConfig,
     projection: Projection,
 ) -> (Vec<EnrichmentRow>, f32) {
     let kinds: Vec<(PositionKind, usize)> = positions.iter().collect();
     let labels: Vec<PositionKind> = kinds.iter().map(|&(k, _)| k).collect();
     let vector = |layer: usize, j: usize| hidden[layer].clone().slice([kinds[j].1..kinds[j].1 + 1]);
-    rates(model, tokenizer, hidden.len(), &labels, vector, ids, positions, paragraph, stopwords, cfg, projection)
+    rates(model, tokenizer, &labels, vector, baseline_subject, paragraph, stopwords, cfg, ecfg, projection)
 }
 
 /// [`enrichment`] from the residual stream at each position kind only, `[n_layers + 1,
@@ -130,17 +160,16 @@ pub fn enrichment_at<B: Backend>(
     model: &Model<B>,
     tokenizer: &Tokenizer,
     residuals: &[(PositionKind, Tensor<B, 2>)],
-    ids: &[u32],
-    positions: &TokenPositions,
+    baseline_subject: &[u32],
     paragraph: &HashSet<String>,
     stopwords: &HashSet<String>,
     cfg: &AttributesConfig,
+    ecfg: &EnrichmentConfig,
     projection: Projection,
 ) -> (Vec<EnrichmentRow>, f32) {
     let labels: Vec<PositionKind> = residuals.iter().map(|(k, _)| *k).collect();
-    let n_hidden = residuals.first().map_or(0, |(_, t)| t.dims()[0]);
     let vector = |layer: usize, j: usize| residuals[j].1.clone().slice([layer..layer + 1]);
-    rates(model, tokenizer, n_hidden, &labels, vector, ids, positions, paragraph, stopwords, cfg, projection)
+    rates(model, tokenizer, &labels, vector, baseline_subject, paragraph, stopwords, cfg, ecfg, projection)
 }
 
 /// Rates of `vector(layer, j)` (`[1, hidden]`, kind `kinds[j]`) for every layer and kind,
@@ -149,31 +178,31 @@ pub fn enrichment_at<B: Backend>(
 fn rates<B: Backend>(
     model: &Model<B>,
     tokenizer: &Tokenizer,
-    n_hidden: usize,
     kinds: &[PositionKind],
     vector: impl Fn(usize, usize) -> Tensor<B, 2>,
-    ids: &[u32],
-    positions: &TokenPositions,
+    baseline_subject: &[u32],
     paragraph: &HashSet<String>,
     stopwords: &HashSet<String>,
     cfg: &AttributesConfig,
+    ecfg: &EnrichmentConfig,
     projection: Projection,
 ) -> (Vec<EnrichmentRow>, f32) {
     let d = model.config.hidden;
+    let n_layers = model.n_layers();
     let mut vectors = Vec::new();
     let mut labels = Vec::new();
-    for layer in 0..n_hidden {
+    for layer in 0..n_layers + usize::from(ecfg.final_state) {
         for (j, &kind) in kinds.iter().enumerate() {
             vectors.push(crate::projected_hidden_state(model, layer, vector(layer, j), projection));
             labels.push((layer, kind));
         }
     }
-    let subject: Vec<i64> = positions.subject.positions().map(|p| ids[p] as i64).collect();
+    let subject: Vec<i64> = baseline_subject.iter().map(|&id| i64::from(id)).collect();
     let n_subject = subject.len();
     let idx = Tensor::from_data(burn_tensor::TensorData::new(subject, [n_subject]), &model.device);
     vectors.push(model.embed.clone().select(0, idx).mean_dim(0).reshape([1, d]));
     let rows = logits_rows(model, Tensor::cat(vectors, 0), projection);
     let rate = |logits: &[f32]| attributes_rate(&top_tokens(logits, tokenizer, stopwords, cfg), paragraph);
-    let out = labels.into_iter().zip(&rows).map(|((layer, position), r)| EnrichmentRow { layer, position, rate: rate(r) }).collect();
+    let out = labels.into_iter().zip(&rows).map(|((layer, position), r)| EnrichmentRow { layer, position, rate: rate(r), extra: layer == n_layers }).collect();
     (out, rate(rows.last().expect("baseline row")))
 }

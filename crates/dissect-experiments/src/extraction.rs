@@ -7,7 +7,7 @@ use std::ops::Range;
 
 use burn_tensor::backend::Backend;
 use burn_tensor::Tensor;
-use dissect_model::intervene::{run_plans, BlockEdges, CleanRun, ExecPath, Plan, RecordSpec, Sublayer};
+use dissect_model::intervene::{run_plans, BlockEdges, CleanRun, EdgeBlocking, ExecPath, Plan, RecordSpec, Sublayer};
 use dissect_model::project::Projection;
 use dissect_model::Model;
 use serde::{Deserialize, Serialize};
@@ -23,11 +23,15 @@ pub struct ExtractionConfig {
     /// Sets whose edges from the last position are blocked at the layer read ("none" is always run).
     pub blocked: Vec<BlockSet>,
     pub path: ExecPath,
+    /// How the blocked edges are removed: before the softmax (the paper's wording, default) or
+    /// the notebook cell's arithmetic (−1e6 written into the probabilities, softmax again),
+    /// which reproduces the notebook's figure exactly.
+    pub blocking: EdgeBlocking,
 }
 
 impl Default for ExtractionConfig {
     fn default() -> Self {
-        ExtractionConfig { projection: Projection::Notebook, blocked: vec![BlockSet::Subject, BlockSet::NonSubject], path: ExecPath::Fast }
+        ExtractionConfig { projection: Projection::Notebook, blocked: vec![BlockSet::Subject, BlockSet::NonSubject], path: ExecPath::Fast, blocking: EdgeBlocking::PreSoftmax }
     }
 }
 
@@ -87,7 +91,7 @@ pub fn extraction_from<B: Backend>(
         let Some(keys) = set.positions(s, subject, has_bos) else { continue };
         // Row l blocks only at layer l, whose MHSA output it reads.
         let plans: Vec<Plan> = (0..n_layers)
-            .map(|l| Plan { edges: vec![BlockEdges { layers: l..l + 1, query: last, keys: keys.clone(), heads: None }], ..Plan::default() })
+            .map(|l| Plan { edges: vec![BlockEdges { layers: l..l + 1, query: last, keys: keys.clone(), heads: None, arithmetic: cfg.blocking }], ..Plan::default() })
             .collect();
         let (_, rec) = run_plans(model, clean, &plans, cfg.path, spec(n_layers, false))?;
         let d = model.config.hidden;

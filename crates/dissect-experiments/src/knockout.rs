@@ -5,7 +5,7 @@
 use std::ops::Range;
 
 use burn_tensor::backend::Backend;
-use dissect_model::intervene::{run_plans, BlockEdges, CleanRun, ExecPath, Plan, RecordSpec};
+use dissect_model::intervene::{run_plans, BlockEdges, CleanRun, EdgeBlocking, ExecPath, Plan, RecordSpec};
 use dissect_model::predict::top_k;
 use dissect_model::Model;
 use serde::{Deserialize, Serialize};
@@ -23,6 +23,9 @@ pub enum BlockSet {
     /// The BOS position alone (models whose tokenizer prepends one).
     Bos,
     NonSubjectNoBos,
+    /// The non-subject positions and the last position itself: what the notebook's
+    /// attribute-extraction cell calls "MHSA block non-subject".
+    NonSubjectAndLast,
 }
 
 impl BlockSet {
@@ -36,6 +39,7 @@ impl BlockSet {
             BlockSet::Last => "last",
             BlockSet::Bos => "bos",
             BlockSet::NonSubjectNoBos => "non_subject_no_bos",
+            BlockSet::NonSubjectAndLast => "non_subject_and_last",
         }
     }
 
@@ -50,6 +54,7 @@ impl BlockSet {
             BlockSet::Bos if has_bos => vec![0],
             BlockSet::Bos => vec![],
             BlockSet::NonSubjectNoBos => non_subject.filter(|&p| !(has_bos && p == 0)).collect(),
+            BlockSet::NonSubjectAndLast => non_subject.chain([last]).collect(),
         };
         (!v.is_empty()).then_some(v)
     }
@@ -126,7 +131,7 @@ pub fn knockout_sweep_from<B: Backend>(
     for layer in 0..n_layers {
         for &set in &cfg.sets {
             let Some(keys) = set.positions(s, &subject, has_bos) else { continue };
-            let edges = vec![BlockEdges { layers: window_layers(layer, cfg.window, n_layers), query: last, keys, heads: None }];
+            let edges = vec![BlockEdges { layers: window_layers(layer, cfg.window, n_layers), query: last, keys, heads: None, arithmetic: EdgeBlocking::PreSoftmax }];
             variants.push((layer, set, Plan { edges, ..Plan::default() }));
         }
     }

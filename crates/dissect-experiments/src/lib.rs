@@ -24,6 +24,8 @@ pub enum ExperimentError {
     Model(#[from] dissect_model::ModelError),
     #[error(transparent)]
     Cache(#[from] dissect_cache::CacheError),
+    #[error("embedding baseline: {0}")]
+    Baseline(String),
     #[error("record {id}: {message}")]
     Record { id: String, message: String },
 }

@@ -1,6 +1,6 @@
-//! Rank comparison (the paper's §5.1 analysis): per layer, the target's rank in the projection of
-//! the last subject token's hidden state, beside its rank in the MHSA output at the last
-//! position.
+//! Rank comparison (the paper's §5.1 analysis): per block ℓ, the target's rank in the projection
+//! of the last subject token's state after block ℓ (`hidden_states[ℓ + 1]`, the notebook's
+//! `subject_cache`), beside its rank in the MHSA output of block ℓ at the last position.
 
 use burn_tensor::backend::Backend;
 use burn_tensor::Tensor;
@@ -14,8 +14,10 @@ use crate::vocab::{logits_rows, rank_and_top1};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RankRow {
+    /// Block index ℓ.
     pub layer: usize,
-    /// Rank in the projection of `hidden_states[layer]` at the last subject token.
+    /// Rank in the projection of `hidden_states[layer + 1]` (the output of block `layer`) at the
+    /// last subject token.
     pub subject_last_rank: usize,
     /// Rank in the MHSA output of block `layer` at the last position.
     pub attn_last_rank: usize,
@@ -29,16 +31,17 @@ pub fn ranks<B: Backend>(
     extraction: &[ExtractionRow],
     projection: Projection,
 ) -> Vec<RankRow> {
-    let n_layers = model.n_layers();
-    let vectors: Vec<Tensor<B, 2>> = hidden[..n_layers].iter().map(|h| h.clone().slice([subject_last..subject_last + 1])).collect();
+    let vectors: Vec<Tensor<B, 2>> = hidden.iter().map(|h| h.clone().slice([subject_last..subject_last + 1])).collect();
     ranks_at(model, Tensor::cat(vectors, 0), target, extraction, projection)
 }
 
-/// [`ranks`] from the residual stream at the last subject token, `[n_layers (+ 1), hidden]`
-/// (rows past `n_layers` are ignored), as the activation cache holds it.
+/// [`ranks`] from the residual stream at the last subject token, `[n_layers + 1, hidden]` (block
+/// inputs, then the raw final residual), as the activation cache holds it.
 pub fn ranks_at<B: Backend>(model: &Model<B>, subject_last: Tensor<B, 2>, target: u32, extraction: &[ExtractionRow], projection: Projection) -> Vec<RankRow> {
     let n_layers = model.n_layers();
-    let subject = rank_and_top1(&logits_rows(model, subject_last.slice([0..n_layers]), projection), target as usize);
+    let after: Vec<Tensor<B, 2>> =
+        (1..=n_layers).map(|l| crate::projected_hidden_state(model, l, subject_last.clone().slice([l..l + 1]), projection)).collect();
+    let subject = rank_and_top1(&logits_rows(model, Tensor::cat(after, 0), projection), target as usize);
     (0..n_layers)
         .filter_map(|layer| {
             let attn = extraction.iter().find(|r| r.layer == layer && r.sublayer == Sublayer::Attn && r.blocked.is_none())?;

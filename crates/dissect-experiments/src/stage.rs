@@ -16,7 +16,7 @@ use dissect_model::tokenizer::Tokenizer;
 use dissect_model::Model;
 use serde::{Deserialize, Serialize};
 
-use crate::enrichment::{enrichment, enrichment_at, paragraph_tokens, AttributesConfig};
+use crate::enrichment::{baseline_subject_ids, enrichment, enrichment_at, paragraph_tokens, AttributesConfig, EnrichmentConfig};
 use crate::extraction::{extraction_from, ExtractionConfig};
 use crate::knockout::{knockout_sweep_from, BlockSet, KnockoutConfig};
 use crate::patching::{patching, PatchingConfig};
@@ -99,9 +99,46 @@ pub struct ExperimentsConfig {
     pub knockout: KnockoutConfig,
     pub extraction: ExtractionConfig,
     pub patching: PatchingConfig,
+    pub enrichment: EnrichmentConfig,
     pub attributes: AttributesConfig,
     pub sublayer: SublayerConfig,
     pub parameters: ParametersConfig,
+}
+
+impl ExperimentsConfig {
+    /// The configuration that actually runs on a model of `n_layers` blocks: the top-level
+    /// projection in every experiment that projects, the sublayer knockout's R resolved, and
+    /// patching sources beyond the model's depth dropped. This is what provenance records.
+    pub fn effective(&self, n_layers: usize) -> ExperimentsConfig {
+        let mut c = self.clone();
+        c.extraction.projection = self.projection;
+        c.patching.projection = self.projection;
+        c.sublayer.projection = self.projection;
+        c.sublayer.repr_layer = Some(self.sublayer.repr_layer(n_layers));
+        c.patching.sources.retain(|&l| l <= n_layers);
+        c
+    }
+
+    /// How the notebook's constants (written for GPT-2 XL's 48 layers) apply to a model of
+    /// `n_layers` blocks: the `effective` entry of the experiments' provenance, which the
+    /// report's limits section reads.
+    pub fn depth_scaling(&self, n_layers: usize) -> serde_json::Value {
+        let e = self.effective(n_layers);
+        let dropped: Vec<usize> = self.patching.sources.iter().copied().filter(|&l| l > n_layers).collect();
+        let repr = e.sublayer.repr_layer(n_layers);
+        serde_json::json!({
+            "n_layers": n_layers,
+            "paper_depth": crate::sublayer::PAPER_DEPTH,
+            "projection": self.projection,
+            "knockout_window": e.knockout.window,
+            "sublayer_repr_layer": repr,
+            "sublayer_read_hidden_state": repr + 1,
+            "sublayer_span": e.sublayer.span,
+            "patching_sources": e.patching.sources,
+            "patching_sources_dropped": dropped,
+            "extraction_blocking": e.extraction.blocking.name(),
+        })
+    }
 }
 
 impl Default for ExperimentsConfig {
@@ -113,6 +150,7 @@ impl Default for ExperimentsConfig {
             knockout: KnockoutConfig::default(),
             extraction: ExtractionConfig::default(),
             patching: PatchingConfig::default(),
+            enrichment: EnrichmentConfig::default(),
             attributes: AttributesConfig::default(),
             sublayer: SublayerConfig::default(),
             parameters: ParametersConfig::default(),
@@ -142,7 +180,7 @@ fn schema(e: Experiment) -> (Vec<&'static str>, Vec<DataType>) {
         Experiment::Knockout => vec![("id", UInt64), ("layer", UInt32), ("block", Utf8), ("window", UInt32), ("target_id", UInt32), ("p_base", Float32), ("p_new", Float32), ("pct_change", Float32)],
         Experiment::Extraction => vec![("id", UInt64), ("layer", UInt32), ("sublayer", Utf8), ("blocked", Utf8), ("target_rank", UInt32), ("top1", UInt32), ("extracted", Boolean)],
         Experiment::Patching => vec![("id", UInt64), ("layer", UInt32), ("source_layer", UInt32), ("positions", Utf8), ("target_rank", UInt32), ("extracted", Boolean)],
-        Experiment::Enrichment => vec![("id", UInt64), ("subject", Utf8), ("layer", UInt32), ("position", Utf8), ("rate", Float32)],
+        Experiment::Enrichment => vec![("id", UInt64), ("subject", Utf8), ("layer", UInt32), ("position", Utf8), ("rate", Float32), ("extra", Boolean)],
         Experiment::SublayerKnockout => vec![("id", UInt64), ("start_layer", UInt32), ("end_layer", UInt32), ("sublayer", Utf8), ("mode", Utf8), ("read_layer", UInt32), ("rate", Float32)],
         Experiment::Ranks => vec![("id", UInt64), ("layer", UInt32), ("subject_last_rank", UInt32), ("attn_last_rank", UInt32)],
         Experiment::Parameters => vec![("id", UInt64), ("layer", UInt32), ("head", UInt32), ("target_rank", UInt32), ("top_ids", list_u32()), ("top_tokens", list_utf8())],
@@ -209,6 +247,7 @@ pub fn run<B: Backend>(
     cfg: &ExperimentsConfig,
     mut progress: impl FnMut(usize, usize),
 ) -> Tables {
+    let cfg = &cfg.effective(model.n_layers());
     let mut tables: BTreeMap<&'static str, (Table, Vec<DataType>)> = BTreeMap::new();
     for &e in &cfg.experiments {
         let (names, types) = schema(e);
@@ -307,8 +346,7 @@ fn run_record<B: Backend>(
                 Ok(Output::Rows(t))
             }
             Experiment::Extraction | Experiment::Ranks if extraction_rows.is_none() => {
-                let ecfg = ExtractionConfig { projection: cfg.projection, ..cfg.extraction.clone() };
-                let rows = extraction_from(model, &clean, &subject, target, &ecfg, cached.as_ref().map(|c| (c.attn_out(), c.mlp_out())))?;
+                let rows = extraction_from(model, &clean, &subject, target, &cfg.extraction, cached.as_ref().map(|c| (c.attn_out(), c.mlp_out())))?;
                 extraction_rows = Some(rows);
                 self_extraction_or_ranks(exp, model, &hidden, cached.as_ref(), &positions, target, extraction_rows.as_deref().unwrap_or_default(), cfg.projection, id, t)
             }
@@ -316,28 +354,28 @@ fn run_record<B: Backend>(
                 self_extraction_or_ranks(exp, model, &hidden, cached.as_ref(), &positions, target, extraction_rows.as_deref().unwrap_or_default(), cfg.projection, id, t)
             }
             Experiment::Patching => {
-                let pcfg = PatchingConfig { projection: cfg.projection, ..cfg.patching.clone() };
-                for r in patching(model, &hidden, &ids, &subject, target, &pcfg)? {
+                for r in patching(model, &hidden, &ids, &subject, target, &cfg.patching)? {
                     t.push(vec![id.into(), r.layer.into(), r.source.into(), r.set.name().into(), r.target_rank.into(), r.extracted.into()]);
                 }
                 Ok(Output::Rows(t))
             }
             Experiment::Enrichment => {
                 let para = paragraph()?;
+                let base_ids = baseline_subject_ids(tokenizer, &rec.prompt, &rec.subject)?;
+                let (ac, ec) = (&cfg.attributes, &cfg.enrichment);
                 let (rows, base) = match &cached {
-                    Some(c) => enrichment_at(model, tokenizer, &c.residuals(), &ids, &positions, &para, inputs.stopwords, &cfg.attributes, cfg.projection),
-                    None => enrichment(model, tokenizer, &hidden, &ids, &positions, &para, inputs.stopwords, &cfg.attributes, cfg.projection),
+                    Some(c) => enrichment_at(model, tokenizer, &c.residuals(), &base_ids, &para, inputs.stopwords, ac, ec, cfg.projection),
+                    None => enrichment(model, tokenizer, &hidden, &positions, &base_ids, &para, inputs.stopwords, ac, ec, cfg.projection),
                 };
                 for r in rows {
-                    t.push(vec![id.into(), rec.subject.as_str().into(), r.layer.into(), r.position.name().into(), r.rate.into()]);
+                    t.push(vec![id.into(), rec.subject.as_str().into(), r.layer.into(), r.position.name().into(), r.rate.into(), r.extra.into()]);
                 }
                 Ok(Output::Enrichment(t, base))
             }
             Experiment::SublayerKnockout => {
                 let para = paragraph()?;
-                let scfg = SublayerConfig { projection: cfg.projection, ..cfg.sublayer.clone() };
                 let last = positions.get(PositionKind::SubjectLast).expect("always present");
-                for r in sublayer_knockout(model, tokenizer, &hidden, last, &para, inputs.stopwords, &cfg.attributes, &scfg) {
+                for r in sublayer_knockout(model, tokenizer, &hidden, last, &para, inputs.stopwords, &cfg.attributes, &cfg.sublayer) {
                     t.push(vec![
                         id.into(),
                         r.start.into(),

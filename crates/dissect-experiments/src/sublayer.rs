@@ -15,17 +15,20 @@ use serde::{Deserialize, Serialize};
 use crate::enrichment::{attributes_rate, top_tokens, AttributesConfig};
 use crate::vocab::logits_rows;
 
-/// GPT-2 XL's depth and the `hidden_states` index the notebook reads there.
-const PAPER_DEPTH: usize = 48;
-const PAPER_READ_LAYER: usize = 41;
+/// GPT-2 XL's depth and the notebook's `subject_repr_layer` there: the block whose output,
+/// `hidden_states[40 + 1]`, is read.
+pub const PAPER_DEPTH: usize = 48;
+pub const PAPER_REPR_LAYER: usize = 40;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SublayerConfig {
-    /// `hidden_states` index read; `None`: the notebook's 41 of 48 scaled to the model's depth.
-    pub read_layer: Option<usize>,
-    /// Layers knocked out from each start layer (the notebook knocks out 11, though its
-    /// variable says 10).
+    /// R, the notebook's `subject_repr_layer`: a block index; its output `hidden_states[R + 1]`
+    /// is read, and knockouts start at blocks `0..R` and never reach block R. `None`: the
+    /// notebook's 40 of 48 scaled to the model's depth, `round(40 · L / 48)`, at most `L - 1`.
+    pub repr_layer: Option<usize>,
+    /// Blocks knocked out from each start block, cut at R: `start..min(start + span, R)`. The
+    /// notebook knocks out 11 (its `num_block_layers` is 10, its range ends at `start + 10 + 1`).
     pub span: usize,
     pub modes: Vec<KnockoutMode>,
     pub projection: Projection,
@@ -33,23 +36,32 @@ pub struct SublayerConfig {
 
 impl Default for SublayerConfig {
     fn default() -> Self {
-        SublayerConfig { read_layer: None, span: 11, modes: vec![KnockoutMode::Notebook, KnockoutMode::Zero], projection: Projection::Notebook }
+        SublayerConfig { repr_layer: None, span: 11, modes: vec![KnockoutMode::Notebook, KnockoutMode::Zero], projection: Projection::Notebook }
     }
 }
 
 impl SublayerConfig {
+    /// R for a model of `n_layers` blocks.
+    pub fn repr_layer(&self, n_layers: usize) -> usize {
+        let scaled = ((PAPER_REPR_LAYER * n_layers) as f64 / PAPER_DEPTH as f64).round() as usize;
+        self.repr_layer.unwrap_or(scaled).min(n_layers.saturating_sub(1))
+    }
+
+    /// The `hidden_states` index read: R + 1.
     pub fn read_layer(&self, n_layers: usize) -> usize {
-        self.read_layer.unwrap_or(((PAPER_READ_LAYER * n_layers) as f64 / PAPER_DEPTH as f64).round() as usize).clamp(1, n_layers)
+        self.repr_layer(n_layers) + 1
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SublayerRow {
-    /// `None`: no intervention.
+    /// First knocked-out block; `None`: no intervention.
     pub start: Option<usize>,
+    /// One past the last knocked-out block (`start..end`).
     pub end: Option<usize>,
     pub sublayer: Option<Sublayer>,
     pub mode: Option<KnockoutMode>,
+    /// The `hidden_states` index read (R + 1).
     pub read_layer: usize,
     pub rate: f32,
 }
@@ -67,14 +79,15 @@ pub fn sublayer_knockout<B: Backend>(
     cfg: &SublayerConfig,
 ) -> Vec<SublayerRow> {
     let n_layers = model.n_layers();
-    let read = cfg.read_layer(n_layers);
+    let repr = cfg.repr_layer(n_layers);
+    let read = repr + 1;
     let q = subject_last + 1;
     let d = model.config.hidden;
     let mut labels = vec![(None, None, None, None)];
     let at_read = |h: Tensor<B, 2>| crate::projected_hidden_state(model, read, h, cfg.projection);
     let mut vectors = vec![at_read(hidden[read].clone().slice([subject_last..q]))];
-    for start in 0..read {
-        let end = (start + cfg.span).min(read);
+    for start in 0..repr {
+        let end = (start + cfg.span).min(repr);
         let mut plans = Vec::new();
         for sublayer in [Sublayer::Mlp, Sublayer::Attn] {
             for &mode in &cfg.modes {
@@ -85,6 +98,7 @@ pub fn sublayer_knockout<B: Backend>(
         let n = plans.len();
         let input = hidden[start].clone().slice([0..q]).unsqueeze::<3>().expand([n, q, d]);
         let mut hooks = PlanHooks::new(model, &plans, 0, q, RecordSpec::default());
+        // Through block R, whose output is read; the knockouts never reach it.
         let out = model.run_blocks(input, start..read, &mut hooks);
         vectors.push(at_read(out.slice([0..n, subject_last..q]).reshape([n, d])));
     }

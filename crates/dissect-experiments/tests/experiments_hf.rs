@@ -41,7 +41,7 @@ use burn_tensor::Tensor;
 use dissect_data::span::{leading_special_tokens, locate_subject};
 use dissect_data::TokenPositions;
 use dissect_experiments::clean_hidden;
-use dissect_experiments::enrichment::{enrichment, paragraph_tokens, AttributesConfig};
+use dissect_experiments::enrichment::{baseline_subject_ids, enrichment, paragraph_tokens, AttributesConfig, EnrichmentConfig};
 use dissect_experiments::extraction::{extraction, ExtractionConfig, ExtractionRow};
 use dissect_experiments::knockout::{knockout_sweep, BlockSet, KnockoutConfig};
 use dissect_experiments::patching::{patching, PatchingConfig};
@@ -49,7 +49,7 @@ use dissect_experiments::ranks::ranks;
 use dissect_experiments::sublayer::{sublayer_knockout, SublayerConfig, SublayerRow};
 use dissect_experiments::vocab::logits_rows;
 use dissect_model::backend::Cpu;
-use dissect_model::intervene::{run_plans, CleanRun, ExecPath, Knockout, KnockoutMode, Plan, RecordSpec, Sublayer};
+use dissect_model::intervene::{run_plans, CleanRun, EdgeBlocking, ExecPath, Knockout, KnockoutMode, Plan, RecordSpec, Sublayer};
 use dissect_model::project::Projection;
 use dissect_model::source::{load, Loaded};
 use dissect_model::Model;
@@ -173,6 +173,8 @@ struct Prompt {
     positions: TokenPositions,
     target: u32,
     paragraph: HashSet<String>,
+    /// The subject's tokens in `" " + prompt`, for the embedding baseline.
+    baseline: Vec<u32>,
 }
 
 fn prepare(m: &Loaded<B>, p: &Value, stop: &HashSet<String>, attrs: &AttributesConfig, c: &mut Check, tag: &str) -> Prompt {
@@ -191,7 +193,8 @@ fn prepare(m: &Loaded<B>, p: &Value, stop: &HashSet<String>, attrs: &AttributesC
     c.ok("enrichment paragraph tokens", paragraph == theirs, || {
         format!("{tag}: ours-only {:?}, HF-only {:?}", paragraph.difference(&theirs).collect::<Vec<_>>(), theirs.difference(&paragraph).collect::<Vec<_>>())
     });
-    Prompt { ids: enc.ids, subject: span.first..span.last + 1, positions, target: u(&p["target_id"]) as u32, paragraph }
+    let baseline = baseline_subject_ids(&m.tokenizer, prompt, s(&p["subject"])).unwrap();
+    Prompt { ids: enc.ids, subject: span.first..span.last + 1, positions, target: u(&p["target_id"]) as u32, paragraph, baseline }
 }
 
 fn attrs_of(r: &Value) -> AttributesConfig {
@@ -200,12 +203,12 @@ fn attrs_of(r: &Value) -> AttributesConfig {
 }
 
 fn sublayer_cfg(r: &Value, n_layers: usize, projection: Projection) -> SublayerConfig {
-    let read = u(&r["sublayer"]["read_layer"]);
+    let repr = u(&r["sublayer"]["repr_layer"]);
     let default = SublayerConfig::default();
-    // tiny-gemma3 reads the notebook's 41/48 scaled to its depth (our default); tiny-gpt2 an
-    // explicit layer (the default, 3 of 3, would read the final residual).
-    let read_layer = (default.read_layer(n_layers) != read).then_some(read);
-    SublayerConfig { read_layer, span: u(&r["sublayer"]["span"]), modes: vec![KnockoutMode::Notebook, KnockoutMode::Zero], projection }
+    // The default (R = 40 of 48 scaled to the depth) where the reference uses it, so that the
+    // scaling rule is tested too; an explicit R otherwise.
+    let repr_layer = (default.repr_layer(n_layers) != repr).then_some(repr);
+    SublayerConfig { repr_layer, span: u(&r["sublayer"]["span"]), modes: vec![KnockoutMode::Notebook, KnockoutMode::Zero], projection }
 }
 
 fn compare_model(r: &Value, c: &mut Check) {
@@ -256,7 +259,7 @@ fn compare_model(r: &Value, c: &mut Check) {
             // extraction
             let mut clean_rows: Vec<ExtractionRow> = Vec::new();
             for path in [ExecPath::Fast, ExecPath::Full] {
-                let cfg = ExtractionConfig { projection, blocked: vec![BlockSet::Subject, BlockSet::NonSubject], path };
+                let cfg = ExtractionConfig { projection, blocked: vec![BlockSet::Subject, BlockSet::NonSubject], path, blocking: EdgeBlocking::PreSoftmax };
                 let rows = extraction(model, &clean, &q.subject, q.target, &cfg).unwrap();
                 let theirs = arr(&p["extraction"][pname]);
                 let cat = format!("extraction {pname}");
@@ -310,7 +313,7 @@ fn compare_model(r: &Value, c: &mut Check) {
             }
 
             // enrichment
-            let (rows, base) = enrichment(model, &m.tokenizer, &hidden, &q.ids, &q.positions, &q.paragraph, &stop, &attrs, projection);
+            let (rows, base) = enrichment(model, &m.tokenizer, &hidden, &q.positions, &q.baseline, &q.paragraph, &stop, &attrs, &EnrichmentConfig::default(), projection);
             let theirs = arr(&p["enrichment"][pname]);
             let cat = format!("enrichment {pname}");
             c.ok(&cat, rows.len() == theirs.len(), || format!("{tag}: {} rows vs HF {}", rows.len(), theirs.len()));
@@ -399,7 +402,8 @@ fn notebook_and_paper_wording_differ_where_they_should() {
         let n_layers = model.n_layers();
         let stop: HashSet<String> = strings(&r["stopwords"]).into_iter().collect();
         let attrs = attrs_of(r);
-        let read = u(&r["sublayer"]["read_layer"]);
+        let repr = u(&r["sublayer"]["repr_layer"]);
+        let read = repr + 1;
         let span = u(&r["sublayer"]["span"]);
         // The model with every MLP output bias set to 0 (GPT-2's c_proj; Gemma has none): there
         // the MLP notebook knockout is the "zero" one.
@@ -416,7 +420,7 @@ fn notebook_and_paper_wording_differ_where_they_should() {
             let hidden = clean_hidden(model, &q.ids).unwrap();
 
             // sublayer knockout, on the residual itself
-            for layers in [0..span.min(read), 0..read] {
+            for layers in [0..span.min(repr), 0..repr] {
                 let v = |model: &Model<B>, sub, mode| knocked(model, &q.ids, sub, layers.clone(), mode, read, sl);
                 let (nb, zero) = (v(model, Sublayer::Mlp, KnockoutMode::Notebook), v(model, Sublayer::Mlp, KnockoutMode::Zero));
                 let d = max_abs_diff(&nb, &zero);
@@ -472,7 +476,7 @@ fn notebook_and_paper_wording_differ_where_they_should() {
             let (d1, d2) = (max_abs_diff(&flat(&normed), &flat(&lens)), max_abs_diff(&flat(&lens), &out));
             c.ok("notebook(final_norm(h_L)) == logit lens(h_L) == logits", d1 <= 1e-5 * scale && d2 <= 1e-5 * scale, || format!("{tag}: {d1} / {d2}"));
             let ext = |projection| {
-                let cfg = ExtractionConfig { projection, blocked: vec![], path: ExecPath::Full };
+                let cfg = ExtractionConfig { projection, blocked: vec![], path: ExecPath::Full, blocking: EdgeBlocking::PreSoftmax };
                 let cr = CleanRun::new(model, &q.ids).unwrap();
                 extraction(model, &cr, &q.subject, q.target, &cfg).unwrap().iter().map(|x| x.target_rank).collect::<Vec<_>>()
             };

@@ -55,6 +55,34 @@ impl KnockoutMode {
     }
 }
 
+/// How a blocked edge is taken out of the attention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum EdgeBlocking {
+    /// The paper's wording: the edge's score is masked before the softmax, so the edge gets
+    /// zero weight and the other keys renormalise (`p_j / Σ_unblocked p`).
+    #[default]
+    PreSoftmax,
+    /// The notebook's attribute-extraction cell: −1e6 is written into the attention
+    /// *probabilities* of the blocked keys and the softmax is applied again to the row, so an
+    /// unblocked key gets `exp(p_j) / Σ_unblocked exp(p_k)` (a flatter row than the original).
+    /// Keys after the query stay at zero weight.
+    Notebook,
+}
+
+impl EdgeBlocking {
+    /// The name in tables and configurations.
+    pub fn name(self) -> &'static str {
+        match self {
+            EdgeBlocking::PreSoftmax => "pre_softmax",
+            EdgeBlocking::Notebook => "notebook",
+        }
+    }
+}
+
+/// The value the notebook writes into a blocked attention probability before its second softmax.
+pub const NOTEBOOK_BLOCKED_PROB: f32 = -1e6;
+
 /// Block the edges from `query` to `keys` at `layers`, in `heads` (all when `None`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BlockEdges {
@@ -62,6 +90,9 @@ pub struct BlockEdges {
     pub query: usize,
     pub keys: Vec<usize>,
     pub heads: Option<Vec<usize>>,
+    /// Before the softmax (default) or the notebook's second softmax over probabilities.
+    #[serde(default)]
+    pub arithmetic: EdgeBlocking,
 }
 
 /// Knock out a sublayer at `layers`, at `positions` (all when `None`).
@@ -135,6 +166,9 @@ pub struct PlanHooks<B: Backend> {
     q_start: usize,
     score_bias: Vec<Option<Tensor<B, 4>>>,
     uniform_rows: Vec<Option<Tensor<B, 4, Bool>>>,
+    /// Rows re-softmaxed over their probabilities (the notebook's blocking): which rows, and
+    /// what is added to their probabilities first.
+    probs_resoftmax: Vec<Option<(Tensor<B, 4, Bool>, Tensor<B, 4>)>>,
     attn_keep: Vec<Option<Tensor<B, 3>>>,
     mlp_act_keep: Vec<Option<Tensor<B, 3>>>,
     mlp_keep: Vec<Option<Tensor<B, 3>>>,
@@ -155,6 +189,7 @@ impl<B: Backend> PlanHooks<B> {
 
         let mut score_bias = vec![None; n_layers];
         let mut uniform_rows = vec![None; n_layers];
+        let mut probs_resoftmax = vec![None; n_layers];
         let mut attn_keep = vec![None; n_layers];
         let mut mlp_act_keep = vec![None; n_layers];
         let mut mlp_keep = vec![None; n_layers];
@@ -162,6 +197,9 @@ impl<B: Backend> PlanHooks<B> {
         for l in 0..n_layers {
             let mut bias = vec![0f32; b * nh * q * k];
             let mut uniform = vec![false; b * nh * q * k];
+            let mut resoftmax_rows = vec![false; b * nh * q * k];
+            let mut resoftmax_bias = vec![0f32; b * nh * q * k];
+            let mut any_resoftmax = false;
             let mut keep = [vec![1f32; b * q], vec![1f32; b * q], vec![1f32; b * q]];
             let (mut any_bias, mut any_uniform, mut any_keep) = (false, false, [false; 3]);
             for (row, plan) in plans.iter().enumerate() {
@@ -169,9 +207,23 @@ impl<B: Backend> PlanHooks<B> {
                     let Some(qi) = in_q(e.query) else { continue };
                     let heads: Vec<usize> = e.heads.clone().unwrap_or_else(|| (0..nh).collect());
                     for h in heads {
-                        for &key in e.keys.iter().filter(|&&key| key < k) {
-                            bias[((row * nh + h) * q + qi) * k + key] = BLOCKED;
-                            any_bias = true;
+                        let at = ((row * nh + h) * q + qi) * k;
+                        match e.arithmetic {
+                            EdgeBlocking::PreSoftmax => {
+                                for &key in e.keys.iter().filter(|&&key| key < k) {
+                                    bias[at + key] = BLOCKED;
+                                    any_bias = true;
+                                }
+                            }
+                            EdgeBlocking::Notebook => {
+                                resoftmax_rows[at..at + k].iter_mut().for_each(|r| *r = true);
+                                // Keys after the query are not part of the notebook's row.
+                                resoftmax_bias[at + e.query + 1..at + k].iter_mut().for_each(|x| *x = f32::NEG_INFINITY);
+                                for &key in e.keys.iter().filter(|&&key| key <= e.query) {
+                                    resoftmax_bias[at + key] = NOTEBOOK_BLOCKED_PROB;
+                                }
+                                any_resoftmax = true;
+                            }
                         }
                     }
                 }
@@ -216,6 +268,10 @@ impl<B: Backend> PlanHooks<B> {
             if any_uniform {
                 uniform_rows[l] = Some(Tensor::from_data(TensorData::new(uniform, [b, nh, q, k]), dev));
             }
+            if any_resoftmax {
+                let rows = Tensor::from_data(TensorData::new(resoftmax_rows, [b, nh, q, k]), dev);
+                probs_resoftmax[l] = Some((rows, Tensor::from_data(TensorData::new(resoftmax_bias, [b, nh, q, k]), dev)));
+            }
             let [a, ma, m] = keep;
             let to_t = |v: Vec<f32>| Tensor::<B, 3>::from_data(TensorData::new(v, [b, q, 1]), dev);
             attn_keep[l] = any_keep[0].then(|| to_t(a));
@@ -235,7 +291,7 @@ impl<B: Backend> PlanHooks<B> {
                 .collect();
             Tensor::from_data(TensorData::new(idx, [b * n_gather]), dev)
         });
-        PlanHooks { q_start, score_bias, uniform_rows, attn_keep, mlp_act_keep, mlp_keep, patches, gather, n_gather, spec, recorded: Recorded::default() }
+        PlanHooks { q_start, score_bias, uniform_rows, probs_resoftmax, attn_keep, mlp_act_keep, mlp_keep, patches, gather, n_gather, spec, recorded: Recorded::default() }
     }
 
     fn take(&self, t: &Tensor<B, 3>) -> Option<Tensor<B, 3>> {
@@ -272,6 +328,16 @@ impl<B: Backend> Hooks<B> for PlanHooks<B> {
             scores = scores.mask_where(rows.clone(), mask);
         }
         scores
+    }
+
+    fn attn_probs(&mut self, layer: usize, probs: Tensor<B, 4>) -> Tensor<B, 4> {
+        match &self.probs_resoftmax[layer] {
+            Some((rows, bias)) => {
+                let again = burn_tensor::activation::softmax(probs.clone() + bias.clone(), 3);
+                probs.mask_where(rows.clone(), again)
+            }
+            None => probs,
+        }
     }
 
     fn attn_out(&mut self, layer: usize, out: Tensor<B, 3>) -> Tensor<B, 3> {

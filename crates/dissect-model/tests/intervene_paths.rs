@@ -2,7 +2,7 @@
 //! full recomputation on every intervention primitive, on tiny models and the real Gemma.
 
 use burn_tensor::backend::Backend;
-use dissect_model::intervene::{run_plans, BlockEdges, CleanRun, ExecPath, Knockout, KnockoutMode, Patch, Plan, RecordSpec, Sublayer};
+use dissect_model::intervene::{run_plans, BlockEdges, CleanRun, EdgeBlocking, ExecPath, Knockout, KnockoutMode, Patch, Plan, RecordSpec, Sublayer};
 use dissect_model::source::load;
 
 mod common;
@@ -18,9 +18,10 @@ fn plans_on_last(n_layers: usize, len: usize, hidden: usize) -> Vec<(&'static st
     let patch_value: Vec<f32> = (0..hidden).map(|i| ((i * 7919) % 13) as f32 / 13.0 - 0.5).collect();
     vec![
         ("clean", Plan::default()),
-        ("block subject-ish", Plan { edges: vec![BlockEdges { layers: 0..n_layers, query: last, keys: vec![1, 2], heads: None }], ..Plan::default() }),
-        ("block one head", Plan { edges: vec![BlockEdges { layers: mid..n_layers, query: last, keys: (0..last).collect(), heads: Some(vec![1]) }], ..Plan::default() }),
-        ("block last->last late", Plan { edges: vec![BlockEdges { layers: n_layers - 1..n_layers, query: last, keys: vec![last], heads: None }], ..Plan::default() }),
+        ("block subject-ish", Plan { edges: vec![BlockEdges { layers: 0..n_layers, query: last, keys: vec![1, 2], heads: None, arithmetic: EdgeBlocking::PreSoftmax }], ..Plan::default() }),
+        ("block one head", Plan { edges: vec![BlockEdges { layers: mid..n_layers, query: last, keys: (0..last).collect(), heads: Some(vec![1]), arithmetic: EdgeBlocking::PreSoftmax }], ..Plan::default() }),
+        ("block subject-ish, notebook arithmetic", Plan { edges: vec![BlockEdges { layers: mid..n_layers, query: last, keys: vec![1, 2], heads: None, arithmetic: EdgeBlocking::Notebook }], ..Plan::default() }),
+        ("block last->last late", Plan { edges: vec![BlockEdges { layers: n_layers - 1..n_layers, query: last, keys: vec![last], heads: None, arithmetic: EdgeBlocking::PreSoftmax }], ..Plan::default() }),
         ("attn notebook", ko(Sublayer::Attn, KnockoutMode::Notebook)),
         ("attn zero", ko(Sublayer::Attn, KnockoutMode::Zero)),
         ("mlp notebook", ko(Sublayer::Mlp, KnockoutMode::Notebook)),
