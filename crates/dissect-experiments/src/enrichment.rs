@@ -70,12 +70,14 @@ pub fn top_tokens(logits: &[f32], tokenizer: &Tokenizer, stopwords: &HashSet<Str
         .collect()
 }
 
-/// `100 · |top ∩ paragraph| / |top|` on exact token strings (leading space included).
+/// `100 · |set(top) ∩ paragraph| / |top|` on exact token strings (leading space included): as
+/// in the notebook, two tokens of the list that decode to the same string are one hit but two
+/// entries of the denominator.
 pub fn attributes_rate(top: &[String], paragraph: &HashSet<String>) -> f32 {
     if top.is_empty() {
         return 0.0;
     }
-    let hits = top.iter().filter(|t| paragraph.contains(*t)).count();
+    let hits = top.iter().filter(|t| paragraph.contains(*t)).collect::<HashSet<_>>().len();
     100.0 * hits as f32 / top.len() as f32
 }
 
@@ -89,6 +91,9 @@ mod tests {
         let top: Vec<String> = [" Paris", "Paris", " Lyon", " France"].iter().map(|s| s.to_string()).collect();
         assert_eq!(attributes_rate(&top, &para), 50.0);
         assert_eq!(attributes_rate(&[], &para), 0.0);
+        // a string twice in the list: one hit, two entries
+        let dup: Vec<String> = [" Paris", " Paris", " Lyon", " Rome"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(attributes_rate(&dup, &para), 25.0);
     }
 }
 
