@@ -33,9 +33,8 @@
 //! the notebook projection).
 //! Regenerate the fixture: `python3 crates/dissect-experiments/tests/fixtures/make_experiment_refs.py`.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::ops::Range;
-use std::path::{Path, PathBuf};
 
 use burn_tensor::Tensor;
 use dissect_data::span::{leading_special_tokens, locate_subject};
@@ -48,46 +47,17 @@ use dissect_experiments::patching::{patching, PatchingConfig};
 use dissect_experiments::ranks::ranks;
 use dissect_experiments::sublayer::{sublayer_knockout, SublayerConfig, SublayerRow};
 use dissect_experiments::vocab::logits_rows;
-use dissect_model::backend::Cpu;
 use dissect_model::intervene::{run_plans, CleanRun, EdgeBlocking, ExecPath, Knockout, KnockoutMode, Plan, RecordSpec, Sublayer};
 use dissect_model::project::Projection;
-use dissect_model::source::{load, Loaded};
+use dissect_model::source::Loaded;
 use dissect_model::Model;
 use serde_json::Value;
 
-type B = Cpu;
+mod common;
+use common::{arr, f, load_tiny, refs, s, strings, u, Check, B};
 
 const PROJECTIONS: [(Projection, &str); 2] = [(Projection::Notebook, "notebook"), (Projection::LogitLens, "logit_lens")];
 const ALL_SETS: [BlockSet; 5] = [BlockSet::Subject, BlockSet::NonSubject, BlockSet::Last, BlockSet::Bos, BlockSet::NonSubjectNoBos];
-
-fn refs() -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/experiment_refs.json");
-    serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
-}
-
-fn model_dir(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../dissect-model/tests/fixtures").join(name)
-}
-
-fn load_tiny(name: &str) -> Loaded<B> {
-    load::<B>(model_dir(name).to_str().unwrap(), &Default::default()).unwrap()
-}
-
-fn u(v: &Value) -> usize {
-    v.as_u64().unwrap_or_else(|| panic!("not an integer: {v}")) as usize
-}
-fn f(v: &Value) -> f64 {
-    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
-}
-fn s(v: &Value) -> &str {
-    v.as_str().unwrap_or_else(|| panic!("not a string: {v}"))
-}
-fn arr(v: &Value) -> &Vec<Value> {
-    v.as_array().unwrap_or_else(|| panic!("not an array: {v}"))
-}
-fn strings(v: &Value) -> Vec<String> {
-    arr(v).iter().map(|x| s(x).to_string()).collect()
-}
 
 fn set_name(b: BlockSet) -> &'static str {
     b.name()
@@ -97,73 +67,6 @@ fn sub_name(x: Sublayer) -> &'static str {
 }
 fn mode_name(m: KnockoutMode) -> &'static str {
     m.name()
-}
-
-/// Collects every comparison; panics at the end with the failures of each category.
-#[derive(Default)]
-struct Check {
-    counts: BTreeMap<String, usize>,
-    failures: BTreeMap<String, Vec<String>>,
-    near_ties: BTreeMap<String, usize>,
-}
-
-impl Check {
-    fn ok(&mut self, cat: &str, cond: bool, msg: impl FnOnce() -> String) {
-        *self.counts.entry(cat.to_string()).or_default() += 1;
-        if !cond {
-            self.failures.entry(cat.to_string()).or_default().push(msg());
-        }
-    }
-
-    fn prob(&mut self, cat: &str, ours: f32, theirs: f64, what: impl FnOnce() -> String) {
-        let d = (ours as f64 - theirs).abs();
-        self.ok(cat, d <= 1e-4 * theirs.abs() || d <= 1e-5, || format!("{}: ours {ours} vs HF {theirs}", what()));
-    }
-
-    /// A rank / top-1 against a reference row with its near-tie band.
-    fn rank(&mut self, cat: &str, rank: usize, top1: Option<u32>, r: &Value, what: impl Fn() -> String) {
-        let (lo, hi, exact) = (u(&r["rank_lo"]), u(&r["rank_hi"]), u(&r["target_rank"]));
-        if lo != hi {
-            *self.near_ties.entry(cat.to_string()).or_default() += 1;
-        }
-        self.ok(cat, (lo..=hi).contains(&rank), || format!("{}: rank ours {rank} vs HF {exact} (band {lo}..={hi})", what()));
-        if let Some(t) = top1 {
-            let alts: Vec<u32> = arr(&r["top1_alts"]).iter().map(|x| u(x) as u32).collect();
-            if alts.len() > 1 {
-                *self.near_ties.entry(cat.to_string()).or_default() += 1;
-            }
-            self.ok(cat, alts.contains(&t), || format!("{}: top1 ours {t} vs HF {} (alts {alts:?})", what(), u(&r["top1"])));
-        }
-    }
-
-    /// An attributes rate against a reference row (exact unless the cut-off is a near-tie).
-    fn rate(&mut self, cat: &str, ours: f32, r: &Value, what: impl FnOnce() -> String) {
-        if f(&r["margin"]) <= f(&r["eps"]) {
-            *self.near_ties.entry(cat.to_string()).or_default() += 1;
-            *self.counts.entry(cat.to_string()).or_default() += 1;
-            return;
-        }
-        let theirs = f(&r["rate"]);
-        self.ok(cat, (ours as f64 - theirs).abs() <= 1e-4, || format!("{}: rate ours {ours} vs HF {theirs} (HF kept {})", what(), r["kept"]));
-    }
-
-    fn finish(self) {
-        for (cat, n) in &self.counts {
-            let ties = self.near_ties.get(cat).copied().unwrap_or(0);
-            let bad = self.failures.get(cat).map_or(0, Vec::len);
-            eprintln!("{cat:<40} {n:>6} compared, {bad:>4} failed, {ties:>3} near-ties");
-        }
-        if !self.failures.is_empty() {
-            let mut msg = String::new();
-            for (cat, fails) in &self.failures {
-                msg += &format!("\n{cat}: {} failures, e.g.\n", fails.len());
-                for m in fails.iter().take(4) {
-                    msg += &format!("    {m}\n");
-                }
-            }
-            panic!("experiments differ from the Hugging Face reference:{msg}");
-        }
-    }
 }
 
 /// Our view of one reference prompt.
@@ -351,7 +254,7 @@ fn compare_model(r: &Value, c: &mut Check) {
 
 #[test]
 fn experiments_equal_the_notebook_procedure_in_hf() {
-    let refs = refs();
+    let refs = refs("experiment_refs.json");
     let mut c = Check::default();
     for r in arr(&refs["models"]) {
         compare_model(r, &mut c);
@@ -392,7 +295,7 @@ fn ref_rates_of(rows: &Value, sub: &str, mode: &str) -> Vec<f64> {
 
 #[test]
 fn notebook_and_paper_wording_differ_where_they_should() {
-    let refs = refs();
+    let refs = refs("experiment_refs.json");
     let mut c = Check::default();
     for r in arr(&refs["models"]) {
         let name = s(&r["model"]);
