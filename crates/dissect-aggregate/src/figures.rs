@@ -277,7 +277,7 @@ fn parameters(t: &Tables, cx: &Context<'_>) -> Option<Figure> {
 fn ranks(t: &Tables, cx: &Context<'_>) -> Option<Figure> {
     let r = t.ranks.as_ref()?;
     let measures = [
-        ("subject_last", "subject-last hidden state entering the layer", BLUE, Dash::Solid),
+        ("subject_last", "subject-last hidden state after the layer", BLUE, Dash::Solid),
         ("attn_last", "MHSA output at the last position", VERMILION, Dash::Solid),
         ("subject_last_at_extraction", "subject-last, where MHSA extracts", GREEN, Dash::Dashed),
     ];
@@ -299,7 +299,7 @@ fn ranks(t: &Tables, cx: &Context<'_>) -> Option<Figure> {
         .collect();
     Some(Figure {
         name: "ranks",
-        caption: "Rank comparison: median rank of the predicted token in the projection of the subject-last hidden state and of the MHSA output at the last position, per layer (log scale; 1 = top-1).".into(),
+        caption: "Rank comparison: median rank of the predicted token in the projection of the subject-last hidden state after layer ℓ (hidden_states[ℓ]) and of layer ℓ's MHSA output at the last position, per layer ℓ (log scale; 1 = top-1).".into(),
         chart: Chart {
             title: cx.title("Rank of the target by layer", t.count("examples:ranks")),
             x_label: "layer (1-based)".into(),

@@ -55,9 +55,13 @@ pub struct PatchingRow {
 #[derive(Debug, Clone, PartialEq)]
 pub struct EnrichmentRow {
     pub id: u64,
+    /// `hidden_states` index: 0 = embeddings.
     pub layer: u32,
     pub position: String,
     pub rate: f64,
+    /// The `extra` column: a measurement beyond the notebook's (`hidden_states[n_layers]`);
+    /// `None` when the table has no such column (older runs, which wrote that index unmarked).
+    pub extra: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -285,6 +289,13 @@ impl<'a> Cols<'a> {
     fn bool(&self, name: &str) -> Result<&'a BooleanArray, AggregateError> {
         self.no_nulls(name)
     }
+    /// A boolean column that may be absent (`None`); present, it must have no nulls.
+    fn opt_bool(&self, name: &str) -> Result<Option<&'a BooleanArray>, AggregateError> {
+        if self.batch.column_by_name(name).is_none() {
+            return Ok(None);
+        }
+        self.no_nulls(name).map(Some)
+    }
 }
 
 fn opt(a: &UInt32Array, i: usize) -> Option<u32> {
@@ -345,6 +356,7 @@ fn enrichment(b: &[RecordBatch]) -> Result<Vec<EnrichmentRow>, AggregateError> {
             layer: c.u32("layer")?.value(i),
             position: c.str("position")?.value(i).into(),
             rate: f64::from(c.f32("rate")?.value(i)),
+            extra: c.opt_bool("extra")?.map(|a| a.value(i)),
         })
     })
 }

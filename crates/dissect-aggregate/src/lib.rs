@@ -7,8 +7,9 @@
 //!   the median and its interval), see [`tables::Tables`] for each table's keys; `counts`
 //!   holds kept / rejected / skipped counts;
 //! - `figures/<name>.svg` and `.png`, one per figure of the paper ([`figures`]);
-//! - `report.md` and a self-contained `report.html`: the three findings with the numbers that
-//!   support or contradict them ([`findings`]), and the inputs' provenance;
+//! - `report.md` and a self-contained `report.html`: the limits of the run ([`limits`]), the
+//!   three findings with the numbers that support or contradict them ([`findings`]), and the
+//!   inputs' provenance;
 //! - `summary.json`: [`Summary`], for scripts.
 //!
 //! Intervals are seeded percentile bootstraps over examples ([`bootstrap`] documents the
@@ -23,6 +24,7 @@ pub mod figures;
 pub mod findings;
 mod glyph_text;
 pub mod input;
+pub mod limits;
 pub mod plot;
 pub mod report;
 pub mod summary;
@@ -40,7 +42,8 @@ use serde_json::json;
 
 pub use bootstrap::{Bootstrap, Estimate, Statistic};
 pub use error::AggregateError;
-pub use findings::{Finding, Numbers, Verdict};
+pub use findings::{Criterion, Finding, Numbers, Status, Verdict};
+pub use limits::Limits;
 use report::Block;
 pub use summary::{Count, Key, SummaryRow, SummaryTable};
 pub use tables::Tables;
@@ -89,6 +92,9 @@ pub struct Summary {
     pub report_md: PathBuf,
     pub report_html: PathBuf,
     pub counts: Vec<Count>,
+    /// What the numbers rest on: records, projection, depth scaling, paragraph data.
+    #[serde(default)]
+    pub limits: Limits,
     pub findings: Vec<Finding>,
     pub numbers: Numbers,
     /// The aggregation's parameter hash (in every output table's footer).
@@ -107,6 +113,10 @@ pub fn filter_dir(input: &Path, cfg: &AggregateConfig) -> PathBuf {
     }
 }
 
+/// The version of the findings' rules and of the report's layout: part of the aggregation's
+/// parameters, so a report written under older rules is redone rather than taken as current.
+pub const FINDINGS_RULES: u32 = 2;
+
 /// The provenance of an aggregation: the settings and the parameter hashes of every input
 /// file, so new inputs or settings change the hash and an unchanged rerun can be skipped.
 pub fn aggregate_provenance(inputs: &[input::TableProvenance], model: &str, cfg: &AggregateConfig) -> Provenance {
@@ -115,7 +125,14 @@ pub fn aggregate_provenance(inputs: &[input::TableProvenance], model: &str, cfg:
     let mut prov = Provenance::new(
         "aggregate",
         model,
-        json!({"seed": cfg.seed, "resamples": cfg.resamples, "level": cfg.level, "method": "percentile bootstrap, SplitMix64 streams per cell", "inputs": hashes}),
+        json!({
+            "seed": cfg.seed,
+            "resamples": cfg.resamples,
+            "level": cfg.level,
+            "method": "percentile bootstrap, SplitMix64 streams per cell",
+            "findings_rules": FINDINGS_RULES,
+            "inputs": hashes
+        }),
     );
     prov.weights_sha256 = inputs.iter().flat_map(|p| p.weights_sha256.iter()).next().cloned();
     prov.model_revision = inputs.iter().flat_map(|p| p.model_revisions.iter()).next().cloned();
@@ -149,7 +166,8 @@ pub fn aggregate(input: &Path, out: &Path, cfg: &AggregateConfig) -> Result<Summ
         table_paths.extend([base.with_extension("parquet"), base.with_extension("csv")]);
     }
 
-    let report = findings::findings(&tables);
+    let limits = limits::limits(&inputs.provenance, &tables);
+    let report = findings::findings(&tables, limits.n_layers.value);
     let cx = figures::Context { model: &short_model(&model), resamples: cfg.resamples, seed: cfg.seed };
     let figs = figures::figures(&tables, &cx);
     let mut figure_paths = Vec::new();
@@ -165,7 +183,7 @@ pub fn aggregate(input: &Path, out: &Path, cfg: &AggregateConfig) -> Result<Summ
         svgs.insert(f.name, svg);
     }
 
-    let blocks = report_blocks(&model, input, &inputs, &tables, &report, &figs, &svgs, &prov, cfg);
+    let blocks = report_blocks(&model, input, &inputs, &tables, &limits, &report, &figs, &svgs, &prov, cfg);
     let title = format!("Dissecting factual recall — {}", short_model(&model));
     let report_md = out.join("report.md");
     let report_html = out.join("report.html");
@@ -184,6 +202,7 @@ pub fn aggregate(input: &Path, out: &Path, cfg: &AggregateConfig) -> Result<Summ
         report_md,
         report_html,
         counts: tables.counts.clone(),
+        limits,
         findings: report.findings,
         numbers: report.numbers,
         params_sha256: prov.params_hash(),
@@ -225,6 +244,16 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), AggregateError> {
     Ok(())
 }
 
+/// `3 of 5 hold, 1 insufficient evidence`.
+fn tally(criteria: &[Criterion]) -> String {
+    let count = |s: Status| criteria.iter().filter(|c| c.status == s).count();
+    let mut out = format!("{} of {} hold", count(Status::Holds), criteria.len());
+    if count(Status::Insufficient) > 0 {
+        out.push_str(&format!(", {} insufficient evidence", count(Status::Insufficient)));
+    }
+    out
+}
+
 /// Which figures illustrate which finding (by index).
 const FINDING_FIGURES: [&[&str]; 3] = [&["knockout"], &["extraction", "patching", "ranks"], &["enrichment", "sublayer_knockout"]];
 
@@ -234,6 +263,7 @@ fn report_blocks(
     input: &Path,
     inputs: &input::Inputs,
     tables: &Tables,
+    limits: &Limits,
     report: &findings::Report,
     figs: &[figures::Figure],
     svgs: &std::collections::BTreeMap<&str, String>,
@@ -249,13 +279,11 @@ fn report_blocks(
         cfg.seed
     )));
 
-    b.push(Block::List(
-        report
-            .findings
-            .iter()
-            .map(|f| format!("{}: {} ({} of {} criteria hold)", f.title, f.verdict.label(), f.criteria.iter().filter(|c| c.holds).count(), f.criteria.len()))
-            .collect(),
-    ));
+    b.push(Block::Heading(2, "Limits of this run".into()));
+    b.push(Block::List(limits.lines()));
+
+    b.push(Block::Heading(2, "Verdicts".into()));
+    b.push(Block::List(report.findings.iter().map(|f| format!("{}: {} (criteria: {})", f.title, f.verdict.label(), tally(&f.criteria))).collect()));
 
     b.push(Block::Heading(2, "Model and data".into()));
     let mut rows = vec![vec!["model".to_string(), model.to_string()]];
@@ -276,7 +304,7 @@ fn report_blocks(
 
     b.push(Block::Heading(2, "The paper's findings on this model".into()));
     b.push(Block::Para(
-        "Each finding lists the measurements that bear on it and explicit criteria computed from them. Criteria compare point estimates; the intervals in the evidence show how firm each comparison is (with few examples, treat a verdict as provisional).".into(),
+        format!("Each finding lists the measurements that bear on it and explicit criteria computed from them; each criterion states its numbers and the rule it applies. Most compare point estimates; finding 1's ordering of peaks and finding 3's baseline comparison require the 95% intervals to exclude 0 or to separate. A peak is a curve's largest-magnitude signed effect (the layer with the largest |mean|, sign kept). A criterion whose estimates rest on fewer than {} records, have a 95% CI of width 0 (e.g. all-zero rates) or are missing is not evaluated: it reads \"insufficient evidence\", never counts as holding, and makes its finding's verdict insufficient evidence.", findings::MIN_RECORDS),
     ));
     for (i, f) in report.findings.iter().enumerate() {
         b.push(Block::Heading(3, format!("{}: {}", f.title, f.verdict.label())));
@@ -288,11 +316,10 @@ fn report_blocks(
         }
         if !f.criteria.is_empty() {
             b.push(Block::Para(format!(
-                "Criteria ({} of {} hold; all → supported, none → contradicted, else mixed):",
-                f.criteria.iter().filter(|c| c.holds).count(),
-                f.criteria.len()
+                "Criteria ({}; any not evaluated → insufficient evidence, else all hold → supported, none → contradicted, otherwise mixed):",
+                tally(&f.criteria)
             )));
-            b.push(Block::List(f.criteria.iter().map(|c| format!("{} {}", if c.holds { "[holds]" } else { "[fails]" }, c.text)).collect()));
+            b.push(Block::List(f.criteria.iter().map(|c| format!("[{}] {}", c.status.label(), c.text)).collect()));
         }
         for name in FINDING_FIGURES[i.min(2)] {
             if let (Some(fig), Some(svg)) = (figs.iter().find(|f| f.name == *name), svgs.get(name)) {

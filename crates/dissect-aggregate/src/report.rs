@@ -60,7 +60,10 @@ const STYLE: &str = "body{font-family:'DejaVu Sans',Verdana,sans-serif;max-width
 table{border-collapse:collapse;margin:.5em 0 1em}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left;vertical-align:top}\
 th{background:#f3f3f3}figure{margin:1em 0 2em}figure svg{max-width:100%;height:auto;border:1px solid #eee}\
 figcaption{font-size:.92em;color:#444}pre{background:#f7f7f7;padding:.8em;overflow-x:auto;font-size:.85em}\
-.supported{color:#0a7a3d}.contradicted{color:#b00020}.mixed{color:#a05a00}";
+.supported{color:#0a7a3d}.contradicted{color:#b00020}.mixed{color:#a05a00}.insufficient{color:#555;font-style:italic}";
+
+/// Headings ending in `: <verdict>` get the verdict's colour.
+const VERDICT_CLASSES: [(&str, &str); 4] = [("supported", "supported"), ("contradicted", "contradicted"), ("mixed", "mixed"), ("insufficient evidence", "insufficient")];
 
 /// A self-contained page: no external file, script or font is referenced.
 pub fn to_html(title: &str, blocks: &[Block]) -> String {
@@ -68,7 +71,7 @@ pub fn to_html(title: &str, blocks: &[Block]) -> String {
     for b in blocks {
         match b {
             Block::Heading(level, text) => {
-                let class = ["supported", "contradicted", "mixed"].iter().find(|v| text.ends_with(&format!(": {v}"))).map(|v| format!(" class=\"{v}\"")).unwrap_or_default();
+                let class = VERDICT_CLASSES.iter().find(|(v, _)| text.ends_with(&format!(": {v}"))).map(|(_, c)| format!(" class=\"{c}\"")).unwrap_or_default();
                 let _ = writeln!(out, "<h{level}{class}>{}</h{level}>", esc(text));
             }
             Block::Para(text) => {

@@ -33,6 +33,10 @@ pub struct Tables {
     pub patching_any: Option<SummaryTable>,
     /// `position`, `layer` (hidden-state index, 0 = embeddings): attributes rate (%).
     pub enrichment: Option<SummaryTable>,
+    /// The `enrichment` layers (hidden-state indices) whose rows the experiments stage marked
+    /// `extra` (beyond the notebook's measurements): in the table and figure, not in the
+    /// findings.
+    pub enrichment_extra_layers: BTreeSet<u32>,
     /// No keys: attributes rate of the mean subject input embedding (%).
     pub enrichment_baseline: Option<SummaryTable>,
     /// `sublayer`, `mode`, `start_layer` (0-based; null with sublayer `none` = no
@@ -159,8 +163,17 @@ pub fn build_tables(inputs: &Inputs, boot: &Bootstrap) -> Result<Tables, Aggrega
         let mut cells = Cells::new();
         for r in rows {
             cells.entry(vec![Key::s(&r.position), Key::u(r.layer)]).or_default().push((r.id, r.rate));
-            // hidden_states has n_layers + 1 entries.
-            see_layer(r.layer);
+            match r.extra {
+                // With the `extra` column, unmarked rows are hidden_states[0..n_layers) and a
+                // marked one may be hidden_states[n_layers].
+                Some(false) => see_layer(r.layer + 1),
+                Some(true) => {
+                    see_layer(r.layer);
+                    t.enrichment_extra_layers.insert(r.layer);
+                }
+                // Older tables: hidden_states[0..=n_layers], unmarked.
+                None => see_layer(r.layer),
+            }
         }
         t.enrichment = Some(SummaryTable::build("enrichment", "attributes_rate_pct", &[("position", Str), ("layer", U32)], cells, false, boot)?);
     }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use arrow_array::{Array, Float64Array, RecordBatch, StringArray, UInt32Array, UInt64Array};
 use common::{Synth, MODEL};
 use dissect_aggregate::findings::{est_pct, f1};
-use dissect_aggregate::{aggregate, outputs_are_current, AggregateConfig, AggregateError, Summary, Verdict};
+use dissect_aggregate::{aggregate, outputs_are_current, AggregateConfig, AggregateError, Criterion, Finding, Status, Summary, Verdict};
 use dissect_data::parquet_io::read_parquet;
 
 const FIGURES: [&str; 7] = ["knockout", "extraction", "patching", "enrichment", "sublayer_knockout", "ranks", "parameters"];
@@ -151,12 +151,12 @@ fn report_numbers_equal_the_tables() {
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
 
-    // Knockout: the peak of each set is the table's minimum over layers, as printed.
+    // Knockout: the peak of each set is its largest |mean| over layers, sign kept, as printed.
     let k = table(&out, "knockout");
     let (blocks, layers, means, lo, hi, n) = (strs(&k, "block"), u32s(&k, "layer"), f64s(&k, "mean"), f64s(&k, "ci_low"), f64s(&k, "ci_high"), u64s(&k, "n"));
     for set in ["subject", "non_subject", "last", "bos", "non_subject_no_bos"] {
         let rows: Vec<usize> = (0..k.num_rows()).filter(|&i| blocks[i].as_deref() == Some(set)).collect();
-        let best = *rows.iter().min_by(|&&a, &&b| means[a].total_cmp(&means[b])).unwrap();
+        let best = *rows.iter().rev().max_by(|&&a, &&b| means[a].abs().total_cmp(&means[b].abs())).unwrap();
         let e = summary.numbers.knockout.iter().find(|e| e.block == set).unwrap();
         assert_eq!(e.peak_layer, layers[best].unwrap());
         assert_eq!((e.peak.value, e.peak.ci_low, e.peak.ci_high, e.peak.n as u64), (means[best], lo[best], hi[best], n[best]));
@@ -191,7 +191,8 @@ fn report_numbers_equal_the_tables() {
     let e = table(&out, "enrichment");
     let (pos, layers, means) = (strs(&e, "position"), u32s(&e, "layer"), f64s(&e, "mean"));
     let (pl, pe) = summary.numbers.subject_last_peak.unwrap();
-    let rows: Vec<usize> = (0..e.num_rows()).filter(|&i| pos[i].as_deref() == Some("subject_last")).collect();
+    // Hidden state 12 is marked extra: not a candidate.
+    let rows: Vec<usize> = (0..e.num_rows()).filter(|&i| pos[i].as_deref() == Some("subject_last") && layers[i] != Some(12)).collect();
     assert_eq!(pe.value, rows.iter().map(|&i| means[i]).fold(f64::NEG_INFINITY, f64::max));
     let last = (0..e.num_rows()).find(|&i| pos[i].as_deref() == Some("last") && layers[i] == Some(pl)).unwrap();
     assert_eq!(summary.numbers.last_at_subject_peak.unwrap().value, means[last]);
@@ -203,10 +204,10 @@ fn report_numbers_equal_the_tables() {
     let none = (0..k.num_rows()).find(|&i| sub[i].as_deref() == Some("none")).unwrap();
     assert_eq!(start[none], None);
     assert_eq!(summary.numbers.no_intervention.unwrap().value, means[none]);
-    let (ml, me) = summary.numbers.mlp_knockout_min.unwrap();
+    let (ml, me) = summary.numbers.mlp_knockout_peak.unwrap();
     let row = (0..k.num_rows()).find(|&i| sub[i].as_deref() == Some("mlp") && mode[i].as_deref() == Some("notebook") && start[i] == Some(ml)).unwrap();
     assert_eq!(me.value, means[row]);
-    assert!(md.contains(&format!("with MLPs knocked out {} (start layer {})", est_pct(&me), ml + 1)));
+    assert!(md.contains(&format!("with MLPs knocked out to {} (start layer {})", est_pct(&me), ml + 1)));
 
     // Counts, as printed.
     let c = table(&out, "counts");
@@ -350,4 +351,213 @@ fn parameters_table_is_the_share_of_examples_with_the_target_in_some_heads_top10
     }
     assert_eq!(seen, synth.layers as usize);
     assert!(summary.counts.iter().any(|c| c.name == "examples:parameters_heads" && c.value == synth.n));
+}
+
+fn criterion<'a>(f: &'a Finding, starts: &str) -> &'a Criterion {
+    f.criteria.iter().find(|c| c.text.starts_with(starts)).unwrap_or_else(|| panic!("no criterion `{starts}` in {f:#?}"))
+}
+
+const FLOW: &str = "The last position reads";
+const TWO_THIRDS: &str = "Enrichment at the last subject token peaks in the first two-thirds";
+const BASELINE: &str = "The peak lies above the embedding baseline";
+const FROM_SUBJECT: &str = "The extracted attribute comes from the subject";
+
+#[test]
+fn fewer_than_the_minimum_records_is_insufficient_evidence() {
+    let (_d, out, summary) = run(&Synth { n: 20, ..Synth::default() }, &AggregateConfig::default());
+    for f in &summary.findings {
+        assert_eq!(f.verdict, Verdict::InsufficientEvidence, "{f:#?}");
+        assert!(f.criteria.iter().all(|c| c.status == Status::Insufficient && !c.holds), "{f:#?}");
+    }
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("### 1. Information flow (attention knockout): insufficient evidence"), "{md}");
+    assert!(md.contains("n = 20 is below the minimum of 30 records"));
+    assert!(md.contains("(criteria: 0 of 5 hold, 5 insufficient evidence)"), "{md}");
+    assert!(md.contains("- [insufficient evidence] The last position reads"));
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("<h3 class=\"insufficient\">1. Information flow"));
+    // The CLI's count of criteria that hold reads `holds`.
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(json["findings"][0]["verdict"], "insufficient_evidence");
+    assert_eq!(json["findings"][0]["criteria"][0]["status"], "insufficient");
+    assert_eq!(json["findings"][0]["criteria"][0]["holds"], false);
+}
+
+#[test]
+fn all_zero_rates_are_insufficient_evidence() {
+    let (_d, _out, summary) = run(&Synth { zero_enrichment: true, ..Synth::default() }, &AggregateConfig::default());
+    let f3 = &summary.findings[2];
+    assert_eq!(f3.verdict, Verdict::InsufficientEvidence, "{f3:#?}");
+    for c in [TWO_THIRDS, BASELINE] {
+        let c = criterion(f3, c);
+        assert_eq!(c.status, Status::Insufficient);
+        assert!(c.text.contains("has width 0 (all-zero rates)"), "{}", c.text);
+    }
+    assert_eq!(summary.findings[0].verdict, Verdict::Supported);
+    assert_eq!(summary.findings[1].verdict, Verdict::Supported);
+}
+
+#[test]
+fn a_large_positive_knockout_effect_is_reported_as_the_positive_peak() {
+    let (_d, out, summary) = run(&Synth { last_spike: 38.0, ..Synth::default() }, &AggregateConfig::default());
+    let last = summary.numbers.knockout.iter().find(|e| e.block == "last").unwrap();
+    assert_eq!(last.peak_layer, 3);
+    assert!(last.peak.value > 30.0, "{last:?}");
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains(&format!("centre layer 4 of 12: mean {}; the mean rise", est_pct(&last.peak))), "{md}");
+    let c = criterion(&summary.findings[0], "Blocking the last position itself matters less");
+    assert!(c.text.contains(&format!("peak mean change {}% vs", f1(last.peak.value))), "{}", c.text);
+    assert_eq!(c.status, Status::Holds, "|+35| < |-45|");
+}
+
+#[test]
+fn finding_one_fails_when_the_non_subject_effect_peaks_after_the_subject() {
+    let (_d, _out, summary) = run(&Synth { non_subject_centre: 0.8, ..Synth::default() }, &AggregateConfig::default());
+    let f1 = &summary.findings[0];
+    let c = criterion(f1, FLOW);
+    assert_eq!(c.status, Status::Fails, "{}", c.text);
+    assert!(matches!(f1.verdict, Verdict::Mixed | Verdict::Contradicted), "{f1:#?}");
+}
+
+#[test]
+fn finding_one_is_insufficient_when_a_peak_interval_includes_zero() {
+    let (_d, _out, summary) = run(&Synth { non_subject_null: true, ..Synth::default() }, &AggregateConfig::default());
+    let f1 = &summary.findings[0];
+    let c = criterion(f1, FLOW);
+    assert_eq!(c.status, Status::Insufficient);
+    assert!(c.text.contains("the non_subject peak's 95% CI") && c.text.contains("includes 0"), "{}", c.text);
+    assert_eq!(f1.verdict, Verdict::InsufficientEvidence);
+}
+
+#[test]
+fn finding_one_uses_the_non_subject_set_without_bos_on_bos_models() {
+    let (_d, _out, summary) = run(&Synth { with_bos_sets: true, ..Synth::default() }, &AggregateConfig::default());
+    assert_eq!(summary.numbers.flow_non_subject_set.as_deref(), Some("non_subject_no_bos"));
+    let c = criterion(&summary.findings[0], FLOW);
+    assert!(c.text.contains("the non_subject_no_bos effect peaks at"), "{}", c.text);
+    assert_eq!(c.status, Status::Holds, "{}", c.text);
+}
+
+#[test]
+fn finding_two_on_a_bos_model_needs_the_extraction_set_without_bos() {
+    let (_d, _out, summary) = run(&Synth { with_bos_sets: true, ..Synth::default() }, &AggregateConfig::default());
+    assert_eq!(summary.numbers.extraction_non_subject_set.as_deref(), Some("non_subject_no_bos"));
+    let c = criterion(&summary.findings[1], FROM_SUBJECT);
+    assert_eq!(c.status, Status::Holds, "{}", c.text);
+    assert!(c.text.contains("blocked subject < blocked non_subject_no_bos"), "{}", c.text);
+
+    let (_d, _out, summary) = run(&Synth { with_bos_sets: true, drop_extraction_no_bos: true, ..Synth::default() }, &AggregateConfig::default());
+    let c = criterion(&summary.findings[1], FROM_SUBJECT);
+    assert_eq!(c.status, Status::Insufficient, "{}", c.text);
+    assert!(c.text.contains("the extraction rows with blocked = non_subject_no_bos") && c.text.contains("is missing"), "{}", c.text);
+    assert_eq!(summary.findings[1].verdict, Verdict::InsufficientEvidence);
+}
+
+#[test]
+fn the_patching_criterion_names_the_source_layer_it_tests() {
+    let (_d, _out, summary) = run(&Synth::default(), &AggregateConfig::default());
+    // The synthetic subject patching hurts most from the embeddings (source 0).
+    let (src, _) = summary.numbers.patching_subject_peak.unwrap();
+    assert_eq!(src, 0);
+    let c = criterion(&summary.findings[1], "Replacing the subject representation");
+    assert!(c.text.contains("the source layer tested is hidden_states[0]"), "{}", c.text);
+    assert_eq!(c.status, Status::Holds);
+}
+
+#[test]
+fn finding_three_fails_when_the_peak_is_late_or_within_the_baseline() {
+    let (_d, _out, summary) = run(&Synth { enrichment_peak: 0.9, ..Synth::default() }, &AggregateConfig::default());
+    let (layer, _) = summary.numbers.subject_last_peak.unwrap();
+    assert!(3 * layer >= 2 * 12, "peak at hidden state {layer}");
+    let f3 = &summary.findings[2];
+    let c = criterion(f3, TWO_THIRDS);
+    assert_eq!(c.status, Status::Fails, "{}", c.text);
+    assert!(c.text.contains(&format!("at hidden_states[{layer}] of a 12-layer model")) && c.text.contains("< 2/3 × 12 = 8.0"), "{}", c.text);
+    assert!(matches!(f3.verdict, Verdict::Mixed | Verdict::Contradicted));
+
+    // The baseline's mean below the peak's, but the intervals overlap: a comparison of point
+    // estimates would hold, the interval rule does not.
+    let (_d, _out, summary) = run(&Synth { baseline_shift: 37.0, ..Synth::default() }, &AggregateConfig::default());
+    let (p, b) = (summary.numbers.subject_last_peak.unwrap().1, summary.numbers.enrichment_baseline.unwrap());
+    assert!(b.value < p.value && p.ci_low <= b.ci_high, "{p:?} {b:?}");
+    let f3 = &summary.findings[2];
+    assert_eq!(criterion(f3, BASELINE).status, Status::Fails);
+    assert_eq!(criterion(f3, TWO_THIRDS).status, Status::Holds);
+    assert!(matches!(f3.verdict, Verdict::Mixed | Verdict::Contradicted));
+}
+
+#[test]
+fn enrichment_rows_marked_extra_are_left_out_of_the_findings() {
+    let (_d, out, summary) = run(&Synth::default(), &AggregateConfig::default());
+    // Hidden state 12 (extra) has a subject-last rate of about 90%.
+    let (layer, e) = summary.numbers.subject_last_peak.unwrap();
+    assert!(layer < 12 && e.value < 60.0, "{layer} {e:?}");
+    assert!(summary.limits.enrichment_extra_layers == [12]);
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("Enrichment rows at hidden_states[12] are marked extra"));
+    // Still in the table.
+    let t = table(&out, "enrichment");
+    assert!(u32s(&t, "layer").contains(&Some(12)));
+}
+
+#[test]
+fn the_limits_of_the_run_come_first_with_the_recorded_numbers() {
+    let (_d, out, summary) = run(&Synth { limit: Some(60), ..Synth::default() }, &AggregateConfig::default());
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    let limits = md.find("## Limits of this run").expect("a limits section");
+    assert!(limits < md.find("## The paper's findings").unwrap());
+    assert!(limits < md.find("## Verdicts").unwrap());
+    for text in [
+        "Records: 60 measured (distinct records in the experiment tables); the filter kept 60 of 66 facts",
+        "--limit: experiments stage 60 (the first 60 kept records by id); filter stage not recorded.",
+        "at least 30 records",
+        "Projection to the vocabulary: logit lens (the final norm, then the unembedding), not the notebook's h·Eᵀ.",
+        "Depth: 12 layers; the notebook's constants were written for GPT-2 XL's 48.",
+        "Attention knockout window: 9 layers, 75% of the depth (the notebook: 9 of 48 layers).",
+        "Sublayer knockout: R = 10 (0-based block; the notebook's 40 of 48 scaled to the depth), reading hidden_states[11] at the last subject token; 11 layers, 92% of the depth knocked out",
+        "Patching source layers (hidden_states indices, 0 = embeddings): 0, 1, 5, 10; dropped because the model is shallower than they are: 20 (the notebook: 0, 1, 5, 10, 20).",
+        "Attribute-extraction blocking: the blocked edges are removed before the softmax",
+        "LAMA (T-REx) Wikipedia evidence sentences",
+        "attributes rates can read higher than the paper's",
+        "The experiments read a paragraphs file with sha256 2e49b44c45ba79eb46400cc32440cf1910a958b8f78aa2ef8b38bc73146e4ad5.",
+    ] {
+        let at = md.find(text).unwrap_or_else(|| panic!("`{text}` not in the report:\n{md}"));
+        assert!(at < md.find("## Verdicts").unwrap(), "{text}: in the limits section");
+    }
+    assert!(!md.contains("[configuration]") && !md.contains("[tables]"));
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.find("<h2>Limits of this run</h2>").unwrap() < html.find("<h2>The paper&#x27;s findings").or(html.find("<h2>The paper's findings")).unwrap());
+
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let l = &json["limits"];
+    assert_eq!(l["min_records"], 30);
+    assert_eq!(l["records"], 60);
+    assert_eq!(l["total_facts"], 66);
+    assert_eq!(l["experiments_limit"]["value"], 60);
+    assert_eq!(l["knockout_window"], serde_json::json!({"value": 9, "source": "effective"}));
+    assert_eq!(l["sublayer_read_hidden_state"]["value"], 11);
+    assert_eq!(l["patching_sources_dropped"]["value"], serde_json::json!([20]));
+    assert_eq!(l["projection"]["value"], "logit-lens");
+    assert_eq!(summary.limits.sublayer_read_hidden_state.value, Some(11));
+    assert!(summary.limits.notes.is_empty(), "{:?}", summary.limits.notes);
+}
+
+#[test]
+fn without_the_effective_entry_the_limits_fall_back_to_the_configuration() {
+    let (_d, out, summary) = run(&Synth { record_effective: false, ..Synth::default() }, &AggregateConfig::default());
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    for text in [
+        "--limit: experiments stage none; filter stage not recorded.",
+        "Projection to the vocabulary: logit lens (the final norm, then the unembedding), not the notebook's h·Eᵀ [configuration].",
+        "Depth: 12 layers [tables];",
+        "Attention knockout window: 9 layers, 75% of the depth [configuration]",
+        "Sublayer knockout: R = 10 [configuration] (0-based block",
+        "reading hidden_states[11] [configuration] at the last subject token",
+        "dropped because the model is shallower than they are: not recorded",
+        "[configuration]: from the configuration recorded with the experiments; the value effective on this model's depth was not recorded; [tables]: from the tables' own columns",
+    ] {
+        assert!(md.contains(text), "`{text}` not in the report:\n{md}");
+    }
+    assert_eq!(summary.limits.patching_sources_dropped.source, dissect_aggregate::limits::Source::NotRecorded);
+    assert_eq!(summary.limits.knockout_window.source, dissect_aggregate::limits::Source::Config);
 }

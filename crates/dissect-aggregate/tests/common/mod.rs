@@ -26,7 +26,28 @@ pub struct Synth {
     /// Experiment tables to write (`skipped` always is).
     pub tables: Vec<&'static str>,
     pub no_paragraphs: Vec<u64>,
+    /// Knockout sets `bos` and `non_subject_no_bos`, and extraction rows blocked at
+    /// `non_subject_no_bos` (a model that prepends BOS).
     pub with_bos_sets: bool,
+    /// With `with_bos_sets`: leave the extraction's `non_subject_no_bos` rows out.
+    pub drop_extraction_no_bos: bool,
+    /// Centre of the non-subject (and non-subject-without-BOS) knockout effect, as a fraction
+    /// of the depth (the subject's is 0.55).
+    pub non_subject_centre: f64,
+    /// Non-subject knockout values of ±30 by record, whose mean is about 0 at every layer.
+    pub non_subject_null: bool,
+    /// Added to the last → last knockout at layer 3: a large positive effect.
+    pub last_spike: f32,
+    /// Where the subject-last attributes rate peaks, as a fraction of the depth.
+    pub enrichment_peak: f64,
+    /// Added to every embedding-baseline rate.
+    pub baseline_shift: f32,
+    /// Every attributes rate (enrichment, baseline) 0.
+    pub zero_enrichment: bool,
+    /// Write the `effective` entry of the experiments' provenance.
+    pub record_effective: bool,
+    /// The experiments stage's `--limit`.
+    pub limit: Option<u64>,
 }
 
 impl Default for Synth {
@@ -40,6 +61,15 @@ impl Default for Synth {
             tables: vec!["knockout", "extraction", "patching", "enrichment", "enrichment_baseline", "sublayer_knockout", "ranks", "parameters_heads"],
             no_paragraphs: vec![4, 5, 9],
             with_bos_sets: false,
+            drop_extraction_no_bos: false,
+            non_subject_centre: 0.15,
+            non_subject_null: false,
+            last_spike: 0.0,
+            enrichment_peak: 0.4,
+            baseline_shift: 0.0,
+            zero_enrichment: false,
+            record_effective: true,
+            limit: None,
         }
     }
 }
@@ -182,6 +212,51 @@ impl Synth {
         if x < p { (x / p * 10.0) as u32 } else { 10 + (x * 500.0) as u32 }
     }
 
+    /// The patching sources run: the notebook's, those within the depth.
+    pub fn patching_sources(&self) -> Vec<u32> {
+        [0u32, 1, 5, 10, 20].into_iter().filter(|&s| s <= self.layers).collect()
+    }
+
+    /// The experiments stage's parameters, shaped as it writes them.
+    pub fn experiments_params(&self) -> serde_json::Value {
+        let l = self.layers;
+        let repr = ((40.0 * f64::from(l)) / 48.0).round() as u32;
+        let sources = self.patching_sources();
+        let dropped: Vec<u32> = [0u32, 1, 5, 10, 20].into_iter().filter(|&s| s > l).collect();
+        let mut sets = vec!["subject", "non_subject", "last"];
+        if self.with_bos_sets {
+            sets.extend(["bos", "non_subject_no_bos"]);
+        }
+        let mut params = json!({
+            "model": MODEL,
+            "limit": self.limit,
+            "shard": "0/1",
+            "paragraphs_sha256": "2e49b44c45ba79eb46400cc32440cf1910a958b8f78aa2ef8b38bc73146e4ad5",
+            "config": {
+                "projection": "logit-lens",
+                "knockout": {"window": 9, "sets": sets},
+                "patching": {"sources": sources},
+                "sublayer": {"repr_layer": repr, "span": 11, "modes": ["notebook", "zero"]},
+                "extraction": {"blocking": "pre_softmax"},
+            },
+        });
+        if self.record_effective {
+            params["effective"] = json!({
+                "n_layers": l,
+                "paper_depth": 48,
+                "projection": "logit-lens",
+                "knockout_window": 9,
+                "sublayer_repr_layer": repr,
+                "sublayer_read_hidden_state": repr + 1,
+                "sublayer_span": 11,
+                "patching_sources": sources,
+                "patching_sources_dropped": dropped,
+                "extraction_blocking": "pre_softmax",
+            });
+        }
+        params
+    }
+
     pub fn write(&self, dir: &Path) {
         let l = self.layers;
         let lf = f64::from(l);
@@ -197,16 +272,25 @@ impl Synth {
             for layer in 0..l {
                 let x = f64::from(layer);
                 for (bi, b) in blocks.iter().enumerate() {
+                    let c = self.non_subject_centre;
                     let base = match *b {
                         "subject" => -45.0 * bump(x, 0.55 * lf, 0.15 * lf),
-                        "non_subject" => -55.0 * bump(x, 0.15 * lf, 0.15 * lf),
+                        "non_subject" => -55.0 * bump(x, c * lf, 0.15 * lf),
                         "bos" => -45.0 * bump(x, 0.15 * lf, 0.2 * lf),
-                        "non_subject_no_bos" => -12.0 * bump(x, 0.2 * lf, 0.15 * lf),
+                        "non_subject_no_bos" => -12.0 * bump(x, (c + 0.05) * lf, 0.15 * lf),
                         _ => -3.0,
                     };
-                    let mut pct = (base + 10.0 * (u(id, layer, bi as u32, 1) - 0.5)) as f32;
+                    let null = self.non_subject_null && b.starts_with("non_subject");
+                    let mut pct = if null {
+                        (if id % 2 == 0 { 30.0 } else { -30.0 }) + (0.5 * bump(x, c * lf, 0.15 * lf)) as f32
+                    } else {
+                        (base + 10.0 * (u(id, layer, bi as u32, 1) - 0.5)) as f32
+                    };
                     if *b == "subject" {
                         pct += self.subject_shift;
+                    }
+                    if *b == "last" && layer == 3 {
+                        pct += self.last_spike;
                     }
                     let p_base = 0.5f32;
                     k.push(vec![u64v(id), u32v(layer), s(b), u32v(9), u32v(7), V::F32(p_base), V::F32(p_base * (1.0 + pct / 100.0)), V::F32(pct)]);
@@ -219,12 +303,16 @@ impl Synth {
         for &id in &ids {
             for layer in 0..l {
                 for (si, sub) in ["attn", "mlp"].into_iter().enumerate() {
-                    for (bi, blocked) in ["none", "subject", "non_subject"].into_iter().enumerate() {
+                    let mut sets = vec!["none", "subject", "non_subject"];
+                    if self.with_bos_sets && !self.drop_extraction_no_bos {
+                        sets.push("non_subject_no_bos");
+                    }
+                    for (bi, blocked) in sets.into_iter().enumerate() {
                         let p = if sub == "attn" { self.attn_p(layer) } else { self.mlp_p(layer) };
                         let extracted = match (sub, blocked) {
                             ("attn", "none") => self.attn_extracts(id, layer),
                             (_, "subject") => u(id, layer, (si * 3 + bi) as u32, 12) < p * 0.2,
-                            (_, "non_subject") => u(id, layer, (si * 3 + bi) as u32, 12) < p * 0.8,
+                            (_, "non_subject" | "non_subject_no_bos") => u(id, layer, (si * 4 + bi) as u32, 12) < p * 0.8,
                             _ => u(id, layer, si as u32, 13) < p,
                         };
                         let rank = if extracted { 0 } else { 1 + (u(id, layer, 0, 14) * 100.0) as u32 };
@@ -238,7 +326,7 @@ impl Synth {
         let mut p = Cols::new(&["id", "layer", "source_layer", "positions", "target_rank", "extracted"]);
         for &id in &ids {
             for layer in 0..l {
-                for source in [0u32, 1, 5, 10].into_iter().filter(|&s| s <= l) {
+                for source in self.patching_sources() {
                     for (si, set) in ["subject", "non_subject", "last"].into_iter().enumerate() {
                         let factor = match set {
                             "subject" => 0.15 + 0.85 * f64::from(source) / lf,
@@ -254,30 +342,40 @@ impl Synth {
         tables.push(("patching", p));
 
         let with_paragraphs: Vec<u64> = ids.iter().copied().filter(|i| !self.no_paragraphs.contains(i)).collect();
-        let mut en = Cols::new(&["id", "subject", "layer", "position", "rate"]);
+        // hidden_states[0..l) as the notebook, and hidden_states[l] marked extra with a
+        // subject-last rate far above the rest (which the findings must leave out).
+        let mut en = Cols::new(&["id", "subject", "layer", "position", "rate", "extra"]);
         let mut base = Cols::new(&["id", "subject", "rate"]);
+        let top = self.enrichment_peak * lf;
         for &id in &with_paragraphs {
             let subject = subject_of(id);
             for layer in 0..=l {
                 let x = f64::from(layer);
+                let extra = layer == l;
                 for (pi, pos) in ["first", "subject_first", "subject_last", "after_subject", "last"].into_iter().enumerate() {
                     let mean = match pos {
-                        "subject_last" => 42.0 * (1.0 - (-x / (0.3 * lf)).exp()),
+                        _ if extra && pos == "subject_last" => 90.0,
+                        "subject_last" if x <= top => 42.0 * x / top,
+                        "subject_last" => 42.0 - 20.0 * (x - top) / (lf - top),
                         "subject_first" => 15.0 * (1.0 - (-x / (0.3 * lf)).exp()),
                         "last" => 8.0 + 6.0 * x / lf,
                         "after_subject" => 10.0,
                         _ => 4.0,
                     };
                     let rate = (mean + 12.0 * (u(id, layer, pi as u32, 31) - 0.5)).clamp(0.0, 100.0);
-                    en.push(vec![u64v(id), s(&subject), u32v(layer), s(pos), V::F32(((rate / 2.0).round() * 2.0) as f32)]);
+                    let rate = if self.zero_enrichment { 0.0 } else { ((rate / 2.0).round() * 2.0) as f32 };
+                    en.push(vec![u64v(id), s(&subject), u32v(layer), s(pos), V::F32(rate), V::B(extra)]);
                 }
             }
-            base.push(vec![u64v(id), s(&subject), V::F32((2.0 * (u(id, 0, 0, 32) * 4.0).round()) as f32)]);
+            let b = (2.0 * (u(id, 0, 0, 32) * 4.0).round()) as f32 + self.baseline_shift;
+            base.push(vec![u64v(id), s(&subject), V::F32(if self.zero_enrichment { 0.0 } else { b })]);
         }
         tables.push(("enrichment", en));
         tables.push(("enrichment_baseline", base));
 
-        let read = ((41.0 * lf) / 48.0).round() as u32;
+        // R scaled from the notebook's 40 of 48; the table's read_layer is hidden_states[R + 1].
+        let repr = ((40.0 * lf) / 48.0).round() as u32;
+        let read = repr + 1;
         let mut sk = Cols::new(&["id", "start_layer", "end_layer", "sublayer", "mode", "read_layer", "rate"]);
         for &id in &with_paragraphs {
             let none = 40.0 + 8.0 * (u(id, 0, 0, 41) - 0.5);
@@ -327,7 +425,7 @@ impl Synth {
         }
         sk_rows.push(vec![u64v(1), s("patching"), s("record 1: some other failure")]);
 
-        let prov = Provenance::new("experiments", MODEL, json!({"layers": l, "window": 9}));
+        let prov = Provenance::new("experiments", MODEL, self.experiments_params());
         let kv = prov.to_kv();
         let shards: Vec<ShardSpec> = (0..self.shards).map(|i| ShardSpec::new(i, self.shards).unwrap()).collect();
         for (name, cols) in tables.iter().filter(|(n, _)| self.tables.contains(n)).chain([("skipped", sk_rows)].iter()) {
