@@ -342,7 +342,7 @@ fn report_blocks(
     rows.push(vec!["tables/counts.parquet, .csv".into(), "name".into(), "value".into(), tables.counts.len().to_string()]);
     b.push(Block::Table { header: vec!["file".into(), "keys".into(), "metric".into(), "rows".into()], rows });
     b.push(Block::Para(
-        "Layer columns keep the experiments' convention: `layer` and `start_layer` are 0-based blocks, `enrichment.layer` and `source_layer` are hidden-state indices (0 = embeddings). Figures and this report show blocks 1-based, like the paper. Rates are percentages.".into(),
+        "Layer columns keep the experiments' convention: `layer` and `start_layer` are 0-based blocks, `enrichment.layer` and `source_layer` are hidden-state indices (0 = embeddings); `ranks.layer` ℓ pairs the subject-last state after block ℓ (hidden_states[ℓ + 1]) with block ℓ's MHSA output, and the sublayer knockout reads hidden_states[R + 1]. Figures and this report show blocks 1-based, like the paper. Rates are percentages.".into(),
     ));
     b.push(Block::Para(format!(
         "Bootstrap: for each cell the per-example values are sorted by record id; {} resamples of n examples drawn with replacement by a SplitMix64 stream seeded from seed {} and the cell's name; the interval is the 2.5th and 97.5th percentiles (linear interpolation) of the resampled statistic.",

@@ -42,7 +42,9 @@ pub struct Tables {
     /// `sublayer`, `mode`, `start_layer` (0-based; null with sublayer `none` = no
     /// intervention): attributes rate at subject-last in the read layer (%).
     pub sublayer_knockout: Option<SummaryTable>,
-    /// `measure`, `layer` (0-based block): 1-based rank of the target, mean and median.
+    /// `measure`, `layer` (0-based block ℓ): 1-based rank of the target, mean and median;
+    /// `subject_last` is the rank in the subject-last state after block ℓ (`hidden_states[ℓ + 1]`),
+    /// `attn_last` in block ℓ's MHSA output at the last position.
     pub ranks: Option<SummaryTable>,
     /// `view` (`head_ov`, `mlp_value`), `layer` (0-based block): % of examples where some head's
     /// OV output for the subject (or some dominant MLP sub-update at subject-last) has the
