@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# CUDA check on the GPU machine (issue 9), run in one go by a session that has the `device` tool.
+# CUDA check on a GPU machine, run in one go: the CUDA tests, benchmarks and a timing on CUDA.
 # That machine has no network and no cargo: it runs a binary built here, on the real Gemma GGUF.
 #
 # Here (no GPU needed), in the repo root:
