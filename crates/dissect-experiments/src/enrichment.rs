@@ -122,7 +122,7 @@ pub struct EnrichmentRow {
 /// `"<|endoftext|> "` to the prompt ("fix first-position bias"), so a subject that starts the
 /// prompt is tokenized with its leading space, like everywhere else in a sentence. The
 /// equivalent for every tokenizer: encode `" " + prompt` (with whatever special tokens the
-/// tokenizer adds, e.g. Gemma's BOS; GPT-2's `<|endoftext|>` only shifts positions) and take the
+/// tokenizer adds, e.g. a BOS; the notebook's `<|endoftext|>` only shifts positions) and take the
 /// tokens of the subject's first occurrence.
 pub fn baseline_subject_ids(tokenizer: &Tokenizer, prompt: &str, subject: &str) -> Result<Vec<u32>, ExperimentError> {
     let spaced = format!(" {prompt}");

@@ -54,7 +54,7 @@ use dissect_model::Model;
 use serde_json::Value;
 
 mod common;
-use common::{arr, f, load_tiny, refs, s, strings, u, Check, B};
+use common::{arr, attributes, f, load_tiny, refs, s, strings, u, Check, B};
 
 const PROJECTIONS: [(Projection, &str); 2] = [(Projection::Notebook, "notebook"), (Projection::LogitLens, "logit_lens")];
 const ALL_SETS: [BlockSet; 5] = [BlockSet::Subject, BlockSet::NonSubject, BlockSet::Last, BlockSet::Bos, BlockSet::NonSubjectNoBos];
@@ -100,10 +100,6 @@ fn prepare(m: &Loaded<B>, p: &Value, stop: &HashSet<String>, attrs: &AttributesC
     Prompt { ids: enc.ids, subject: span.first..span.last + 1, positions, target: u(&p["target_id"]) as u32, paragraph, baseline }
 }
 
-fn attrs_of(r: &Value) -> AttributesConfig {
-    let a = &r["attributes"];
-    AttributesConfig { top: u(&a["top"]), keep: u(&a["keep"]), min_len_exclusive: u(&a["min_len_exclusive"]) }
-}
 
 fn sublayer_cfg(r: &Value, n_layers: usize, projection: Projection) -> SublayerConfig {
     let repr = u(&r["sublayer"]["repr_layer"]);
@@ -121,7 +117,7 @@ fn compare_model(r: &Value, c: &mut Check) {
     let n_layers = model.n_layers();
     c.ok("inputs", n_layers == u(&r["n_layers"]), || format!("{name}: {n_layers} layers"));
     let stop: HashSet<String> = strings(&r["stopwords"]).into_iter().collect();
-    let attrs = attrs_of(r);
+    let attrs = attributes(&r["attributes"]);
     let sources: Vec<usize> = arr(&r["patching_sources"]).iter().map(u).collect();
 
     for (pi, p) in arr(&r["prompts"]).iter().enumerate() {
@@ -304,7 +300,7 @@ fn notebook_and_paper_wording_differ_where_they_should() {
         let model = &m.model;
         let n_layers = model.n_layers();
         let stop: HashSet<String> = strings(&r["stopwords"]).into_iter().collect();
-        let attrs = attrs_of(r);
+        let attrs = attributes(&r["attributes"]);
         let repr = u(&r["sublayer"]["repr_layer"]);
         let read = repr + 1;
         let span = u(&r["sublayer"]["span"]);

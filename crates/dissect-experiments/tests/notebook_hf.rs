@@ -20,10 +20,11 @@
 use std::collections::HashSet;
 
 use burn_tensor::Tensor;
+use dissect_data::paragraphs::load_stopwords;
 use dissect_data::span::{leading_special_tokens, locate_subject};
 use dissect_data::TokenPositions;
 use dissect_experiments::clean_hidden;
-use dissect_experiments::enrichment::{baseline_subject_ids, enrichment, paragraph_tokens, AttributesConfig, EnrichmentConfig};
+use dissect_experiments::enrichment::{baseline_subject_ids, enrichment, paragraph_tokens, EnrichmentConfig};
 use dissect_experiments::extraction::{extraction, ExtractionConfig, ExtractionRow};
 use dissect_experiments::knockout::{knockout_sweep, BlockSet, KnockoutConfig};
 use dissect_experiments::patching::{patching, PatchingConfig};
@@ -35,7 +36,7 @@ use dissect_model::project::Projection;
 use serde_json::Value;
 
 mod common;
-use common::{arr, f, load_tiny, refs, s, strings, u, Check};
+use common::{arr, attributes, f, load_tiny, refs, s, strings, u, Check};
 
 /// Our set for a notebook extraction set, where [`BlockSet`] has one.
 fn block_set(name: &str) -> Option<BlockSet> {
@@ -56,25 +57,16 @@ fn arithmetic(name: &str) -> EdgeBlocking {
     }
 }
 
-fn attrs(a: &Value) -> AttributesConfig {
-    AttributesConfig { top: u(&a["top"]), keep: u(&a["keep"]), min_len_exclusive: u(&a["min_len_exclusive"]) }
-}
-
 fn compare_model(r: &Value, c: &mut Check) {
     let name = s(&r["model"]);
     let m = load_tiny(name);
     let model = &m.model;
     let n_layers = model.n_layers();
     c.ok("inputs", n_layers == u(&r["n_layers"]), || format!("{name}: {n_layers} layers"));
-    let stop: HashSet<String> = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(s(&r["stopwords_file"])))
-        .unwrap()
-        .lines()
-        .map(str::trim)
-        .filter(|w| !w.is_empty())
-        .map(str::to_string)
-        .collect();
+    let stop_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(s(&r["stopwords_file"]));
+    let stop: HashSet<String> = load_stopwords(&stop_path).unwrap().into_iter().collect();
     c.ok("inputs", stop.len() == u(&r["n_stopwords"]), || format!("{name}: {} stopwords", stop.len()));
-    let constants = [("", attrs(&r["attributes"])), ("small", attrs(&r["attributes_small"]))];
+    let constants = [("", attributes(&r["attributes"])), ("small", attributes(&r["attributes_small"]))];
     let sources: Vec<usize> = arr(&r["patching_sources"]).iter().map(u).collect();
     let repr = u(&r["sublayer"]["repr_layer"]);
     // The default R (40 of 48, scaled) wherever the reference uses it: the scaling rule is tested too.

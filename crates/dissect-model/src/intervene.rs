@@ -197,9 +197,8 @@ impl<B: Backend> PlanHooks<B> {
         for l in 0..n_layers {
             let mut bias = vec![0f32; b * nh * q * k];
             let mut uniform = vec![false; b * nh * q * k];
-            let mut resoftmax_rows = vec![false; b * nh * q * k];
-            let mut resoftmax_bias = vec![0f32; b * nh * q * k];
-            let mut any_resoftmax = false;
+            // (rows, bias), allocated only for a layer that has a notebook-arithmetic edge.
+            let mut resoftmax: Option<(Vec<bool>, Vec<f32>)> = None;
             let mut keep = [vec![1f32; b * q], vec![1f32; b * q], vec![1f32; b * q]];
             let (mut any_bias, mut any_uniform, mut any_keep) = (false, false, [false; 3]);
             for (row, plan) in plans.iter().enumerate() {
@@ -216,13 +215,13 @@ impl<B: Backend> PlanHooks<B> {
                                 }
                             }
                             EdgeBlocking::Notebook => {
-                                resoftmax_rows[at..at + k].iter_mut().for_each(|r| *r = true);
+                                let (rows, bias) = resoftmax.get_or_insert_with(|| (vec![false; b * nh * q * k], vec![0f32; b * nh * q * k]));
+                                rows[at..at + k].iter_mut().for_each(|r| *r = true);
                                 // Keys after the query are not part of the notebook's row.
-                                resoftmax_bias[at + e.query + 1..at + k].iter_mut().for_each(|x| *x = f32::NEG_INFINITY);
+                                bias[at + e.query + 1..at + k].iter_mut().for_each(|x| *x = f32::NEG_INFINITY);
                                 for &key in e.keys.iter().filter(|&&key| key <= e.query) {
-                                    resoftmax_bias[at + key] = NOTEBOOK_BLOCKED_PROB;
+                                    bias[at + key] = NOTEBOOK_BLOCKED_PROB;
                                 }
-                                any_resoftmax = true;
                             }
                         }
                     }
@@ -268,9 +267,9 @@ impl<B: Backend> PlanHooks<B> {
             if any_uniform {
                 uniform_rows[l] = Some(Tensor::from_data(TensorData::new(uniform, [b, nh, q, k]), dev));
             }
-            if any_resoftmax {
-                let rows = Tensor::from_data(TensorData::new(resoftmax_rows, [b, nh, q, k]), dev);
-                probs_resoftmax[l] = Some((rows, Tensor::from_data(TensorData::new(resoftmax_bias, [b, nh, q, k]), dev)));
+            if let Some((rows, bias)) = resoftmax {
+                let rows = Tensor::from_data(TensorData::new(rows, [b, nh, q, k]), dev);
+                probs_resoftmax[l] = Some((rows, Tensor::from_data(TensorData::new(bias, [b, nh, q, k]), dev)));
             }
             let [a, ma, m] = keep;
             let to_t = |v: Vec<f32>| Tensor::<B, 3>::from_data(TensorData::new(v, [b, q, 1]), dev);

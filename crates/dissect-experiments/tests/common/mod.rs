@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use dissect_experiments::enrichment::AttributesConfig;
 use dissect_model::backend::Cpu;
 use dissect_model::source::{load, Loaded};
 use serde_json::Value;
@@ -108,3 +109,8 @@ impl Check {
     }
 }
 
+
+/// The attributes-rate constants of a reference (`{"top", "keep", "min_len_exclusive"}`).
+pub fn attributes(a: &Value) -> AttributesConfig {
+    AttributesConfig { top: u(&a["top"]), keep: u(&a["keep"]), min_len_exclusive: u(&a["min_len_exclusive"]) }
+}
