@@ -1,7 +1,7 @@
 //! `cargo xtask bench forward|knockout`: dissect against Hugging Face transformers (PyTorch CPU)
 //! on the same model file and prompts, in one invocation, with the ratio printed.
 //!
-//! Ours runs as `dissect bench ...` (crates/dissect-cli/src/bench.rs), theirs as
+//! Ours runs as the `bench` example of dissect-cli (crates/dissect-cli/examples/bench.rs), outside the user's binary, theirs as
 //! `python3 bench/hf_*.py`; each prints one JSON object, which is compared here. The two run one
 //! after the other, never together: on a small machine they would fight over the same cores.
 //! Both get the same number of threads (rayon's default, the number of CPUs, and
@@ -24,6 +24,9 @@ pub(crate) enum Kind {
     Forward,
     /// The attention-knockout sweep vs a notebook-style implementation.
     Knockout,
+    /// `cargo xtask reproduce --limit N` with nothing left to do (after a run that did the
+    /// work): the seconds its stages take, against the 2 s goal.
+    Rerun,
 }
 
 #[derive(clap::Args)]
@@ -52,8 +55,12 @@ pub(crate) struct Args {
     /// Threads for both sides (default: the number of CPUs, which is rayon's default).
     #[arg(long)]
     threads: Option<usize>,
+    /// The Python interpreter that has torch and transformers.
     #[arg(long, default_value = "python3")]
     python: String,
+    /// Rerun: the pipeline to reproduce (a name in pipelines/ or a .toml path).
+    #[arg(long, default_value = "gemma3-270m")]
+    pipeline: String,
     /// Build and run ours with the release profile. The workspace's dev profile is optimised
     /// but keeps debug assertions, which slow gemm's kernels several-fold.
     #[arg(long)]
@@ -65,7 +72,13 @@ const FORWARD_GOAL: f64 = 1.0;
 const KNOCKOUT_GOAL: f64 = 20.0;
 const KNOCKOUT_MAX_PP: f64 = 0.5;
 
+/// A no-op rerun must not load the model: ≤ 2 s for the stages (after the build).
+const RERUN_GOAL_S: f64 = 2.0;
+
 pub(crate) fn run(args: &Args) -> Result<()> {
+    if args.kind == Kind::Rerun {
+        return rerun(&args.pipeline, args.limit.unwrap_or(6));
+    }
     let root = workspace_root();
     let gguf = model_file(&args.model)?;
     let prompts = std::path::absolute(&args.prompts)?;
@@ -73,11 +86,12 @@ pub(crate) fn run(args: &Args) -> Result<()> {
     check_python(&args.python, &root)?;
     let limit = args.limit.unwrap_or(match args.kind {
         Kind::Forward => 64,
-        Kind::Knockout => 20,
+        Kind::Knockout | Kind::Rerun => 20,
     });
     let (sub, script) = match args.kind {
         Kind::Forward => ("forward", "bench/hf_forward.py"),
         Kind::Knockout => ("knockout", "bench/hf_knockout.py"),
+        Kind::Rerun => unreachable!("handled above"),
     };
     let common = ["--prompts".to_string(), prompts.display().to_string(), "--limit".into(), limit.to_string()];
     let load_before = load_average();
@@ -86,18 +100,18 @@ pub(crate) fn run(args: &Args) -> Result<()> {
     // workspace); the timings are taken inside the binary, so the build is not in them.
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut ours_cmd = Command::new(&cargo);
-    ours_cmd.current_dir(&root).args(["run", "--quiet", "-p", "dissect-cli", "--bin", "dissect"]);
+    ours_cmd.current_dir(&root).args(["run", "--quiet", "-p", "dissect-cli", "--example", "bench"]);
     if args.release {
         ours_cmd.arg("--release");
     }
-    ours_cmd.args(["--", "bench", sub]);
+    ours_cmd.args(["--", sub]);
     ours_cmd.args(["--model".into(), gguf.display().to_string()]).args(&common);
     if args.kind == Kind::Forward {
         ours_cmd.args(["--batch", &args.batch, "--repeat", &args.repeat.to_string()]);
     }
     ours_cmd.env("RAYON_NUM_THREADS", threads.to_string());
     eprintln!("== dissect: {}", render(&ours_cmd));
-    let ours = run_json(ours_cmd, "dissect bench")?;
+    let ours = run_json(ours_cmd, "the bench example")?;
 
     // Theirs.
     let mut hf_cmd = Command::new(&args.python);
@@ -134,6 +148,7 @@ pub(crate) fn run(args: &Args) -> Result<()> {
     match args.kind {
         Kind::Forward => forward_table(&mut out, &ours, &hf),
         Kind::Knockout => knockout_table(&mut out, &ours, &hf, args.all_logits),
+        Kind::Rerun => unreachable!("handled above"),
     }?;
     writeln!(out, "dissect built with the {} profile", if args.release { "release" } else { "dev" })?;
     Ok(())
@@ -316,5 +331,22 @@ fn knockout_table(out: &mut impl Write, ours: &Value, hf: &Value, all_logits: bo
     let ok_speed = if ratio >= KNOCKOUT_GOAL { "met" } else { "NOT met" };
     let ok_pp = if max_pp <= KNOCKOUT_MAX_PP && same_target == po.len() && missing == 0 { "met" } else { "NOT met" };
     writeln!(out, "\ngoals: speed-up >= {KNOCKOUT_GOAL}x: {ok_speed}; disagreement <= {KNOCKOUT_MAX_PP} pp: {ok_pp}")?;
+    Ok(())
+}
+
+/// `cargo xtask reproduce --limit N` twice: the first does (or
+/// confirms) the work, the second must find everything current.
+fn rerun(pipeline: &str, limit: usize) -> Result<()> {
+    let args = crate::reproduce::Args::plain(pipeline, Some(limit));
+    eprintln!("== first run (does the work unless it is already done)");
+    crate::reproduce::run(&args)?;
+    eprintln!("== second run: nothing to do");
+    let stages = crate::reproduce::run(&args)?;
+    let verdict = if stages <= RERUN_GOAL_S { "met" } else { "NOT met" };
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "no-op `cargo xtask reproduce --limit {limit}`: stages {stages:.2} s after the build (goal <= {RERUN_GOAL_S} s: {verdict})")?;
+    if stages > RERUN_GOAL_S {
+        bail!("the no-op rerun took {stages:.2} s\nhint: a stage whose outputs are current must answer without loading the model");
+    }
     Ok(())
 }

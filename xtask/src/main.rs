@@ -42,7 +42,8 @@ enum Task {
         args: Vec<String>,
     },
     /// Benchmark against Hugging Face transformers (PyTorch CPU) on the same model and prompts:
-    /// `forward` (tokens/s) or `knockout` (the attention-knockout sweep); prints the ratio.
+    /// `forward` (tokens/s) or `knockout` (the attention-knockout sweep), printing the ratio; or
+    /// `rerun`: a `cargo xtask reproduce` with nothing to do, against its 2 s goal.
     Bench(bench::Args),
     /// The whole paper: fetch the model, then filter → experiments → aggregate, each skipped
     /// when its outputs exist with the same parameters; prints the report's path.
@@ -57,7 +58,7 @@ fn main() -> ExitCode {
         }),
         Task::Test { args } => test::run(&args),
         Task::Bench(args) => bench::run(&args),
-        Task::Reproduce(args) => reproduce::run(&args),
+        Task::Reproduce(args) => reproduce::run(&args).map(|_| ()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,6 +1,6 @@
 //! `cargo xtask reproduce`: the whole paper in one command. Fetches the model when the pipeline
 //! says how, builds the `dissect` binary, and runs its stages one after the other as separate
-//! processes: filter → experiment all → aggregate. Each stage skips work whose outputs exist
+//! processes: filter → experiments → aggregate. Each stage skips work whose outputs exist
 //! with the same parameters (the experiments stage per chunk of records), so a killed run is
 //! resumed by running the same command again.
 
@@ -23,9 +23,12 @@ pub struct Args {
     /// cpu or cuda (default: the pipeline's).
     #[arg(long)]
     backend: Option<String>,
-    /// Rerun this stage (filter, experiments, aggregate) and the ones after it.
-    #[arg(long)]
-    force: Option<String>,
+    /// Recompute every stage, even those whose outputs are current.
+    #[arg(long, conflicts_with = "from")]
+    force: bool,
+    /// Recompute this stage (filter, experiments or aggregate) and the ones after it.
+    #[arg(long, value_name = "STAGE")]
+    from: Option<String>,
     /// Run the per-record stages for shard i of n only (no aggregation).
     #[arg(long, conflicts_with = "aggregate_only")]
     shard: Option<String>,
@@ -39,7 +42,15 @@ pub struct Args {
 
 const STAGES: [&str; 3] = ["filter", "experiments", "aggregate"];
 
-pub fn run(args: &Args) -> Result<()> {
+impl Args {
+    /// A plain `cargo xtask reproduce --pipeline P [--limit N]`.
+    pub fn plain(pipeline: &str, limit: Option<usize>) -> Self {
+        Args { pipeline: pipeline.into(), limit, backend: None, force: false, from: None, shard: None, shards: None, aggregate_only: false }
+    }
+}
+
+/// Runs the chain; returns the seconds the stages took (after the model fetch and the build).
+pub fn run(args: &Args) -> Result<f64> {
     let root = workspace_root();
     std::env::set_current_dir(&root).with_context(|| format!("entering {}", root.display()))?;
     let pipeline_file = pipeline_file(&args.pipeline)?;
@@ -48,9 +59,9 @@ pub fn run(args: &Args) -> Result<()> {
     let table: toml::Table = text.parse().with_context(|| format!("{}: not valid TOML", pipeline_file.display()))?;
     let backend = args.backend.clone().or_else(|| table.get("backend").and_then(|v| v.as_str()).map(str::to_string)).unwrap_or_else(|| "cpu".into());
     let out = table.get("out").and_then(|v| v.as_str()).map(PathBuf::from).unwrap_or_default();
-    let forced_from = match &args.force {
-        Some(s) => Some(STAGES.iter().position(|x| x == s).with_context(|| format!("unknown stage `{s}`\nhint: one of filter, experiments, aggregate"))?),
-        None => None,
+    let forced_from = match &args.from {
+        Some(s) => Some(STAGES.iter().position(|x| x == s).with_context(|| format!("unknown stage `--from {s}`\nhint: one of {}", STAGES.join(", ")))?),
+        None => args.force.then_some(0),
     };
     let started = Instant::now();
 
@@ -63,6 +74,7 @@ pub fn run(args: &Args) -> Result<()> {
     }
     let dissect = build_dissect(&backend)?;
 
+    let built = Instant::now();
     let pipeline = pipeline_file.to_string_lossy().into_owned();
     let mut shard_args: Vec<String> = Vec::new();
     if let Some(s) = &args.shard {
@@ -74,7 +86,7 @@ pub fn run(args: &Args) -> Result<()> {
     let aggregate = args.shard.is_none() && args.shards.is_none();
     let plan: Vec<(usize, Vec<String>)> = vec![
         (0, [vec!["filter".into()], limit_args(args.limit)].concat()),
-        (1, vec!["experiment".into(), "all".into()]),
+        (1, vec!["experiments".into()]),
         (2, vec!["aggregate".into()]),
     ];
     for (i, mut stage_args) in plan {
@@ -96,12 +108,16 @@ pub fn run(args: &Args) -> Result<()> {
             bail!("stage {} failed ({status})\nhint: fix the error above and run the same command again: finished work is kept", STAGES[i]);
         }
     }
-    eprintln!("== done in {:.0}s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "== done in {:.1}s (stages {:.2}s, after the model fetch and build)",
+        started.elapsed().as_secs_f64(),
+        built.elapsed().as_secs_f64()
+    );
     if aggregate {
         let report = pipeline_file.parent().and_then(Path::parent).unwrap_or(Path::new(".")).join(&out).join("report").join("report.md");
         println!("{}", report.display());
     }
-    Ok(())
+    Ok(built.elapsed().as_secs_f64())
 }
 
 fn limit_args(limit: Option<usize>) -> Vec<String> {

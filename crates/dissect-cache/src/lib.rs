@@ -1,7 +1,7 @@
 //! Stage 2, the activation cache: for every kept record, the activations the experiments
 //! read from a clean run, in Parquet, and a reader that gives them back as burn tensors.
 //!
-//! What is cached (and nothing else, DESIGN §6): the residual stream `hidden_states[l]` for
+//! What is cached (and nothing else): the residual stream `hidden_states[l]` for
 //! `l = 0..=n_layers` (block inputs, then the final residual before the final norm) at the
 //! position kinds first / subject_first / subject_last / after_subject / last, and what the
 //! MHSA and MLP sublayers add to the residual stream at the last position, every layer. One
@@ -22,4 +22,4 @@ pub use compute::compute;
 pub use error::CacheError;
 pub use reader::{CacheReader, CachedRecord};
 pub use schema::{KindResidual, RecordActivations, Site, StoreDtype};
-pub use stage::{cache_provenance, part_path, run_resumable, write_part, CacheConfig, RunSummary};
+pub use stage::{cache_parts, cache_provenance, run_resumable, write_part, CacheConfig, RunSummary};

@@ -1,10 +1,12 @@
 //! The cache stage: kept records in chunks, one Parquet part per chunk, resumable.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use arrow_array::RecordBatch;
 
 use burn_tensor::backend::Backend;
 use dissect_data::parquet_io::write_parquet_atomic;
-use dissect_data::provenance::output_is_current;
+use dissect_data::parts::Parts;
 use dissect_data::{DataError, KeptRecord, PositionKind, Provenance, ShardSpec};
 use dissect_model::source::ModelInfo;
 use dissect_model::tokenizer::Tokenizer;
@@ -35,11 +37,6 @@ impl Default for CacheConfig {
     fn default() -> Self {
         CacheConfig { batch_size: 8, chunk_size: 32, dtype: StoreDtype::F32 }
     }
-}
-
-/// `<cache_dir>/shard=NNNNN/part-CCCCC.parquet`.
-pub fn part_path(cache_dir: &Path, shard: ShardSpec, chunk: usize) -> PathBuf {
-    cache_dir.join(shard.dir_name()).join(format!("part-{chunk:05}.parquet"))
 }
 
 /// The provenance of a cache run. Its parameters hold everything the parts depend on: the
@@ -102,12 +99,19 @@ pub fn cache_provenance(
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn write_part(path: &Path, records: &[RecordActivations], dtype: StoreDtype, kv: &[(String, String)]) -> Result<(), CacheError> {
+    let (batch, extra) = part_contents(path, records, dtype)?;
+    let kv: Vec<(String, String)> = kv.iter().chain(&extra).cloned().collect();
+    write_parquet_atomic(path, &[batch], &kv)?;
+    Ok(())
+}
+
+/// A part's rows and its self-description footer entries (`dissect.cache.*`).
+fn part_contents(path: &Path, records: &[RecordActivations], dtype: StoreDtype) -> Result<(RecordBatch, Vec<(String, String)>), CacheError> {
     let first = records.first().ok_or_else(|| DataError::NoBatches { path: path.to_path_buf() })?;
     let (hidden, n_layers) = (first.hidden, first.n_layers);
     let batch = to_batch(records, hidden, dtype)?;
-    let mut kv = kv.to_vec();
     let positions: Vec<&str> = PositionKind::ALL.iter().map(|k| k.name()).collect();
-    kv.extend([
+    let kv = vec![
         ("dissect.cache.vector_dtype".to_string(), dtype.name().to_string()),
         ("dissect.cache.hidden".to_string(), hidden.to_string()),
         ("dissect.cache.n_layers".to_string(), n_layers.to_string()),
@@ -116,9 +120,8 @@ pub fn write_part(path: &Path, records: &[RecordActivations], dtype: StoreDtype,
             "dissect.cache.sites".to_string(),
             format!("residual at every position, layers 0..={n_layers} (the last is before the final norm); attn_out and mlp_out at last, layers 0..{n_layers}"),
         ),
-    ]);
-    write_parquet_atomic(path, &[batch], &kv)?;
-    Ok(())
+    ];
+    Ok((batch, kv))
 }
 
 /// What a run did.
@@ -132,57 +135,34 @@ pub struct RunSummary {
     pub rows: usize,
 }
 
-/// Runs the stage over `records` (already restricted to this shard, in a fixed order) in
-/// chunks of `cfg.chunk_size`, writing chunk `c` to [`part_path`] with `provenance` in its
-/// footer. A chunk whose part exists with the same parameter hash is not recomputed; parts
-/// of this shard written with other parameters are removed first, so the directory never
-/// mixes two runs. `progress` gets (records done, total).
-#[allow(clippy::too_many_arguments)]
+/// The parts a cache run owns: `<cache_dir>/shard=NNNNN/part-CCCCC.parquet`, one per chunk of
+/// `cfg.chunk_size` records.
+pub fn cache_parts(cache_dir: &Path, shard: ShardSpec, n_records: usize, cfg: &CacheConfig, provenance: &Provenance) -> Parts {
+    Parts::new(vec![cache_dir.to_path_buf()], shard, n_records.div_ceil(cfg.chunk_size.max(1)), provenance)
+}
+
+/// Runs the stage over `records` (already restricted to this shard, in a fixed order) with
+/// the resumable engine ([`Parts::run`]): a chunk whose part exists with the same parameter
+/// hash is not recomputed, parts of other runs are removed first. `progress` gets (records
+/// done, total).
 pub fn run_resumable<B: Backend>(
     model: &Model<B>,
     tokenizer: &Tokenizer,
     records: &[KeptRecord],
     cfg: &CacheConfig,
-    cache_dir: &Path,
-    shard: ShardSpec,
-    provenance: &Provenance,
-    mut progress: impl FnMut(usize, usize),
+    parts: &Parts,
+    progress: impl FnMut(usize, usize),
 ) -> Result<RunSummary, CacheError> {
-    let hash = provenance.params_hash();
-    let kv = provenance.to_kv();
-    let shard_dir = cache_dir.join(shard.dir_name());
-    let size = cfg.chunk_size.max(1);
-    let n_chunks = records.len().div_ceil(size);
-    remove_stale_parts(&shard_dir, &hash, n_chunks)?;
-    let total = records.len();
-    let mut summary = RunSummary::default();
-    for (c, chunk) in records.chunks(size).enumerate() {
-        let path = part_path(cache_dir, shard, c);
-        if output_is_current(&path, &hash) {
-            summary.reused += 1;
-        } else {
+    let mut rows = 0;
+    let done = parts.run(
+        records,
+        cfg.chunk_size,
+        |c, chunk| {
             let acts = compute(model, tokenizer, chunk, cfg.batch_size)?;
-            write_part(&path, &acts, cfg.dtype, &kv)?;
-            summary.computed += 1;
-            summary.rows += acts.iter().map(|a| a.residual.len() * (a.n_layers + 1) + 2 * a.n_layers).sum::<usize>();
-        }
-        progress((c * size + chunk.len()).min(total), total);
-    }
-    Ok(summary)
-}
-
-/// Removes this shard's parts that another run wrote (another parameter hash), or that lie
-/// beyond the chunks this run has, so that the directory holds one run's records only.
-fn remove_stale_parts(dir: &Path, params_hash: &str, n_chunks: usize) -> Result<(), CacheError> {
-    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
-    for e in entries.flatten() {
-        let p = e.path();
-        let Some(name) = p.file_name().and_then(|n| n.to_str()) else { continue };
-        let Some(chunk) = name.strip_prefix("part-").and_then(|n| n.strip_suffix(".parquet")) else { continue };
-        let beyond = chunk.parse::<usize>().map_or(true, |c| c >= n_chunks);
-        if beyond || !output_is_current(&p, params_hash) {
-            std::fs::remove_file(&p).map_err(|source| DataError::Io { path: p.clone(), source })?;
-        }
-    }
-    Ok(())
+            rows += acts.iter().map(|a| a.residual.len() * (a.n_layers + 1) + 2 * a.n_layers).sum::<usize>();
+            Ok::<_, CacheError>(vec![part_contents(&parts.path(0, c), &acts, cfg.dtype)?])
+        },
+        progress,
+    )?;
+    Ok(RunSummary { computed: done.computed, reused: done.reused, rows })
 }

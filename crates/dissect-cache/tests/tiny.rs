@@ -9,7 +9,7 @@ use std::time::SystemTime;
 
 use arrow_schema::DataType;
 use dissect_cache::schema::{cache_schema, KindResidual};
-use dissect_cache::{cache_provenance, compute, part_path, run_resumable, write_part, CacheConfig, CacheError, CacheReader, RecordActivations, StoreDtype};
+use dissect_cache::{cache_parts, cache_provenance, compute, run_resumable, write_part, CacheConfig, CacheError, CacheReader, RecordActivations, StoreDtype};
 use dissect_data::known::load_known_facts;
 use dissect_data::parquet_io::{read_kv_metadata, read_parquet};
 use dissect_data::span::{leading_special_tokens, locate_subject};
@@ -83,7 +83,8 @@ fn provenance(m: &Loaded<Cpu>, shard: ShardSpec, cfg: &CacheConfig) -> Provenanc
 const ALL: ShardSpec = ShardSpec { index: 0, count: 1 };
 
 fn run(m: &Loaded<Cpu>, recs: &[KeptRecord], cfg: &CacheConfig, dir: &Path, shard: ShardSpec) -> dissect_cache::RunSummary {
-    run_resumable(&m.model, &m.tokenizer, recs, cfg, dir, shard, &provenance(m, shard, cfg), |_, _| {}).unwrap()
+    let parts = cache_parts(dir, shard, recs.len(), cfg, &provenance(m, shard, cfg));
+    run_resumable(&m.model, &m.tokenizer, recs, cfg, &parts, |_, _| {}).unwrap()
 }
 
 fn parts(dir: &Path) -> Vec<PathBuf> {
@@ -255,7 +256,7 @@ fn a_second_run_writes_nothing_and_other_parameters_replace_every_part() {
     assert_eq!(before.keys().map(|f| std::fs::read(f).unwrap()).collect::<Vec<_>>(), bytes);
 
     // Other parameters: every old part goes, including a leftover from a longer run.
-    std::fs::copy(part_path(dir.path(), ALL, 0), part_path(dir.path(), ALL, 7)).unwrap();
+    std::fs::copy(ALL.part_path(dir.path(), 0), ALL.part_path(dir.path(), 7)).unwrap();
     let f16 = run(&m, &recs, &config(StoreDtype::F16), dir.path(), ALL);
     assert_eq!((f16.computed, f16.reused), (3, 0));
     assert_eq!(parts(dir.path()).len(), 3);
@@ -272,7 +273,7 @@ fn a_run_killed_mid_way_and_restarted_ends_with_the_rows_of_an_uninterrupted_run
     let prov = provenance(&m, ALL, &cfg);
     // "Killed" right after the first part is written.
     let died = catch_unwind(AssertUnwindSafe(|| {
-        run_resumable(&m.model, &m.tokenizer, &recs, &cfg, killed.path(), ALL, &prov, |done, _| assert!(done < 4, "killed"))
+        run_resumable(&m.model, &m.tokenizer, &recs, &cfg, &cache_parts(killed.path(), ALL, recs.len(), &cfg, &prov), |done, _| assert!(done < 4, "killed"))
     }));
     assert!(died.is_err());
     assert_eq!(parts(killed.path()).len(), 1);

@@ -1,4 +1,4 @@
-//! `dissect bench forward|knockout`: the Rust half of `cargo xtask bench`, which runs the Hugging
+//! `cargo run --release -p dissect-cli --example bench -- forward|knockout`: the Rust half of `cargo xtask bench`, which runs the Hugging
 //! Face reference (bench/hf_*.py) on the same prompts and compares. Timings cover the model work
 //! only (loading and tokenizing are outside the clock, as on the Python side); one untimed
 //! warm-up comes first. Logs go to stderr, one JSON object to stdout.
@@ -26,8 +26,10 @@ pub enum Kind {
     Knockout,
 }
 
-#[derive(clap::Args)]
+#[derive(clap::Parser)]
+#[command(name = "bench", about = "The Rust half of `cargo xtask bench`; prints one JSON object")]
 pub struct Args {
+    /// What to time.
     kind: Kind,
     /// `gemma3-270m` (fetched default), a .gguf file, a directory, or hf:<repo>[@rev].
     #[arg(long, default_value = dissect_model::source::DEFAULT_MODEL)]
@@ -95,7 +97,14 @@ fn read_prompts(path: &Path, limit: usize) -> Result<Vec<Prompt>> {
     Ok(out)
 }
 
-pub fn run(args: Args) -> Result<()> {
+fn main() {
+    if let Err(e) = run(<Args as clap::Parser>::parse()) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> Result<()> {
     let device = Default::default();
     let t0 = Instant::now();
     let loaded = load::<Cpu>(&args.model, &device).with_context(|| format!("loading {}", args.model))?;

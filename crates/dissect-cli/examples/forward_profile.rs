@@ -1,4 +1,4 @@
-//! Scratch profile of `dissect bench forward` (not part of the CLI): where a batched forward pass
+//! Scratch profile of the bench example's forward mode (not part of the CLI): where a batched forward pass
 //! of Gemma 3 270M on burn-flex spends its time, op by op, at the benchmark's shapes, with the
 //! same ops the model code runs (burn-flex is eager, so each call is done when it returns).
 //!

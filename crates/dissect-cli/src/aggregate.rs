@@ -6,6 +6,7 @@ use anyhow::{Context, Result};
 use dissect_aggregate::{aggregate, outputs_are_current, AggregateConfig, Summary};
 
 use crate::pipeline::Pipeline;
+use crate::stage::Input;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -14,10 +15,10 @@ pub struct Args {
     pipeline: Option<String>,
     /// The experiments stage's output: one directory (or `.parquet`) per table, each a
     /// directory of shards is read as their union.
-    #[arg(long, required_unless_present = "pipeline")]
+    #[arg(long)]
     input: Option<PathBuf>,
     /// Directory for tables/, figures/, report.md, report.html and summary.json.
-    #[arg(long, required_unless_present = "pipeline")]
+    #[arg(long)]
     out: Option<PathBuf>,
     /// Where filtered.parquet / rejected.parquet (or their shard directories) are; default:
     /// the input directory if they are there, else its parent.
@@ -27,9 +28,9 @@ pub struct Args {
     #[arg(long)]
     seed: Option<u64>,
     /// Bootstrap resamples (default 1000).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::stage::positive)]
     resamples: Option<usize>,
-    /// Run even if the outputs exist for the same inputs and settings.
+    /// Recompute the report even if it exists for the same inputs and settings.
     #[arg(long)]
     force: bool,
     /// Print the summary (paths, counts, findings and their numbers) as JSON on stdout
@@ -41,8 +42,9 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let pipeline = args.pipeline.as_deref().map(Pipeline::load).transpose()?;
     let p = pipeline.as_ref();
-    let input = args.input.clone().or(p.map(Pipeline::experiments_dir)).expect("clap requires --input without --pipeline");
-    let out = args.out.clone().or(p.map(Pipeline::report_dir)).expect("clap requires --out without --pipeline");
+    let input = Input::pick(args.input.as_deref(), "--input", p.map(|p| (p, "out", p.experiments_dir())), None)?;
+    let input = input.existing()?.to_path_buf();
+    let out = args.out.clone().or(p.map(Pipeline::report_dir)).context("--out is required without --pipeline\nhint: pass --out DIR, or --pipeline NAME")?;
     let defaults = AggregateConfig::default();
     let cfg = AggregateConfig {
         seed: args.seed.or(p.map(|p| p.aggregate.seed)).unwrap_or(defaults.seed),
@@ -51,7 +53,7 @@ pub fn run(args: Args) -> Result<()> {
         ..defaults
     };
     if !args.force && outputs_are_current(&input, &out, &cfg) {
-        eprintln!("aggregate: {} is up to date (same inputs and settings); skipping\nhint: pass --force to run again", out.display());
+        crate::stage::log_up_to_date("aggregate", &out);
         let summary: Summary = serde_json::from_slice(&std::fs::read(out.join("summary.json"))?).context("reading the previous summary.json")?;
         return print(&summary, args.json);
     }

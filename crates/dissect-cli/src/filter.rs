@@ -6,80 +6,78 @@ use anyhow::{Context, Result};
 use dissect_data::known::load_known_facts;
 use dissect_data::provenance::sha256_file;
 use dissect_data::Rejected;
-use dissect_filter::{filter_provenance, outputs_are_current, run_filter_with_progress, weights_sha256, write_outputs, FilterOutput, OutputPaths};
-
-use crate::backend::on_backend;
+use dissect_filter::{filter_provenance, outputs_are_current, run_filter_with_progress, write_outputs, FilterOutput, OutputPaths};
 use dissect_model::source::load;
 
-use crate::stage::{Stage, StageArgs};
+use crate::backend::on_backend;
 use crate::progress::Progress;
 use crate::shard::ShardArgs;
+use crate::stage::{log_up_to_date, positive, Input, StageArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
     #[command(flatten)]
     stage: StageArgs,
-    /// A JSON file in known_1000.json's format.
-    #[arg(long, required_unless_present = "pipeline")]
+    /// The facts: a JSON array of records in known_1000.json's format (see the README).
+    #[arg(long)]
     dataset: Option<PathBuf>,
     /// Directory for filtered.parquet and rejected.parquet (or their shard partitions).
-    #[arg(long, required_unless_present = "pipeline")]
+    #[arg(long)]
     out: Option<PathBuf>,
     /// Use only the first N records of the dataset.
-    #[arg(long)]
+    #[arg(long, value_parser = positive)]
     limit: Option<usize>,
     #[command(flatten)]
     shard: ShardArgs,
     /// Prompts per forward pass (default 16).
-    #[arg(long)]
+    #[arg(long, value_parser = positive)]
     batch_size: Option<usize>,
-    /// Run even if the outputs exist with the same parameters.
+    /// Recompute the tables even if they exist with the same parameters.
     #[arg(long)]
     force: bool,
-    /// Print {"kept":[ids..],"rejected":[{"id":..,"kind":..,"reason":..},..]} on stdout.
+    /// Print {"stage", "up_to_date", "outputs", "kept": [ids], "rejected": [{"id", "kind", "reason"}]} on stdout.
     #[arg(long)]
     json: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let Stage { pipeline, model, backend } = args.stage.resolve()?;
-    let p = pipeline.as_ref();
-    let dataset = args.dataset.clone().or(p.map(|p| p.data.dataset.clone())).expect("clap requires --dataset without --pipeline");
-    let out = args.out.clone().or(p.map(|p| p.out.clone())).expect("clap requires --out without --pipeline");
+    let started = Instant::now();
+    let stage = args.stage.resolve()?;
+    let p = stage.pipeline.as_ref();
+    let dataset = Input::pick(args.dataset.as_deref(), "--dataset", p.map(|p| (p, "data.dataset", p.data.dataset.clone())), None)?;
+    let out = args.out.clone().or(p.map(|p| p.out.clone())).context("--out is required without --pipeline\nhint: pass --out DIR, or --pipeline NAME")?;
     let mut config = p.map(|p| p.filter.clone()).unwrap_or_default();
     if let Some(b) = args.batch_size {
         config.batch_size = b;
     }
     let shard = args.shard.resolve()?;
-    let dataset_sha256 = sha256_file(&dataset)?;
-    let (facts, mut rejected) = load_known_facts(&dataset, args.limit)?;
+    let dataset_sha256 = sha256_file(dataset.existing()?)?;
+    let (header, weights) = stage.header()?;
+    let prov = filter_provenance(&header.info, weights, dataset_sha256, args.limit, shard, &config);
+    let paths = OutputPaths::new(&out, shard);
+    if !args.force && outputs_are_current(&paths, &prov.params_hash()) {
+        log_up_to_date("filter", &paths.filtered);
+        if args.json {
+            let kept = dissect_data::filtered::read_kept(&paths.filtered)?;
+            let rejected = dissect_data::filtered::read_rejected(&paths.rejected)?;
+            print_json(&FilterOutput { kept, rejected }, &paths, true, started)?;
+        }
+        return Ok(());
+    }
+    let (facts, mut rejected) = load_known_facts(&dataset.path, args.limit)?;
     let in_shard = |id: Option<u64>| shard.is_none_or(|s| s.owns(id));
     let facts: Vec<_> = facts.into_iter().filter(|f| in_shard(Some(f.known_id))).collect();
     rejected.retain(|r| in_shard(r.id));
 
-    let started = Instant::now();
-    on_backend!(backend, |B| {
-        let loaded = load::<B>(&model, &Default::default()).with_context(|| format!("loading {model}"))?;
-        let weights = weights_sha256(&loaded.info)?;
-        let prov = filter_provenance(&loaded.info, weights, dataset_sha256, args.limit, shard, &config);
-        let paths = OutputPaths::new(&out, shard);
-        if !args.force && outputs_are_current(&paths, &prov.params_hash()) {
-            eprintln!("filter: {} is up to date (same parameters); skipping\nhint: pass --force to run again", paths.filtered.display());
-            if args.json {
-                let kept = dissect_data::filtered::read_kept(&paths.filtered)?;
-                let rejected = dissect_data::filtered::read_rejected(&paths.rejected)?;
-                print_json(&FilterOutput { kept, rejected })?;
-            }
-            return Ok(());
-        }
+    let model = &stage.model;
+    on_backend!(stage.backend, |B| {
+        let loaded = load::<B>(model, &Default::default()).with_context(|| format!("loading {model}"))?;
         eprintln!(
-            "filter: {} records{} on {} (loaded in {:.1}s)",
+            "filter: {} records{} on {model} (loaded in {:.1}s)",
             facts.len() + rejected.len(),
             shard.map(|s| format!(" in shard {s}")).unwrap_or_default(),
-            model,
             started.elapsed().as_secs_f64()
         );
-
         let mut bar = Progress::new("filter", "prompts");
         let mut out = run_filter_with_progress(&loaded.model, &loaded.tokenizer, &facts, &config, &mut |d, t| bar.update(d, t))?;
         bar.finish();
@@ -88,7 +86,7 @@ pub fn run(args: Args) -> Result<()> {
         write_outputs(&paths, &out, &prov)?;
         report(&out, &paths, started);
         if args.json {
-            print_json(&out)?;
+            print_json(&out, &paths, false, started)?;
         }
         Ok(())
     })
@@ -111,10 +109,18 @@ fn report(out: &FilterOutput, paths: &OutputPaths, started: Instant) {
     eprintln!("filter: wrote {} and {}", paths.filtered.display(), paths.rejected.display());
 }
 
-fn print_json(out: &FilterOutput) -> Result<()> {
+fn print_json(out: &FilterOutput, paths: &OutputPaths, up_to_date: bool, started: Instant) -> Result<()> {
     let rejected: Vec<_> =
         out.rejected.iter().map(|r| serde_json::json!({"id": r.id, "kind": r.reason.kind(), "reason": r.reason.to_string()})).collect();
-    let v = serde_json::json!({"kept": out.kept.iter().map(|k| k.id).collect::<Vec<_>>(), "rejected": rejected});
+    let v = serde_json::json!({
+        "stage": "filter",
+        "up_to_date": up_to_date,
+        "records": out.kept.len() + out.rejected.len(),
+        "outputs": [&paths.filtered, &paths.rejected],
+        "seconds": started.elapsed().as_secs_f64(),
+        "kept": out.kept.iter().map(|k| k.id).collect::<Vec<_>>(),
+        "rejected": rejected,
+    });
     let mut stdout = std::io::stdout().lock();
     serde_json::to_writer(&mut stdout, &v)?;
     writeln!(stdout)?;

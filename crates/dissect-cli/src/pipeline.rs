@@ -14,6 +14,9 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Pipeline {
+    /// The file it was read from.
+    #[serde(skip)]
+    pub file: PathBuf,
     pub model: String,
     /// `cargo xtask fetch-model` name that provides the model, if it can be fetched (read by
     /// `cargo xtask reproduce`; the stages only check that it parses).
@@ -56,7 +59,7 @@ pub struct CacheSection {
     pub batch_size: usize,
     pub chunk_size: usize,
     pub dtype: StoreDtype,
-    /// `dissect experiment --pipeline` reads `<out>/cache` (written by `dissect cache`)
+    /// `dissect experiments --pipeline` reads `<out>/cache` (written by `dissect cache`)
     /// instead of recomputing the activations it holds.
     pub use_in_experiments: bool,
 }
@@ -95,6 +98,7 @@ impl Pipeline {
         let path = find(name_or_path)?;
         let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
         let mut p: Pipeline = toml::from_str(&text).with_context(|| format!("{}: not a valid pipeline", path.display()))?;
+        p.file = path.clone();
         let base = base_dir(&path);
         for rel in [&mut p.out, &mut p.data.dataset, &mut p.data.paragraphs, &mut p.data.stopwords] {
             if rel.is_relative() {
@@ -117,7 +121,7 @@ impl Pipeline {
         }
     }
 
-    /// Where `dissect cache --pipeline` writes and `dissect experiment` reads the cache.
+    /// Where `dissect cache --pipeline` writes and `dissect experiments` reads the cache.
     pub fn cache_dir(&self) -> PathBuf {
         self.out.join("cache")
     }

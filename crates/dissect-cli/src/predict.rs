@@ -1,32 +1,32 @@
 use std::io::Write;
 
 use anyhow::{Context, Result};
-use dissect_model::backend::BackendKind;
-
-use crate::backend::on_backend;
 use dissect_model::predict::predict;
 use dissect_model::source::load;
 
+use crate::backend::on_backend;
+use crate::stage::{positive, StageArgs};
+
 #[derive(clap::Args)]
 pub struct Args {
-    /// `gemma3-270m` (fetched default), a .gguf file, a directory, or hf:<repo>[@rev].
-    #[arg(long, default_value = dissect_model::source::DEFAULT_MODEL)]
-    model: String,
+    #[command(flatten)]
+    stage: StageArgs,
+    /// The prompt to continue.
     #[arg(long)]
     prompt: String,
-    #[arg(long, default_value_t = 5)]
+    /// How many of the most probable next tokens to print.
+    #[arg(long, default_value_t = 5, value_parser = positive)]
     top_k: usize,
-    /// Print one JSON object instead of a table.
+    /// Print one JSON object ({"prompt", "input_ids", "top": [{"token_id", "token", "prob"}]}) instead of a table.
     #[arg(long)]
     json: bool,
-    #[arg(long, default_value = "cpu")]
-    backend: BackendKind,
 }
 
 pub fn run(args: Args) -> Result<()> {
-    args.backend.check_available()?;
-    on_backend!(args.backend, |B| {
-        let loaded = load::<B>(&args.model, &Default::default()).with_context(|| format!("loading {}", args.model))?;
+    let stage = args.stage.resolve()?;
+    let model = &stage.model;
+    on_backend!(stage.backend, |B| {
+        let loaded = load::<B>(model, &Default::default()).with_context(|| format!("loading {model}"))?;
         let p = predict(&loaded.model, &loaded.tokenizer, &args.prompt, args.top_k)?;
         let mut out = std::io::stdout().lock();
         if args.json {

@@ -1,11 +1,24 @@
-use anyhow::Result;
+//! What every subcommand shares: model/backend/pipeline flags, where input paths come from,
+//! numeric flags that must be positive, and the `--json` summary a stage prints.
+//!
+//! Paths: a path given as a flag is relative to the current directory; a path in a pipeline
+//! file is relative to the directory that holds its `pipelines/` folder (or to the file's own
+//! directory); a built-in default (`data/...`) is looked up in the current directory, then in
+//! the workspace this binary was built from. An input that does not exist is reported with
+//! the flag or pipeline key it came from.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
 use dissect_model::backend::BackendKind;
-use dissect_model::source::DEFAULT_MODEL;
+use dissect_model::source::{describe, ModelHeader, DEFAULT_MODEL};
+use serde::Serialize;
 
 use crate::pipeline::Pipeline;
 
-/// The flags every stage shares: a pipeline gives the defaults, `--model` and `--backend`
-/// win over it.
+/// The flags every subcommand that runs a model shares: a pipeline gives the defaults,
+/// `--model` and `--backend` win over it.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct StageArgs {
     /// A pipeline (name in pipelines/ or a .toml path) giving every default below.
@@ -36,4 +49,100 @@ impl StageArgs {
         let model = self.model.clone().or(p.map(|p| p.model.clone())).unwrap_or_else(|| DEFAULT_MODEL.into());
         Ok(Stage { pipeline, model, backend })
     }
+}
+
+impl Stage {
+    /// The model's metadata and weight hash, read without loading the weights: enough to
+    /// decide whether a stage's outputs are current.
+    pub fn header(&self) -> Result<(ModelHeader, String)> {
+        let header = describe(&self.model)?;
+        let weights = dissect_filter::weights_sha256(&header.info)?;
+        Ok((header, weights))
+    }
+}
+
+/// An input path and where it came from, for error messages.
+pub struct Input {
+    pub path: PathBuf,
+    origin: String,
+}
+
+impl Input {
+    /// The flag's value, else the pipeline's (`key` names it), else the built-in `default`.
+    pub fn pick(flag: Option<&Path>, flag_name: &str, pipeline: Option<(&Pipeline, &str, PathBuf)>, default: Option<&str>) -> Result<Input> {
+        if let Some(f) = flag {
+            return Ok(Input { path: f.to_path_buf(), origin: flag_name.to_string() });
+        }
+        if let Some((p, key, path)) = pipeline {
+            return Ok(Input { path, origin: format!("`{key}` of the pipeline {}", p.file.display()) });
+        }
+        match default {
+            Some(d) => Ok(Input { path: default_data(d), origin: format!("the default for {flag_name}") }),
+            None => bail!("{flag_name} is required without --pipeline\nhint: pass {flag_name} PATH, or --pipeline NAME"),
+        }
+    }
+
+    /// The path, once it is known to exist.
+    pub fn existing(&self) -> Result<&Path> {
+        if self.path.exists() {
+            return Ok(&self.path);
+        }
+        bail!(
+            "{} does not exist (from {})\nhint: flags are relative to the current directory ({}); pipeline paths to the directory holding pipelines/",
+            self.path.display(),
+            self.origin,
+            std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default()
+        )
+    }
+}
+
+/// `data/<file>` in the current directory, else in the workspace this binary was built from.
+fn default_data(rel: &str) -> PathBuf {
+    let here = PathBuf::from(rel);
+    if here.exists() {
+        return here;
+    }
+    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(rel);
+    if built.exists() {
+        built
+    } else {
+        here
+    }
+}
+
+/// A value parser for counts that must be at least 1.
+pub fn positive(s: &str) -> std::result::Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// What a per-record stage did, printed by `--json` on stdout (logs stay on stderr).
+#[derive(Debug, Serialize)]
+pub struct StageSummary {
+    pub stage: &'static str,
+    /// True when every output was current and the model was not loaded.
+    pub up_to_date: bool,
+    pub records: usize,
+    pub chunks_computed: usize,
+    pub chunks_reused: usize,
+    /// The directories or files the stage wrote.
+    pub outputs: Vec<PathBuf>,
+    pub seconds: f64,
+}
+
+impl StageSummary {
+    pub fn print(&self) -> Result<()> {
+        let mut stdout = std::io::stdout().lock();
+        serde_json::to_writer(&mut stdout, self)?;
+        writeln!(stdout)?;
+        Ok(())
+    }
+}
+
+/// The line a stage logs when its outputs are current.
+pub fn log_up_to_date(stage: &str, what: &Path) {
+    eprintln!("{stage}: {} is up to date (same parameters); nothing to do\nhint: pass --force to run again", what.display());
 }

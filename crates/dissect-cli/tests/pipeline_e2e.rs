@@ -102,7 +102,7 @@ fn shards_as_separate_processes_equal_the_unsharded_run_and_a_killed_run_resumes
     let pa = pipeline(&a);
     let pa = pa.to_str().unwrap();
     dissect(&["filter", "--pipeline", pa, "--limit", LIMIT]);
-    dissect(&["experiment", "all", "--pipeline", pa]);
+    dissect(&["experiments", "all", "--pipeline", pa]);
     dissect(&["aggregate", "--pipeline", pa]);
     let reference = tables(&a.join("out/experiments"));
     assert!(reference["knockout"].len() > 18, "the reference run produced rows");
@@ -117,7 +117,7 @@ fn shards_as_separate_processes_equal_the_unsharded_run_and_a_killed_run_resumes
     for i in 0..2 {
         let s = format!("{i}/2");
         dissect(&["filter", "--pipeline", pb, "--limit", LIMIT, "--shard", &s]);
-        dissect(&["experiment", "all", "--pipeline", pb, "--shard", &s]);
+        dissect(&["experiments", "all", "--pipeline", pb, "--shard", &s]);
     }
     dissect(&["aggregate", "--pipeline", pb]);
     assert_eq!(tables(&b.join("out/experiments")), reference, "sharded union differs from the unsharded run");
@@ -130,7 +130,7 @@ fn shards_as_separate_processes_equal_the_unsharded_run_and_a_killed_run_resumes
     let pc = pc.to_str().unwrap();
     dissect(&["filter", "--pipeline", pc, "--limit", LIMIT]);
     let exp = c.join("out/experiments");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dissect")).args(["experiment", "all", "--pipeline", pc]).spawn().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dissect")).args(["experiments", "all", "--pipeline", pc]).spawn().unwrap();
     let started = Instant::now();
     while part_mtimes(&exp).keys().filter(|p| p.starts_with(exp.join("skipped"))).count() == 0 {
         assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be killed");
@@ -141,7 +141,7 @@ fn shards_as_separate_processes_equal_the_unsharded_run_and_a_killed_run_resumes
     child.wait().unwrap();
     let before = part_mtimes(&exp);
     assert!(!before.is_empty());
-    dissect(&["experiment", "all", "--pipeline", pc]);
+    dissect(&["experiments", "all", "--pipeline", pc]);
     let after = part_mtimes(&exp);
     for (f, t) in &before {
         // A part finished before the kill is neither rewritten nor removed.

@@ -5,11 +5,13 @@
 //! This crate knows nothing about models: token spans are computed from the byte offsets a
 //! tokenizer reports, so stages that only read tables (aggregation) need no model code.
 
+pub mod atomic;
 pub mod error;
 pub mod filtered;
 pub mod known;
 pub mod paragraphs;
 pub mod parquet_io;
+pub mod parts;
 pub mod position;
 pub mod provenance;
 pub mod reject;

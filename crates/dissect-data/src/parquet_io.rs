@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow_array::{RecordBatch, RecordBatchReader};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -39,40 +38,21 @@ use crate::error::DataError;
 /// ```
 pub fn write_parquet_atomic(path: &Path, batches: &[RecordBatch], kv_metadata: &[(String, String)]) -> Result<(), DataError> {
     let first = batches.first().ok_or_else(|| DataError::NoBatches { path: path.to_path_buf() })?;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&dir).map_err(|e| DataError::io(&dir, e))?;
-    let tmp = temp_path(path);
-    let result = write_file(&tmp, first, batches, kv_metadata).and_then(|()| std::fs::rename(&tmp, path).map_err(|e| DataError::io(path, e)));
-    if result.is_err() {
-        // Best effort: the temporary name is hidden and unique, so a leftover harms no reader.
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
-fn write_file(tmp: &Path, first: &RecordBatch, batches: &[RecordBatch], kv_metadata: &[(String, String)]) -> Result<(), DataError> {
-    let file = File::create(tmp).map_err(|e| DataError::io(tmp, e))?;
-    let kv = kv_metadata.iter().map(|(k, v)| KeyValue::new(k.clone(), v.clone())).collect();
-    let props = WriterProperties::builder().set_compression(Compression::SNAPPY).set_key_value_metadata(Some(kv)).build();
-    let mut writer = ArrowWriter::try_new(file, first.schema(), Some(props)).map_err(|e| DataError::parquet(tmp, e))?;
     for batch in batches {
         if batch.schema() != first.schema() {
-            return Err(DataError::parquet(tmp, format!("batch schema {:?} differs from the first batch's {:?}", batch.schema(), first.schema())));
+            return Err(DataError::parquet(path, format!("batch schema {:?} differs from the first batch's {:?}", batch.schema(), first.schema())));
         }
-        writer.write(batch).map_err(|e| DataError::parquet(tmp, e))?;
     }
-    let file = writer.into_inner().map_err(|e| DataError::parquet(tmp, e))?;
-    file.sync_all().map_err(|e| DataError::io(tmp, e))
-}
-
-fn temp_path(path: &Path) -> PathBuf {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    path.with_file_name(format!(".{name}.{}.{n}.tmp", std::process::id()))
+    let kv = kv_metadata.iter().map(|(k, v)| KeyValue::new(k.clone(), v.clone())).collect();
+    let props = WriterProperties::builder().set_compression(Compression::SNAPPY).set_key_value_metadata(Some(kv)).build();
+    crate::atomic::write_with(path, |file| {
+        let mut writer = ArrowWriter::try_new(&mut *file, first.schema(), Some(props)).map_err(std::io::Error::other)?;
+        for batch in batches {
+            writer.write(batch).map_err(std::io::Error::other)?;
+        }
+        writer.close().map_err(std::io::Error::other)?;
+        Ok(())
+    })
 }
 
 /// The Parquet files behind `path`: the file itself, or for a directory every

@@ -148,6 +148,41 @@ pub fn sha256_file(path: &Path) -> Result<String, DataError> {
     Ok(hex(&hasher.finalize()))
 }
 
+/// [`sha256_file`], remembered in `memo_dir` under the file's canonical path, length and
+/// modification time, so that a stage deciding whether its outputs are current does not read
+/// hundreds of megabytes of weights each time. A file changed in place gets a new length or
+/// modification time and is hashed again; an unreadable or unwritable memo only costs the
+/// hashing.
+///
+/// ```
+/// let dir = tempfile::tempdir()?;
+/// let (file, memo) = (dir.path().join("weights.bin"), dir.path().join("memo"));
+/// std::fs::write(&file, b"abc")?;
+/// let first = dissect_data::provenance::sha256_file_memo(&file, &memo)?;
+/// assert_eq!(first, dissect_data::provenance::sha256_file(&file)?);
+/// assert_eq!(std::fs::read_dir(&memo)?.count(), 1);
+/// std::fs::write(&file, b"abcd")?;
+/// assert_ne!(dissect_data::provenance::sha256_file_memo(&file, &memo)?, first, "a changed file is hashed again");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn sha256_file_memo(path: &Path, memo_dir: &Path) -> Result<String, DataError> {
+    let canonical = std::fs::canonicalize(path).map_err(|e| DataError::io(path, e))?;
+    let meta = std::fs::metadata(&canonical).map_err(|e| DataError::io(path, e))?;
+    let mtime_ns = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
+    let key = format!("{}\n{}\n{mtime_ns}", canonical.display(), meta.len());
+    let memo = memo_dir.join(format!("{}.sha256", &sha256_hex(key.as_bytes())[..32]));
+    if let Ok(text) = std::fs::read_to_string(&memo) {
+        if let Some((stored_key, hash)) = text.rsplit_once('\n') {
+            if stored_key == key && hash.len() == 64 {
+                return Ok(hash.to_string());
+            }
+        }
+    }
+    let hash = sha256_file(&canonical)?;
+    let _ = crate::atomic::write(&memo, format!("{key}\n{hash}").as_bytes());
+    Ok(hash)
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

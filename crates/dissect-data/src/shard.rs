@@ -81,9 +81,10 @@ impl ShardSpec {
         format!("shard={:05}", self.index)
     }
 
-    /// `<root>/shard=00007/part-0.parquet`.
-    pub fn part_path(&self, root: &Path) -> PathBuf {
-        root.join(self.dir_name()).join("part-0.parquet")
+    /// `<root>/shard=00007/part-00003.parquet`: chunk 3 of shard 7 (a stage that writes one
+    /// part per shard writes chunk 0).
+    pub fn part_path(&self, root: &Path, chunk: usize) -> PathBuf {
+        root.join(self.dir_name()).join(format!("part-{chunk:05}.parquet"))
     }
 }
 
@@ -143,7 +144,7 @@ mod tests {
     #[test]
     fn partition_paths_sort_in_shard_order() {
         let root = Path::new("/out/cache");
-        assert_eq!(ShardSpec::new(7, 12).unwrap().part_path(root), Path::new("/out/cache/shard=00007/part-0.parquet"));
+        assert_eq!(ShardSpec::new(7, 12).unwrap().part_path(root, 3), Path::new("/out/cache/shard=00007/part-00003.parquet"));
         assert!(ShardSpec::new(9, 12).unwrap().dir_name() < ShardSpec::new(10, 12).unwrap().dir_name());
     }
 }

@@ -32,6 +32,10 @@ impl BlockSet {
     /// The notebook's three sets.
     pub const PAPER: [BlockSet; 3] = [BlockSet::Subject, BlockSet::NonSubject, BlockSet::Last];
 
+    /// The notebook's three sets plus BOS alone and non-subject without BOS: what the
+    /// checked-in pipelines measure (the BOS sets only apply where the tokenizer prepends one).
+    pub const REPORT: [BlockSet; 5] = [BlockSet::Subject, BlockSet::NonSubject, BlockSet::Last, BlockSet::Bos, BlockSet::NonSubjectNoBos];
+
     pub fn name(self) -> &'static str {
         match self {
             BlockSet::Subject => "subject",

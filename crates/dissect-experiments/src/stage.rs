@@ -8,8 +8,9 @@ use std::path::Path;
 use arrow_schema::DataType;
 use burn_tensor::backend::Backend;
 use dissect_data::filtered::KeptRecord;
-use dissect_data::parquet_io::write_parquet_atomic;
-use dissect_data::{PositionKind, ShardSpec};
+use dissect_data::parts::{Parts, RunSummary};
+use dissect_data::{PositionKind, Provenance, ShardSpec};
+use dissect_model::source::ModelInfo;
 use dissect_model::intervene::{CleanRun, KnockoutMode, Sublayer};
 use dissect_model::project::Projection;
 use dissect_model::tokenizer::Tokenizer;
@@ -117,6 +118,27 @@ impl ExperimentsConfig {
         c.sublayer.repr_layer = Some(self.sublayer.repr_layer(n_layers));
         c.patching.sources.retain(|&l| l <= n_layers);
         c
+    }
+
+    /// Rejects settings that would silently measure nothing (a zero window, top-k or chunk),
+    /// naming the key as it is written in a pipeline's `[experiments]` section.
+    pub fn validate(&self) -> Result<(), String> {
+        let counts = [
+            ("chunk_size", self.chunk_size),
+            ("knockout.window", self.knockout.window),
+            ("knockout.batch", self.knockout.batch),
+            ("attributes.top", self.attributes.top),
+            ("attributes.keep", self.attributes.keep),
+            ("sublayer.span", self.sublayer.span),
+            ("parameters.top_k", self.parameters.top_k),
+            ("parameters.neurons", self.parameters.neurons),
+        ];
+        for (key, value) in counts {
+            if value == 0 {
+                return Err(format!("experiments setting `{key}` is 0\nhint: it must be at least 1"));
+            }
+        }
+        Ok(())
     }
 
     /// How the notebook's constants (written for GPT-2 XL's 48 layers) apply to a model of
@@ -453,11 +475,6 @@ fn self_extraction_or_ranks<B: Backend>(
     Ok(Output::Rows(t))
 }
 
-/// Where one chunk of one table goes: `<out>/<table>/shard=NNNNN/part-CCCCC.parquet`.
-pub fn part_path(out: &Path, table: &str, shard: ShardSpec, chunk: usize) -> std::path::PathBuf {
-    out.join(table).join(shard.dir_name()).join(format!("part-{chunk:05}.parquet"))
-}
-
 /// The table names a configuration writes (`skipped` last: it marks a finished chunk).
 pub fn table_names(cfg: &ExperimentsConfig) -> Vec<&'static str> {
     let mut names: Vec<&'static str> = cfg.experiments.iter().map(|e| e.name()).collect();
@@ -471,65 +488,115 @@ pub fn table_names(cfg: &ExperimentsConfig) -> Vec<&'static str> {
     names
 }
 
-/// Runs the stage over `inputs.records` (already restricted to this shard) in chunks of
-/// `cfg.chunk_size`, writing each chunk's tables with `kv` metadata. A chunk whose tables all exist
-/// with `params_hash` is not recomputed; parts written with other parameters are removed
-/// first, so the directory never mixes two runs. Returns (chunks computed, chunks reused).
-#[allow(clippy::too_many_arguments)]
+/// Everything besides the configuration that an experiments run's tables depend on: what
+/// [`provenance`] hashes to decide whether existing parts can be reused.
+pub struct RunInputs<'a> {
+    pub model: &'a ModelInfo,
+    /// Transformer blocks (the depth the notebook's constants are scaled to).
+    pub n_layers: usize,
+    pub weights_sha256: String,
+    /// The filter tables' parameter hashes ([`dissect_data::parts::input_hashes`]).
+    pub input_hashes: Vec<String>,
+    pub paragraphs_sha256: String,
+    pub stopwords_sha256: String,
+    pub limit: Option<usize>,
+    pub shard: ShardSpec,
+    /// The activation cache's parameter hashes, when the run reads one.
+    pub cache_hashes: Option<Vec<String>>,
+}
+
+/// The provenance every experiments table carries. Its parameters record what runs, not
+/// what was asked: the configuration resolved for the model's depth ([`ExperimentsConfig::effective`])
+/// and how the notebook's constants were scaled ([`ExperimentsConfig::depth_scaling`]).
+pub fn provenance(run: &RunInputs<'_>, cfg: &ExperimentsConfig) -> Provenance {
+    let mut params = serde_json::json!({
+        "model": run.model.spec,
+        "weights_sha256": run.weights_sha256,
+        "input": run.input_hashes,
+        "paragraphs_sha256": run.paragraphs_sha256,
+        "stopwords_sha256": run.stopwords_sha256,
+        "limit": run.limit,
+        "shard": run.shard.to_string(),
+        "config": cfg.effective(run.n_layers),
+        "effective": cfg.depth_scaling(run.n_layers),
+    });
+    if let Some(c) = &run.cache_hashes {
+        // Only with a cache, so that runs without one keep their parameter hash.
+        params["cache"] = serde_json::json!(c);
+    }
+    let mut prov = Provenance::new("experiments", &run.model.spec, params);
+    prov.model_revision = run.model.revision.clone();
+    prov.weights_sha256 = Some(run.weights_sha256.clone());
+    prov
+}
+
+/// The parts an experiments run owns: per-record tables ([`table_names`]) in chunks of
+/// `cfg.chunk_size` records, and, with the parameters experiment on shard 0, the model-level
+/// [`MATRICES_TABLE`] as one part.
+pub struct StageParts {
+    pub records: Parts,
+    pub matrices: Option<Parts>,
+}
+
+impl StageParts {
+    pub fn new(out: &Path, cfg: &ExperimentsConfig, shard: ShardSpec, n_records: usize, provenance: &Provenance) -> Self {
+        let dirs = table_names(cfg).into_iter().map(|n| out.join(n)).collect();
+        // At least one chunk: a shard without records writes empty tables, so that it reads
+        // as done and the aggregate sees every table.
+        let records = Parts::new(dirs, shard, n_records.div_ceil(cfg.chunk_size.max(1)).max(1), provenance);
+        // Model-level: one part, by the first shard only (the aggregate reads every shard).
+        let matrices = (cfg.experiments.contains(&Experiment::Parameters) && shard.index == 0)
+            .then(|| Parts::new(vec![out.join(MATRICES_TABLE)], shard, 1, provenance));
+        StageParts { records, matrices }
+    }
+
+    /// Whether every table is written with these parameters.
+    pub fn all_current(&self) -> bool {
+        self.records.all_current() && self.matrices.as_ref().is_none_or(Parts::all_current)
+    }
+
+    /// `--force`: removes this shard's parts.
+    pub fn clear(&self) -> Result<(), dissect_data::DataError> {
+        self.records.clear()?;
+        self.matrices.as_ref().map_or(Ok(()), Parts::clear)
+    }
+}
+
+/// Runs the stage over `inputs.records` (already restricted to this shard) with the
+/// resumable engine ([`Parts::run`]): each chunk's tables are written as soon as the chunk is
+/// done, current chunks are reused, parts of other runs are removed first.
 pub fn run_resumable<B: Backend>(
     model: &Model<B>,
     tokenizer: &Tokenizer,
     inputs: &Inputs<'_>,
     cfg: &ExperimentsConfig,
-    out: &Path,
-    shard: ShardSpec,
-    kv: &[(String, String)],
-    params_hash: &str,
-    mut progress: impl FnMut(usize, usize),
-) -> Result<(usize, usize), dissect_data::DataError> {
+    parts: &StageParts,
+    progress: impl FnMut(usize, usize),
+) -> Result<RunSummary, dissect_data::DataError> {
+    // Within a chunk (per record) and after each chunk, computed or reused.
+    let progress = std::cell::RefCell::new(progress);
+    if let Some(m) = &parts.matrices {
+        m.run::<(), dissect_data::DataError>(
+            &[()],
+            1,
+            |_, _| {
+                let (table, types) = matrices_table(model, tokenizer, &cfg.parameters);
+                Ok(vec![(table.to_batch(&types), vec![])])
+            },
+            |_, _| {},
+        )?;
+    }
     let names = table_names(cfg);
-    for name in &names {
-        remove_stale_parts(&out.join(name).join(shard.dir_name()), params_hash)?;
-    }
-    if cfg.experiments.contains(&Experiment::Parameters) && shard.index == 0 {
-        // Model-level: one part, by the first shard only (the aggregate reads every shard).
-        let path = part_path(out, MATRICES_TABLE, shard, 0);
-        remove_stale_parts(&out.join(MATRICES_TABLE).join(shard.dir_name()), params_hash)?;
-        if !dissect_data::provenance::output_is_current(&path, params_hash) {
-            let (table, types) = matrices_table(model, tokenizer, &cfg.parameters);
-            write_parquet_atomic(&path, &[table.to_batch(&types)], kv)?;
-        }
-    }
     let total = inputs.records.len();
-    let (mut computed, mut reused) = (0, 0);
     let size = cfg.chunk_size.max(1);
-    for (c, chunk) in inputs.records.chunks(size).enumerate() {
-        let done = names.iter().all(|n| dissect_data::provenance::output_is_current(&part_path(out, n, shard, c), params_hash));
-        if done {
-            reused += 1;
-        } else {
+    parts.records.run::<KeptRecord, dissect_data::DataError>(
+        inputs.records,
+        size,
+        |c, chunk| {
             let sub = Inputs { records: chunk, paragraphs: inputs.paragraphs, stopwords: inputs.stopwords, cache: inputs.cache };
-            let before = c * size;
-            let tables = run(model, tokenizer, &sub, cfg, |d, _| progress(before + d, total));
-            for name in &names {
-                let (table, types) = &tables.tables[name];
-                write_parquet_atomic(&part_path(out, name, shard, c), &[table.to_batch(types)], kv)?;
-            }
-            computed += 1;
-        }
-        progress((c * size + chunk.len()).min(total), total);
-    }
-    Ok((computed, reused))
-}
-
-fn remove_stale_parts(dir: &Path, params_hash: &str) -> Result<(), dissect_data::DataError> {
-    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
-    for e in entries.flatten() {
-        let p = e.path();
-        let is_part = p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("part-") && n.ends_with(".parquet"));
-        if is_part && !dissect_data::provenance::output_is_current(&p, params_hash) {
-            std::fs::remove_file(&p).map_err(|e| dissect_data::DataError::Io { path: p.clone(), source: e })?;
-        }
-    }
-    Ok(())
+            let tables = run(model, tokenizer, &sub, cfg, |d, _| (progress.borrow_mut())(c * size + d, total));
+            Ok(names.iter().map(|n| (tables.tables[n].0.to_batch(&tables.tables[n].1), vec![])).collect())
+        },
+        |d, t| (progress.borrow_mut())(d, t),
+    )
 }

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use arrow_array::RecordBatch;
-use dissect_cache::{cache_provenance, run_resumable, write_part, CacheConfig, CacheReader, StoreDtype};
+use dissect_cache::{cache_parts, cache_provenance, run_resumable, write_part, CacheConfig, CacheReader, StoreDtype};
 use dissect_data::filtered::{kept_to_batch, read_kept};
 use dissect_data::known::load_known_facts;
 use dissect_data::paragraphs::{load_paragraphs, load_stopwords};
@@ -96,7 +96,7 @@ fn experiments_from_the_cache_equal_experiments_that_run_the_model() {
     let ccfg = CacheConfig::default();
     let shard = ShardSpec::new(0, 1).unwrap();
     let prov = cache_provenance(&m.info, "w".into(), vec![], None, shard, &ccfg);
-    run_resumable(&m.model, &m.tokenizer, &records, &ccfg, &cache_dir, shard, &prov, |_, _| {}).unwrap();
+    run_resumable(&m.model, &m.tokenizer, &records, &ccfg, &cache_parts(&cache_dir, shard, records.len(), &ccfg, &prov), |_, _| {}).unwrap();
     let cache = CacheReader::open(&cache_dir).unwrap();
 
     // The cached vectors against the stage's own: clean_hidden (one prompt alone) and the

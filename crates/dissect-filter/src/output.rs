@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use dissect_data::filtered::{kept_to_batch, rejected_to_batch};
 use dissect_data::parquet_io::write_parquet_atomic;
-use dissect_data::provenance::{output_is_current, sha256_file};
+use dissect_data::provenance::{output_is_current, sha256_file_memo};
 use dissect_data::{DataError, Provenance, ShardSpec};
 use dissect_model::source::ModelInfo;
 use serde_json::json;
@@ -14,7 +14,7 @@ use crate::error::FilterError;
 use crate::run::{FilterConfig, FilterOutput};
 
 /// `<out>/filtered.parquet` and `<out>/rejected.parquet`; for a shard,
-/// `<out>/filtered/shard=0000i/part-0.parquet` and the same under `rejected/`, so each table
+/// `<out>/filtered/shard=0000i/part-00000.parquet` and the same under `rejected/`, so each table
 /// reads back whole as a directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutputPaths {
@@ -26,14 +26,15 @@ impl OutputPaths {
     pub fn new(out_dir: &Path, shard: Option<ShardSpec>) -> Self {
         match shard {
             None => OutputPaths { filtered: out_dir.join("filtered.parquet"), rejected: out_dir.join("rejected.parquet") },
-            Some(s) => OutputPaths { filtered: s.part_path(&out_dir.join("filtered")), rejected: s.part_path(&out_dir.join("rejected")) },
+            Some(s) => OutputPaths { filtered: s.part_path(&out_dir.join("filtered"), 0), rejected: s.part_path(&out_dir.join("rejected"), 0) },
         }
     }
 }
 
 /// sha256 of each weight file the model was loaded from, joined with `,`.
 pub fn weights_sha256(info: &ModelInfo) -> Result<String, DataError> {
-    let hashes = info.files.iter().map(|f| sha256_file(f)).collect::<Result<Vec<_>, _>>()?;
+    let memo = dissect_model::source::dissect_home().join("sha256");
+    let hashes = info.files.iter().map(|f| sha256_file_memo(f, &memo)).collect::<Result<Vec<_>, _>>()?;
     Ok(hashes.join(","))
 }
 

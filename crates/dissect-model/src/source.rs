@@ -112,8 +112,14 @@ pub struct Loaded<B: Backend> {
     pub info: ModelInfo,
 }
 
-pub fn load<B: Backend>(spec: &str, device: &B::Device) -> Result<Loaded<B>, ModelError> {
-    match ModelSpec::parse(spec)? {
+/// Where a spec's files are, found without reading any weights.
+enum Located {
+    Gguf(PathBuf),
+    Dir { dir: PathBuf, revision: Option<String> },
+}
+
+fn locate(spec: &str) -> Result<Located, ModelError> {
+    Ok(match ModelSpec::parse(spec)? {
         ModelSpec::Named(name) => {
             let path = named_model_path(&name).expect("named model is registered");
             if !path.exists() {
@@ -126,21 +132,56 @@ pub fn load<B: Backend>(spec: &str, device: &B::Device) -> Result<Loaded<B>, Mod
                     },
                 ));
             }
-            load_gguf(spec, &path, device)
+            Located::Gguf(path)
         }
-        ModelSpec::Gguf(path) => load_gguf(spec, &path, device),
-        ModelSpec::Dir(dir) => load_dir(spec, &dir, None, device),
+        ModelSpec::Gguf(path) => {
+            if !path.exists() {
+                return Err(not_found(spec, &format!("{} does not exist", path.display()), "check the path"));
+            }
+            Located::Gguf(path)
+        }
+        ModelSpec::Dir(dir) => Located::Dir { dir, revision: None },
         ModelSpec::Hub { repo, revision } => {
             let dir = hub_snapshot(spec, &repo, revision.as_deref())?;
-            load_dir(spec, &dir, revision, device)
+            Located::Dir { dir, revision }
+        }
+    })
+}
+
+/// What a model is, read from its metadata only (GGUF header or `config.json`): enough to
+/// decide whether a stage's outputs are current without loading and dequantizing weights.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelHeader {
+    pub info: ModelInfo,
+    /// Transformer blocks.
+    pub n_layers: usize,
+}
+
+/// The model's [`ModelHeader`]: the same `info` that [`load`] returns, without the weights.
+pub fn describe(spec: &str) -> Result<ModelHeader, ModelError> {
+    match locate(spec)? {
+        Located::Gguf(path) => {
+            let g = GgufFile::open(&path)?;
+            let (architecture, n_layers) = arch::depth_gguf(&g)?;
+            Ok(ModelHeader { info: ModelInfo { spec: spec.into(), architecture, revision: None, files: vec![path] }, n_layers })
+        }
+        Located::Dir { dir, revision } => {
+            let config = read_config(&dir)?;
+            let (architecture, n_layers) = arch::depth_hf(&dir.display().to_string(), &config)?;
+            let files = weight_files(spec, &dir)?;
+            Ok(ModelHeader { info: ModelInfo { spec: spec.into(), architecture, revision, files }, n_layers })
         }
     }
 }
 
-fn load_gguf<B: Backend>(spec: &str, path: &Path, device: &B::Device) -> Result<Loaded<B>, ModelError> {
-    if !path.exists() {
-        return Err(not_found(spec, &format!("{} does not exist", path.display()), "check the path"));
+pub fn load<B: Backend>(spec: &str, device: &B::Device) -> Result<Loaded<B>, ModelError> {
+    match locate(spec)? {
+        Located::Gguf(path) => load_gguf(spec, &path, device),
+        Located::Dir { dir, revision } => load_dir(spec, &dir, revision, device),
     }
+}
+
+fn load_gguf<B: Backend>(spec: &str, path: &Path, device: &B::Device) -> Result<Loaded<B>, ModelError> {
     let g = GgufFile::open(path)?;
     let tokenizer = Tokenizer::from_gguf(&g)?;
     let (config, weights) = arch::from_gguf(&g)?;
@@ -149,11 +190,13 @@ fn load_gguf<B: Backend>(spec: &str, path: &Path, device: &B::Device) -> Result<
     Ok(Loaded { model, tokenizer, info })
 }
 
-fn load_dir<B: Backend>(spec: &str, dir: &Path, revision: Option<String>, device: &B::Device) -> Result<Loaded<B>, ModelError> {
+fn read_config(dir: &Path) -> Result<serde_json::Value, ModelError> {
     let config_path = dir.join("config.json");
     let text = std::fs::read_to_string(&config_path).map_err(|e| ModelError::io(&config_path, e))?;
-    let config: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| ModelError::Config { origin: config_path.display().to_string(), message: e.to_string() })?;
+    serde_json::from_str(&text).map_err(|e| ModelError::Config { origin: config_path.display().to_string(), message: e.to_string() })
+}
+
+fn weight_files(spec: &str, dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| ModelError::io(dir, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -168,6 +211,12 @@ fn load_dir<B: Backend>(spec: &str, dir: &Path, revision: Option<String>, device
     if files.is_empty() {
         return Err(not_found(spec, &format!("no model*.safetensors in {}", dir.display()), "the directory needs config.json, model*.safetensors and tokenizer.json"));
     }
+    Ok(files)
+}
+
+fn load_dir<B: Backend>(spec: &str, dir: &Path, revision: Option<String>, device: &B::Device) -> Result<Loaded<B>, ModelError> {
+    let config = read_config(dir)?;
+    let files = weight_files(spec, dir)?;
     let mut tensors = BTreeMap::new();
     for f in &files {
         read_safetensors(f, &mut tensors)?;

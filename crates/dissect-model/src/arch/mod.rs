@@ -103,3 +103,34 @@ impl HfTensors {
         self.tensors.remove(name)
     }
 }
+
+/// The architecture name and block count from a GGUF header, without reading weights: the
+/// same name [`from_gguf`]'s config carries.
+pub fn depth_gguf(g: &GgufFile) -> Result<(String, usize), ModelError> {
+    let arch = g.require("general.architecture")?.as_str().unwrap_or_default().to_string();
+    if !matches!(arch.as_str(), "gemma3" | "llama") {
+        return Err(ModelError::UnsupportedArchitecture { origin: g.path().display().to_string(), arch, supported: GGUF_SUPPORTED.into() });
+    }
+    let n_layers = g.u64(&format!("{arch}.block_count"))? as usize;
+    Ok((arch, n_layers))
+}
+
+/// The architecture name and block count from a Hugging Face `config.json`, without reading
+/// weights: the same name [`from_hf`]'s config carries.
+pub fn depth_hf(source: &str, config: &Json) -> Result<(String, usize), ModelError> {
+    let model_type = config.get("model_type").and_then(Json::as_str).unwrap_or_default();
+    let (arch, section, key) = match model_type {
+        "gpt2" | "gptj" => (model_type, config, "n_layer"),
+        "llama" | "mistral" | "qwen2" => (model_type, config, "num_hidden_layers"),
+        "gemma3_text" => ("gemma3", config, "num_hidden_layers"),
+        "gemma3" => ("gemma3", config.get("text_config").unwrap_or(config), "num_hidden_layers"),
+        other => {
+            return Err(ModelError::UnsupportedArchitecture { origin: source.into(), arch: other.into(), supported: HF_SUPPORTED.into() });
+        }
+    };
+    let n_layers = section.get(key).and_then(Json::as_u64).ok_or_else(|| ModelError::Config {
+        origin: source.into(),
+        message: format!("`{key}` is missing or not a number"),
+    })?;
+    Ok((arch.to_string(), n_layers as usize))
+}
