@@ -7,6 +7,7 @@ mod cache;
 mod fetch_model;
 mod install;
 mod models;
+mod readme_check;
 mod reproduce;
 mod sha256;
 mod stamp;
@@ -48,6 +49,9 @@ enum Task {
     /// The whole paper: fetch the model, then filter → experiments → aggregate, each skipped
     /// when its outputs exist with the same parameters; prints the report's path.
     Reproduce(reproduce::Args),
+    /// Runs every command of the README's sh blocks as written, from the workspace root
+    /// (the few long ones listed in xtask/src/readme_check.rs are skipped, with the reason).
+    ReadmeCheck(readme_check::Args),
 }
 
 fn main() -> ExitCode {
@@ -59,6 +63,7 @@ fn main() -> ExitCode {
         Task::Test { args } => test::run(&args),
         Task::Bench(args) => bench::run(&args),
         Task::Reproduce(args) => reproduce::run(&args).map(|_| ()),
+        Task::ReadmeCheck(args) => readme_check::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
