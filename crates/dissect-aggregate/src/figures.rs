@@ -3,7 +3,7 @@
 
 use plotters::style::RGBColor;
 
-use crate::plot::{Chart, Dash, HLine, Point, Series, BLUE, GREEN, GREY, ORANGE, PURPLE, SKY, VERMILION};
+use crate::plot::{Chart, Dash, HLine, Marker, Point, Series, BLUE, GREEN, GREY, ORANGE, PURPLE, SKY, VERMILION};
 use crate::summary::{Key, SummaryRow, SummaryTable};
 use crate::tables::Tables;
 
@@ -30,8 +30,13 @@ impl Context<'_> {
         }
     }
 
+    /// What `drawn` (the bands, the bars) show.
+    fn ci_note(&self, drawn: &str) -> String {
+        format!("{drawn}: 95% percentile bootstrap CI over examples ({} resamples, seed {}).", self.resamples, self.seed)
+    }
+
     fn band_note(&self) -> String {
-        format!("Bands and bars: 95% percentile bootstrap CI over examples ({} resamples, seed {}).", self.resamples, self.seed)
+        self.ci_note("Bands")
     }
 }
 
@@ -45,7 +50,7 @@ fn curve(t: &SummaryTable, filter: &[(&str, Key)], by: &str, shift: f64) -> Vec<
 }
 
 fn series(label: &str, color: RGBColor, dash: Dash, points: Vec<Point>, band: bool) -> Series {
-    Series { label: label.into(), color, dash, points, band, markers: false }
+    Series::curve(label, color, dash, points, band)
 }
 
 pub fn figures(t: &Tables, cx: &Context<'_>) -> Vec<Figure> {
@@ -55,15 +60,15 @@ pub fn figures(t: &Tables, cx: &Context<'_>) -> Vec<Figure> {
 fn knockout(t: &Tables, cx: &Context<'_>) -> Option<Figure> {
     let k = t.knockout.as_ref()?;
     let sets = [
-        ("subject", "subject", BLUE, Dash::Solid),
-        ("non_subject", "non-subject (BOS incl.)", VERMILION, Dash::Solid),
-        ("last", "last", GREEN, Dash::Solid),
-        ("bos", "BOS only", PURPLE, Dash::Dashed),
-        ("non_subject_no_bos", "non-subject without BOS", ORANGE, Dash::Dashed),
+        ("subject", "subject", BLUE, Dash::Solid, Marker::Circle),
+        ("non_subject", "non-subject (BOS incl.)", VERMILION, Dash::Solid, Marker::Square),
+        ("last", "last", GREEN, Dash::Solid, Marker::Triangle),
+        ("bos", "BOS only", PURPLE, Dash::Dashed, Marker::Diamond),
+        ("non_subject_no_bos", "non-subject without BOS", ORANGE, Dash::Dashed, Marker::None),
     ];
     let mut s: Vec<Series> = sets
         .iter()
-        .map(|&(b, label, color, dash)| series(&format!("last → {label}"), color, dash, curve(k, &[("block", Key::s(b))], "layer", 1.0), true))
+        .map(|&(b, label, color, dash, marker)| series(&format!("last → {label}"), color, dash, curve(k, &[("block", Key::s(b))], "layer", 1.0), true).with_marker(marker))
         .filter(|s| !s.points.is_empty())
         .collect();
     // Sets this code does not know still get drawn.
@@ -85,6 +90,7 @@ fn knockout(t: &Tables, cx: &Context<'_>) -> Option<Figure> {
             log10_y: false,
             zero_line: true,
             note: cx.band_note(),
+            x_ticks: None,
         },
     })
 }
@@ -96,16 +102,20 @@ fn extraction(t: &Tables, cx: &Context<'_>) -> Option<Figure> {
     let mut order: Vec<String> = ["none", "subject", "non_subject"].map(String::from).to_vec();
     order.retain(|b| x.distinct("blocked").contains(&Key::s(b)));
     order.extend(x.distinct("blocked").iter().filter_map(Key::as_str).filter(|b| !["none", "subject", "non_subject"].contains(b)).map(String::from));
-    for (sub, name, color) in [("attn", "MHSA", BLUE), ("mlp", "MLP", VERMILION)] {
+    // The clean MHSA and MLP curves coincide wherever neither extracts (most early layers):
+    // MLP's is wider and drawn beneath, and each has its own marker, so both stay visible.
+    for (sub, name, color, clean_marker, clean_width) in [("attn", "MHSA", BLUE, Marker::Circle, 3), ("mlp", "MLP", VERMILION, Marker::Square, 5)] {
+        let mut others = [Marker::Triangle, Marker::Diamond].into_iter();
         for blocked in order.iter().map(String::as_str) {
-            let (label, dash) = match blocked {
-                "none" => (name.to_string(), Dash::Solid),
-                "subject" => (format!("{name}, last → subject blocked"), Dash::Dashed),
-                other => (format!("{name}, last → {} blocked", other.replace('_', "-")), Dash::Dotted),
+            let (label, dash, marker) = match blocked {
+                "none" => (name.to_string(), Dash::Solid, clean_marker),
+                "subject" => (format!("{name}, last → subject blocked"), Dash::Dashed, Marker::None),
+                other => (format!("{name}, last → {} blocked", other.replace('_', "-")), Dash::Dotted, others.next().unwrap_or(Marker::None)),
             };
             let points = curve(x, &[("sublayer", Key::s(sub)), ("blocked", Key::s(blocked))], "layer", 1.0);
             if !points.is_empty() {
-                s.push(series(&label, color, dash, points, blocked == "none"));
+                let sr = series(&label, color, dash, points, blocked == "none").with_marker(marker);
+                s.push(if blocked == "none" { sr.with_width(clean_width) } else { sr });
             }
         }
     }
@@ -121,26 +131,28 @@ fn extraction(t: &Tables, cx: &Context<'_>) -> Option<Figure> {
             log10_y: false,
             zero_line: false,
             note: format!("Bands on the clean runs only. {}", cx.band_note()),
+            x_ticks: None,
         },
     })
 }
 
 fn patching(t: &Tables, cx: &Context<'_>) -> Option<Figure> {
     let p = t.patching_any.as_ref()?;
-    let colors = [("subject", BLUE), ("non_subject", VERMILION), ("last", GREEN)];
+    let colors = [("subject", BLUE, Marker::Circle), ("non_subject", VERMILION, Marker::Square), ("last", GREEN, Marker::Triangle)];
     let present = p.distinct("positions");
     let mut sets: Vec<&str> = colors.iter().map(|c| c.0).filter(|c| present.contains(&Key::s(c))).collect();
     sets.extend(present.iter().filter_map(Key::as_str).filter(|s| *s != "none" && !colors.iter().any(|c| c.0 == *s)));
     let mut s = Vec::new();
     let mut others = [PURPLE, ORANGE, SKY].into_iter();
     for (i, set) in sets.iter().enumerate() {
-        let color = colors.iter().find(|c| c.0 == *set).map(|c| c.1).or_else(|| others.next()).unwrap_or(GREY);
+        let (color, marker) = colors.iter().find(|c| c.0 == *set).map(|c| (c.1, c.2)).unwrap_or_else(|| (others.next().unwrap_or(GREY), Marker::Diamond));
         // Sets share their x values: dodge them apart so the error bars do not overlap.
         let dodge = (i as f64 - (sets.len() as f64 - 1.0) / 2.0) * 0.12;
-        let mut sr = series(&format!("{} positions patched", set.replace('_', "-")), color, Dash::Solid, curve(p, &[("positions", Key::s(set))], "source_layer", dodge), false);
-        sr.markers = true;
-        s.push(sr);
+        // Source layers are a few discrete hidden states (0, 1, 5, 10): points with whiskers,
+        // since a line between them would suggest values at layers never patched.
+        s.push(Series::points(&format!("{} positions patched", set.replace('_', "-")), color, marker, curve(p, &[("positions", Key::s(set))], "source_layer", dodge)));
     }
+    let sources: Vec<f64> = p.distinct("source_layer").iter().filter_map(Key::as_u32).map(f64::from).collect();
     let hlines = p
         .select(&[("positions", Key::s("none"))])
         .first()
@@ -158,7 +170,8 @@ fn patching(t: &Tables, cx: &Context<'_>) -> Option<Figure> {
             hlines,
             log10_y: false,
             zero_line: false,
-            note: cx.band_note(),
+            note: cx.ci_note("Bars and the unpatched band"),
+            x_ticks: Some(sources),
         },
     })
 }
@@ -166,15 +179,15 @@ fn patching(t: &Tables, cx: &Context<'_>) -> Option<Figure> {
 fn enrichment(t: &Tables, cx: &Context<'_>) -> Option<Figure> {
     let e = t.enrichment.as_ref()?;
     let known = [
-        ("first", "first token", GREY, Dash::Dotted),
-        ("subject_first", "subject first", SKY, Dash::Dashed),
-        ("subject_last", "subject last", BLUE, Dash::Solid),
-        ("after_subject", "after subject", GREEN, Dash::Dashed),
-        ("last", "last", VERMILION, Dash::Solid),
+        ("first", "first token", GREY, Dash::Dotted, Marker::None),
+        ("subject_first", "subject first", SKY, Dash::Dashed, Marker::Triangle),
+        ("subject_last", "subject last", BLUE, Dash::Solid, Marker::Circle),
+        ("after_subject", "after subject", GREEN, Dash::Dashed, Marker::Diamond),
+        ("last", "last", VERMILION, Dash::Solid, Marker::Square),
     ];
     let s: Vec<Series> = known
         .iter()
-        .map(|&(p, label, color, dash)| series(label, color, dash, curve(e, &[("position", Key::s(p))], "layer", 0.0), true))
+        .map(|&(p, label, color, dash, marker)| series(label, color, dash, curve(e, &[("position", Key::s(p))], "layer", 0.0), true).with_marker(marker))
         .filter(|s| !s.points.is_empty())
         .collect();
     let hlines = t
@@ -202,6 +215,7 @@ fn enrichment(t: &Tables, cx: &Context<'_>) -> Option<Figure> {
             log10_y: false,
             zero_line: false,
             note: cx.band_note(),
+            x_ticks: None,
         },
     })
 }
@@ -209,7 +223,10 @@ fn enrichment(t: &Tables, cx: &Context<'_>) -> Option<Figure> {
 fn sublayer(t: &Tables, cx: &Context<'_>) -> Option<Figure> {
     let k = t.sublayer_knockout.as_ref()?;
     let mut s = Vec::new();
-    for (sub, name, color) in [("mlp", "MLP", VERMILION), ("attn", "MHSA", BLUE)] {
+    // Each (sublayer, mode) has its own marker: on a model whose MLPs have no output bias the
+    // notebook's MLP knockout (hidden activations 0) is zeroing, so the two MLP curves
+    // coincide and only the markers tell them apart.
+    for (sub, name, color, markers) in [("mlp", "MLP", VERMILION, [Marker::Square, Marker::Triangle]), ("attn", "MHSA", BLUE, [Marker::Circle, Marker::Diamond])] {
         for mode in k.distinct("mode").iter().filter_map(Key::as_str).filter(|m| *m != "none") {
             let dash = if mode == "notebook" { Dash::Solid } else { Dash::Dashed };
             let label = match mode {
@@ -219,7 +236,8 @@ fn sublayer(t: &Tables, cx: &Context<'_>) -> Option<Figure> {
             };
             let points = curve(k, &[("sublayer", Key::s(sub)), ("mode", Key::s(mode))], "start_layer", 1.0);
             if !points.is_empty() {
-                s.push(series(&label, color, dash, points, mode == "notebook"));
+                let marker = if mode == "notebook" { markers[0] } else { markers[1] };
+                s.push(series(&label, color, dash, points, mode == "notebook").with_marker(marker));
             }
         }
     }
@@ -244,15 +262,19 @@ fn sublayer(t: &Tables, cx: &Context<'_>) -> Option<Figure> {
             log10_y: false,
             zero_line: false,
             note: format!("Bands on notebook mode only. {}", cx.band_note()),
+            x_ticks: None,
         },
     })
 }
 
 fn parameters(t: &Tables, cx: &Context<'_>) -> Option<Figure> {
     let p = t.parameters.as_ref()?;
-    let s: Vec<Series> = [("head_ov", "some head's OV of the subject-last state", BLUE), ("mlp_value", "some dominant MLP sub-update at subject-last", VERMILION)]
-        .into_iter()
-        .map(|(view, label, color)| series(label, color, Dash::Solid, curve(p, &[("view", Key::s(view))], "layer", 1.0), true))
+    let s: Vec<Series> = [
+        ("head_ov", "some head's OV of the subject-last state", BLUE, Marker::Circle, 3),
+        ("mlp_value", "some dominant MLP sub-update at subject-last", VERMILION, Marker::Square, 5),
+    ]
+    .into_iter()
+    .map(|(view, label, color, marker, width)| series(label, color, Dash::Solid, curve(p, &[("view", Key::s(view))], "layer", 1.0), true).with_marker(marker).with_width(width))
         .filter(|s| !s.points.is_empty())
         .collect();
     Some(Figure {
@@ -270,6 +292,7 @@ fn parameters(t: &Tables, cx: &Context<'_>) -> Option<Figure> {
             log10_y: false,
             zero_line: false,
             note: cx.band_note(),
+            x_ticks: None,
         },
     })
 }
@@ -277,14 +300,14 @@ fn parameters(t: &Tables, cx: &Context<'_>) -> Option<Figure> {
 fn ranks(t: &Tables, cx: &Context<'_>) -> Option<Figure> {
     let r = t.ranks.as_ref()?;
     let measures = [
-        ("subject_last", "subject-last hidden state after the layer", BLUE, Dash::Solid),
-        ("attn_last", "MHSA output at the last position", VERMILION, Dash::Solid),
-        ("subject_last_at_extraction", "subject-last, where MHSA extracts", GREEN, Dash::Dashed),
+        ("subject_last", "subject-last hidden state after the layer", BLUE, Dash::Solid, Marker::Circle),
+        ("attn_last", "MHSA output at the last position", VERMILION, Dash::Solid, Marker::Square),
+        ("subject_last_at_extraction", "subject-last, where MHSA extracts", GREEN, Dash::Dashed, Marker::Triangle),
     ];
     let log = |v: f64| if v > 0.0 { v.log10() } else { f64::NAN };
     let s: Vec<Series> = measures
         .iter()
-        .map(|&(m, label, color, dash)| {
+        .map(|&(m, label, color, dash, marker)| {
             let points = r
                 .series(&[("measure", Key::s(m))], "layer")
                 .into_iter()
@@ -293,7 +316,7 @@ fn ranks(t: &Tables, cx: &Context<'_>) -> Option<Figure> {
                     Some(Point { x: f64::from(k.as_u32()?) + 1.0, y: log(med.value), lo: log(med.ci_low), hi: log(med.ci_high) })
                 })
                 .collect();
-            series(label, color, dash, points, true)
+            series(label, color, dash, points, true).with_marker(marker)
         })
         .filter(|s| !s.points.is_empty())
         .collect();
@@ -309,6 +332,7 @@ fn ranks(t: &Tables, cx: &Context<'_>) -> Option<Figure> {
             log10_y: true,
             zero_line: false,
             note: format!("Bands: 95% percentile bootstrap CI of the median ({} resamples, seed {}).", cx.resamples, cx.seed),
+            x_ticks: None,
         },
     })
 }

@@ -5,6 +5,8 @@
 use std::sync::OnceLock;
 
 use ab_glyph::FontRef;
+use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint, Ranged};
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -45,6 +47,17 @@ pub struct Point {
     pub hi: f64,
 }
 
+/// A shape drawn at every point of a series. Hollow shapes are drawn larger than filled
+/// ones, so two series with the same values still show both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Marker {
+    None,
+    Circle,
+    Square,
+    Triangle,
+    Diamond,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Series {
     pub label: String,
@@ -52,7 +65,36 @@ pub struct Series {
     pub dash: Dash,
     pub points: Vec<Point>,
     pub band: bool,
-    pub markers: bool,
+    pub marker: Marker,
+    /// Whiskers from `lo` to `hi` at every point.
+    pub error_bars: bool,
+    /// Join the points; off for discrete x values, where a line would suggest values between.
+    pub line: bool,
+    /// Line width in pixels.
+    pub width: u32,
+}
+
+impl Series {
+    /// A curve over layers: a line, optionally with its interval as a band.
+    pub fn curve(label: &str, color: RGBColor, dash: Dash, points: Vec<Point>, band: bool) -> Series {
+        let width = if dash == Dash::Solid { 3 } else { 2 };
+        Series { label: label.into(), color, dash, points, band, marker: Marker::None, error_bars: false, line: true, width }
+    }
+
+    /// Estimates at discrete x values: markers with interval whiskers, not joined.
+    pub fn points(label: &str, color: RGBColor, marker: Marker, points: Vec<Point>) -> Series {
+        Series { label: label.into(), color, dash: Dash::Solid, points, band: false, marker, error_bars: true, line: false, width: 2 }
+    }
+
+    pub fn with_marker(mut self, marker: Marker) -> Series {
+        self.marker = marker;
+        self
+    }
+
+    pub fn with_width(mut self, width: u32) -> Series {
+        self.width = width;
+        self
+    }
 }
 
 /// A horizontal reference line (a baseline), optionally with its interval as a band.
@@ -78,6 +120,8 @@ pub struct Chart {
     pub zero_line: bool,
     /// A note under the legend (e.g. what the bands are).
     pub note: String,
+    /// The only x values to label (discrete sources); `None`: evenly spaced integers.
+    pub x_ticks: Option<Vec<f64>>,
 }
 
 /// Okabe–Ito colours: distinguishable with the common colour-vision deficiencies.
@@ -127,13 +171,18 @@ fn finite(v: f64) -> Option<f64> {
     v.is_finite().then_some(v)
 }
 
-/// The y range over everything drawn, padded by 6%; never empty.
+/// The smallest y span shown. Linear charts plot percentages and log charts decades, so a
+/// flat curve gets one percentage point (or one decade) around it instead of an axis blown
+/// up around rounding noise.
+const MIN_SPAN: f64 = 1.0;
+
+/// The y range over everything drawn, at least [`MIN_SPAN`] wide, padded by 6%.
 fn y_range(c: &Chart) -> (f64, f64) {
     let mut ys: Vec<f64> = Vec::new();
     for s in &c.series {
         for p in &s.points {
             ys.extend([p.y].into_iter().filter_map(finite));
-            if s.band || s.markers {
+            if s.band || s.error_bars {
                 ys.extend([p.lo, p.hi].into_iter().filter_map(finite));
             }
         }
@@ -152,8 +201,24 @@ fn y_range(c: &Chart) -> (f64, f64) {
     if !lo.is_finite() {
         return (0.0, 1.0);
     }
-    let span = if hi - lo < 1e-9 { 1.0 } else { hi - lo };
-    (lo - 0.06 * span, hi + 0.06 * span)
+    let (lo, hi) = widen(lo, hi, MIN_SPAN);
+    let pad = 0.06 * (hi - lo);
+    (lo - pad, hi + pad)
+}
+
+/// `lo..hi` widened about its centre to at least `min_span`; data that are all >= 0 (rates)
+/// keep a lower bound >= 0.
+fn widen(lo: f64, hi: f64, min_span: f64) -> (f64, f64) {
+    if hi - lo >= min_span {
+        return (lo, hi);
+    }
+    let centre = (lo + hi) / 2.0;
+    let (a, b) = (centre - min_span / 2.0, centre + min_span / 2.0);
+    if lo >= 0.0 && a < 0.0 {
+        (0.0, min_span)
+    } else {
+        (a, b)
+    }
 }
 
 fn x_range(c: &Chart) -> (f64, f64) {
@@ -164,6 +229,72 @@ fn x_range(c: &Chart) -> (f64, f64) {
         return (0.0, 1.0);
     }
     (lo - 0.5, hi + 0.5)
+}
+
+/// The smallest of 1, 2, 5 × 10^k that is at least `raw`.
+fn nice_step(raw: f64) -> f64 {
+    if !(raw.is_finite() && raw > 0.0) {
+        return 1.0;
+    }
+    let mag = 10f64.powf(raw.log10().floor());
+    [1.0, 2.0, 5.0, 10.0].into_iter().map(|m| m * mag).find(|s| *s >= raw * (1.0 - 1e-9)).unwrap_or(10.0 * mag)
+}
+
+/// Round multiples of a 1/2/5 step inside `lo..=hi`, at most about `target` of them.
+pub fn nice_ticks(lo: f64, hi: f64, target: usize) -> Vec<f64> {
+    multiples(lo, hi, nice_step((hi - lo) / target.max(1) as f64))
+}
+
+/// Integer ticks for layer axes: every integer, or every 2nd/5th/10th on deep models.
+fn integer_ticks(lo: f64, hi: f64, target: usize) -> Vec<f64> {
+    multiples(lo, hi, nice_step((hi - lo) / target.max(1) as f64).max(1.0))
+}
+
+/// The multiples of `step` inside `lo..=hi`. Each is an integer times the step, rounded to
+/// the step's decimals, so there is no accumulated float noise, and zero is +0.0.
+fn multiples(lo: f64, hi: f64, step: f64) -> Vec<f64> {
+    if !(lo.is_finite() && hi.is_finite() && step > 0.0) || hi < lo {
+        return Vec::new();
+    }
+    let scale = 10f64.powi(decimals_of(step) as i32);
+    let (first, last) = ((lo / step - 1e-9).ceil() as i64, (hi / step + 1e-9).floor() as i64);
+    (first..=last).map(|i| if i == 0 { 0.0 } else { (i as f64 * step * scale).round() / scale }).collect()
+}
+
+/// Decimals needed to write `v` exactly (up to 12).
+fn decimals_of(v: f64) -> usize {
+    (0..12)
+        .find(|&d| {
+            let scaled = v * 10f64.powi(d as i32);
+            (scaled - scaled.round()).abs() <= 1e-6 * scaled.abs()
+        })
+        .unwrap_or(12)
+}
+
+/// Labels for `ticks`, all with the same number of decimals: the fewest that write every
+/// tick exactly, which also keeps distinct ticks distinct. Zero is "0", never "-0".
+pub fn tick_labels(ticks: &[f64]) -> Vec<String> {
+    let decimals = ticks.iter().map(|t| decimals_of(*t)).max().unwrap_or(0);
+    ticks
+        .iter()
+        .map(|t| {
+            let label = format!("{:.*}", decimals, t);
+            match label.strip_prefix('-') {
+                Some(rest) if rest.chars().all(|c| c == '0' || c == '.') => rest.to_string(),
+                _ => label,
+            }
+        })
+        .collect()
+}
+
+/// Labels of a log10 axis's ticks (integer decades): 10^k written out.
+fn decade_labels(ticks: &[f64]) -> Vec<String> {
+    ticks.iter().map(|t| tick_labels(&[10f64.powi(t.round() as i32)]).remove(0)).collect()
+}
+
+/// The label of the tick nearest `v` (the mesh asks for exactly the ticks it was given).
+fn label_of(ticks: &[f64], labels: &[String], v: f64) -> String {
+    ticks.iter().zip(labels).min_by(|a, b| (a.0 - v).abs().total_cmp(&(b.0 - v).abs())).map(|(_, l)| l.clone()).unwrap_or_default()
 }
 
 fn dash_pattern(d: Dash) -> Option<(i32, i32)> {
@@ -222,6 +353,72 @@ fn draw_path<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, pixels: &[(i32, 
     }
 }
 
+/// A linear axis with given ticks. plotters' own `with_key_points` wrapper loses the label
+/// formatter hook of f64 axes, so this is the same few lines with the hook kept.
+struct Ticked {
+    inner: RangedCoordf64,
+    bold: Vec<f64>,
+    light: Vec<f64>,
+}
+
+impl Ticked {
+    fn new(range: std::ops::Range<f64>, bold: Vec<f64>, light: Vec<f64>) -> Ticked {
+        Ticked { inner: range.into(), bold, light }
+    }
+}
+
+impl Ranged for Ticked {
+    type ValueType = f64;
+    type FormatOption = DefaultFormatting;
+
+    fn map(&self, value: &f64, limit: (i32, i32)) -> i32 {
+        self.inner.map(value, limit)
+    }
+
+    fn key_points<Hint: KeyPointHint>(&self, hint: Hint) -> Vec<f64> {
+        if hint.weight().allow_light_points() {
+            self.light.clone()
+        } else {
+            self.bold.clone()
+        }
+    }
+
+    fn range(&self) -> std::ops::Range<f64> {
+        self.inner.range()
+    }
+}
+
+/// Opacity of lines and markers: where curves coincide, the one beneath still shows.
+const LINE_ALPHA: f64 = 0.85;
+
+/// The order series are drawn in: solid lines first and wide before narrow, so a dashed or
+/// narrower curve on top of an equal one leaves the one beneath visible in its gaps and at
+/// its edges. The legend keeps the chart's order.
+fn draw_order(series: &[Series]) -> Vec<&Series> {
+    let mut order: Vec<&Series> = series.iter().collect();
+    let rank = |d: Dash| match d {
+        Dash::Solid => 0,
+        Dash::Dashed => 1,
+        Dash::Dotted => 2,
+    };
+    order.sort_by_key(|s| (!s.line, rank(s.dash), std::cmp::Reverse(s.width)));
+    order
+}
+
+fn draw_marker<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, at: (i32, i32), marker: Marker, color: RGBColor) -> Result<(), String> {
+    let err = |e: plotters::drawing::DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+    let (x, y) = at;
+    let fill = color.mix(LINE_ALPHA).filled();
+    let stroke = color.mix(LINE_ALPHA).stroke_width(2);
+    match marker {
+        Marker::None => Ok(()),
+        Marker::Circle => area.draw(&Circle::new(at, 5, fill)).map_err(err),
+        Marker::Square => area.draw(&Rectangle::new([(x - 6, y - 6), (x + 6, y + 6)], stroke)).map_err(err),
+        Marker::Triangle => area.draw(&Polygon::new(vec![(x, y - 7), (x + 6, y + 4), (x - 6, y + 4)], fill)).map_err(err),
+        Marker::Diamond => area.draw(&PathElement::new(vec![(x, y - 8), (x + 8, y), (x, y + 8), (x - 8, y), (x, y - 8)], stroke)).map_err(err),
+    }
+}
+
 fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, c: &Chart) -> Result<(), String> {
     let err = |e: plotters::drawing::DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
     root.fill(&WHITE).map_err(err)?;
@@ -229,43 +426,39 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, c: &Chart) -> Result<
     let (plot_area, legend_area) = body.split_horizontally(WIDTH - LEGEND_WIDTH);
     let (x0, x1) = x_range(c);
     let (y0, y1) = y_range(c);
+    // Ticks are chosen here rather than by plotters, whose fixed-format labels repeat ("0.0,
+    // 0.0") or read "-0.0" on narrow ranges: the labels below are made from these values.
+    let x_ticks: Vec<f64> = match &c.x_ticks {
+        Some(t) => t.iter().copied().filter(|t| *t >= x0 && *t <= x1).collect(),
+        None => integer_ticks(x0, x1, 20),
+    };
+    let x_labels = tick_labels(&x_ticks);
+    let (y_ticks, y_labels, y_light) = if c.log10_y {
+        let t = multiples(y0, y1, 1.0);
+        let l = decade_labels(&t);
+        (t, l, Vec::new())
+    } else {
+        let t = nice_ticks(y0, y1, 10);
+        let light = t.windows(2).map(|w| (w[0] + w[1]) / 2.0).collect();
+        let l = tick_labels(&t);
+        (t, l, light)
+    };
     let mut chart = ChartBuilder::on(&plot_area)
         .margin(12)
         .x_label_area_size(55)
         .y_label_area_size(80)
-        .build_cartesian_2d(x0..x1, y0..y1)
+        .build_cartesian_2d(Ticked::new(x0..x1, x_ticks.clone(), Vec::new()), Ticked::new(y0..y1, y_ticks.clone(), y_light))
         .map_err(err)?;
-    // Layers are integers: label only integer ticks, so a narrow axis never shows "2.5".
-    let x_fmt = |x: &f64| if (x - x.round()).abs() < 1e-9 { format!("{}", x.round()) } else { String::new() };
-    let log = c.log10_y;
-    let y_fmt = move |y: &f64| {
-        if !log {
-            let a = y.abs();
-            if a >= 100.0 || (a - a.round()).abs() < 1e-9 {
-                format!("{y:.0}")
-            } else {
-                format!("{y:.1}")
-            }
-        } else if (y - y.round()).abs() < 1e-9 {
-            format!("{}", 10f64.powi(y.round() as i32))
-        } else {
-            String::new()
-        }
-    };
+    let x_fmt = |x: &f64| label_of(&x_ticks, &x_labels, *x);
+    let y_fmt = |y: &f64| label_of(&y_ticks, &y_labels, *y);
     chart
         .configure_mesh()
         .x_desc(&c.x_label)
         .y_desc(&c.y_label)
         .x_label_formatter(&x_fmt)
         .y_label_formatter(&y_fmt)
-        .x_labels(20)
-        // On a log axis, ask for about one tick per decade so they land on powers of ten
-        // (evenly spaced lines between decades would read as a linear minor grid).
-        .y_labels(if log { ((y1 - y0).ceil() as usize + 1).max(2) } else { 10 })
         .label_style((FAMILY, 15))
         .axis_desc_style((FAMILY, 17))
-        // One light line between labelled ticks; plotters' default (ten) greys the plot.
-        .max_light_lines(if log { 0 } else { 1 })
         .light_line_style(RGBColor(240, 240, 240))
         .bold_line_style(RGBColor(215, 215, 215))
         .draw()
@@ -286,28 +479,37 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, c: &Chart) -> Result<
             draw_path(area, &[to_px(x0, h.y), to_px(x1, h.y)], h.color.stroke_width(2), h.dash)?;
         }
     }
-    for s in &c.series {
-        let pts: Vec<&Point> = s.points.iter().filter(|p| p.x.is_finite() && p.y.is_finite()).collect();
-        let with_ci: Vec<&&Point> = pts.iter().filter(|p| p.lo.is_finite() && p.hi.is_finite()).collect();
+    let order = draw_order(&c.series);
+    let finite_points = |s: &Series| s.points.iter().filter(|p| p.x.is_finite() && p.y.is_finite()).cloned().collect::<Vec<Point>>();
+    // Bands first, all of them, so no band covers another series' line.
+    for s in &order {
+        let with_ci: Vec<Point> = finite_points(s).into_iter().filter(|p| p.lo.is_finite() && p.hi.is_finite()).collect();
         if s.band && with_ci.len() > 1 {
             let mut poly: Vec<(i32, i32)> = with_ci.iter().map(|p| to_px(p.x, p.hi)).collect();
             poly.extend(with_ci.iter().rev().map(|p| to_px(p.x, p.lo)));
             area.draw(&Polygon::new(poly, s.color.mix(0.18).filled())).map_err(err)?;
         }
-        let px: Vec<(i32, i32)> = pts.iter().map(|p| to_px(p.x, p.y)).collect();
-        if px.len() > 1 {
-            draw_path(area, &px, s.color.stroke_width(if s.dash == Dash::Solid { 3 } else { 2 }), s.dash)?;
+    }
+    for s in &order {
+        let px: Vec<(i32, i32)> = finite_points(s).iter().map(|p| to_px(p.x, p.y)).collect();
+        if s.line && px.len() > 1 {
+            draw_path(area, &px, s.color.mix(LINE_ALPHA).stroke_width(s.width), s.dash)?;
         }
-        if s.markers || px.len() == 1 {
-            for p in &pts {
-                if s.markers && p.lo.is_finite() && p.hi.is_finite() {
-                    let (top, bottom) = (to_px(p.x, p.hi), to_px(p.x, p.lo));
-                    area.draw(&PathElement::new(vec![top, bottom], s.color.stroke_width(2))).map_err(err)?;
-                    area.draw(&PathElement::new(vec![(top.0 - 5, top.1), (top.0 + 5, top.1)], s.color.stroke_width(2))).map_err(err)?;
-                    area.draw(&PathElement::new(vec![(bottom.0 - 5, bottom.1), (bottom.0 + 5, bottom.1)], s.color.stroke_width(2))).map_err(err)?;
-                }
-                area.draw(&Circle::new(to_px(p.x, p.y), 5, s.color.filled())).map_err(err)?;
+    }
+    // Markers and whiskers last, so no line hides them.
+    for s in &order {
+        let pts = finite_points(s);
+        let stroke = s.color.mix(LINE_ALPHA).stroke_width(2);
+        for p in &pts {
+            if s.error_bars && p.lo.is_finite() && p.hi.is_finite() {
+                let (top, bottom) = (to_px(p.x, p.hi), to_px(p.x, p.lo));
+                area.draw(&PathElement::new(vec![top, bottom], stroke)).map_err(err)?;
+                area.draw(&PathElement::new(vec![(top.0 - 5, top.1), (top.0 + 5, top.1)], stroke)).map_err(err)?;
+                area.draw(&PathElement::new(vec![(bottom.0 - 5, bottom.1), (bottom.0 + 5, bottom.1)], stroke)).map_err(err)?;
             }
+            // A lone point of a curve has no line to show it: give it a marker.
+            let marker = if s.marker == Marker::None && (pts.len() == 1 || !s.line) { Marker::Circle } else { s.marker };
+            draw_marker(area, to_px(p.x, p.y), marker, s.color)?;
         }
     }
     draw_legend(&legend_area, c)?;
@@ -318,17 +520,39 @@ fn draw_legend<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, c: &Chart) -> 
     let err = |e: plotters::drawing::DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
     let text = TextStyle::from((FAMILY, 15).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
     let mut y = 40;
-    let entries = c.series.iter().map(|s| (&s.label, s.color, s.dash, s.band, s.markers)).chain(c.hlines.iter().map(|h| (&h.label, h.color, h.dash, h.band.is_some(), false)));
-    for (label, color, dash, band, markers) in entries {
-        if band {
-            area.draw(&Rectangle::new([(10, y - 8), (56, y + 8)], color.mix(0.18).filled())).map_err(err)?;
+    struct Entry<'a> {
+        label: &'a str,
+        color: RGBColor,
+        dash: Dash,
+        band: bool,
+        line: bool,
+        width: u32,
+        marker: Marker,
+        error_bars: bool,
+    }
+    let entries = c
+        .series
+        .iter()
+        .map(|s| Entry { label: &s.label, color: s.color, dash: s.dash, band: s.band, line: s.line, width: s.width, marker: s.marker, error_bars: s.error_bars })
+        .chain(c.hlines.iter().map(|h| Entry { label: &h.label, color: h.color, dash: h.dash, band: h.band.is_some(), line: true, width: 2, marker: Marker::None, error_bars: false }));
+    for e in entries {
+        if e.band {
+            area.draw(&Rectangle::new([(10, y - 8), (56, y + 8)], e.color.mix(0.18).filled())).map_err(err)?;
         }
-        draw_path(area, &[(10, y), (56, y)], color.stroke_width(if dash == Dash::Solid { 3 } else { 2 }), dash)?;
-        if markers {
-            area.draw(&Circle::new((33, y), 5, color.filled())).map_err(err)?;
+        if e.line {
+            draw_path(area, &[(10, y), (56, y)], e.color.stroke_width(e.width), e.dash)?;
         }
+        if e.error_bars {
+            let stroke = e.color.stroke_width(2);
+            area.draw(&PathElement::new(vec![(33, y - 9), (33, y + 9)], stroke)).map_err(err)?;
+            for yy in [y - 9, y + 9] {
+                area.draw(&PathElement::new(vec![(28, yy), (38, yy)], stroke)).map_err(err)?;
+            }
+        }
+        let marker = if e.marker == Marker::None && !e.line { Marker::Circle } else { e.marker };
+        draw_marker(area, (33, y), marker, e.color)?;
         // Long labels wrap onto a second line rather than run off the image.
-        let lines = wrap(label, 30);
+        let lines = wrap(e.label, 30);
         for (i, line) in lines.iter().enumerate() {
             area.draw(&Text::new(line.clone(), (66, y + 18 * i as i32), text.clone())).map_err(err)?;
         }

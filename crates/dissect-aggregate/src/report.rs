@@ -13,6 +13,8 @@ pub enum Block {
     /// `name` is the figure's file stem under `figures/`.
     Figure { name: String, caption: String, svg: String },
     Code(String),
+    /// Blocks folded away behind `summary` (`<details>`; GitHub renders it in Markdown too).
+    Folded { summary: String, body: Vec<Block> },
 }
 
 pub fn to_markdown(blocks: &[Block]) -> String {
@@ -47,6 +49,10 @@ pub fn to_markdown(blocks: &[Block]) -> String {
                 let fence = if text.contains("```") { "~~~~" } else { "```" };
                 let _ = writeln!(out, "{fence}\n{text}\n{fence}\n");
             }
+            Block::Folded { summary, body } => {
+                // The blank line after <summary> makes GitHub render the body as Markdown.
+                let _ = writeln!(out, "<details>\n<summary>{}</summary>\n\n{}</details>\n", esc(summary), to_markdown(body));
+            }
         }
     }
     out
@@ -56,18 +62,39 @@ fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
-const STYLE: &str = "body{font-family:'DejaVu Sans',Verdana,sans-serif;max-width:1250px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45}\
-table{border-collapse:collapse;margin:.5em 0 1em}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left;vertical-align:top}\
-th{background:#f3f3f3}figure{margin:1em 0 2em}figure svg{max-width:100%;height:auto;border:1px solid #eee}\
-figcaption{font-size:.92em;color:#444}pre{background:#f7f7f7;padding:.8em;overflow-x:auto;font-size:.85em}\
+/// Laid out for a laptop screen (1366 px): the body is capped below that, wide content
+/// scrolls inside its own box rather than widening the page, and long words (sha256
+/// hashes) may break anywhere, which lets tables shrink to the page's width.
+const STYLE: &str = "*,*::before,*::after{box-sizing:border-box}\
+body{font-family:'DejaVu Sans',Verdana,sans-serif;max-width:1250px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45;overflow-wrap:anywhere}\
+.wide{max-width:100%;overflow-x:auto;margin:.5em 0 1em}\
+table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left;vertical-align:top;overflow-wrap:anywhere}\
+th{background:#f3f3f3}td.hash{font-family:'DejaVu Sans Mono',monospace;font-size:.85em;word-break:break-all;min-width:12ch}\
+figure{margin:1em 0 2em;max-width:100%;overflow-x:auto}figure svg{max-width:100%;height:auto;border:1px solid #eee}\
+figcaption{font-size:.92em;color:#444}pre{background:#f7f7f7;padding:.8em;overflow-x:auto;font-size:.85em;max-width:100%}\
+details{margin:.5em 0 1em;border:1px solid #ddd;border-radius:4px;padding:.3em .8em}summary{cursor:pointer;color:#333}\
 .supported{color:#0a7a3d}.contradicted{color:#b00020}.mixed{color:#a05a00}.insufficient{color:#555;font-style:italic}";
 
 /// Headings ending in `: <verdict>` get the verdict's colour.
 const VERDICT_CLASSES: [(&str, &str); 4] = [("supported", "supported"), ("contradicted", "contradicted"), ("mixed", "mixed"), ("insufficient evidence", "insufficient")];
 
+/// Whether a cell holds a hex digest (shown in monospace, breaking anywhere).
+fn is_hash(cell: &str) -> bool {
+    cell.split(", ").all(|h| h.len() >= 32 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 /// A self-contained page: no external file, script or font is referenced.
 pub fn to_html(title: &str, blocks: &[Block]) -> String {
-    let mut out = format!("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>{}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n", esc(title));
+    let mut out = format!(
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>{}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n",
+        esc(title)
+    );
+    html_blocks(&mut out, blocks);
+    out.push_str("</body>\n</html>\n");
+    out
+}
+
+fn html_blocks(out: &mut String, blocks: &[Block]) {
     for b in blocks {
         match b {
             Block::Heading(level, text) => {
@@ -85,7 +112,7 @@ pub fn to_html(title: &str, blocks: &[Block]) -> String {
                 out.push_str("</ul>\n");
             }
             Block::Table { header, rows } => {
-                out.push_str("<table>\n<tr>");
+                out.push_str("<div class=\"wide\">\n<table>\n<tr>");
                 for h in header {
                     let _ = write!(out, "<th>{}</th>", esc(h));
                 }
@@ -93,11 +120,12 @@ pub fn to_html(title: &str, blocks: &[Block]) -> String {
                 for r in rows {
                     out.push_str("<tr>");
                     for c in r {
-                        let _ = write!(out, "<td>{}</td>", esc(c));
+                        let class = if is_hash(c) { " class=\"hash\"" } else { "" };
+                        let _ = write!(out, "<td{class}>{}</td>", esc(c));
                     }
                     out.push_str("</tr>\n");
                 }
-                out.push_str("</table>\n");
+                out.push_str("</table>\n</div>\n");
             }
             Block::Figure { caption, svg, .. } => {
                 // plotters' SVG has no XML prolog, so it can be inlined as it is.
@@ -106,10 +134,13 @@ pub fn to_html(title: &str, blocks: &[Block]) -> String {
             Block::Code(text) => {
                 let _ = writeln!(out, "<pre><code>{}</code></pre>", esc(text));
             }
+            Block::Folded { summary, body } => {
+                let _ = writeln!(out, "<details>\n<summary>{}</summary>", esc(summary));
+                html_blocks(out, body);
+                out.push_str("</details>\n");
+            }
         }
     }
-    out.push_str("</body>\n</html>\n");
-    out
 }
 
 #[cfg(test)]

@@ -431,7 +431,7 @@ impl Synth {
         for (name, cols) in tables.iter().filter(|(n, _)| self.tables.contains(n)).chain([("skipped", sk_rows)].iter()) {
             for sh in &shards {
                 let batch = cols.batch(|id| sh.contains(id));
-                write_parquet_atomic(&sh.part_path(&dir.join(name)), &[batch], &kv).unwrap();
+                write_parquet_atomic(&sh.part_path(&dir.join(name), 0), &[batch], &kv).unwrap();
             }
         }
 
@@ -473,8 +473,8 @@ impl Synth {
             for sh in &shards {
                 let k: Vec<KeptRecord> = kept.iter().filter(|r| sh.contains(r.id)).cloned().collect();
                 let r: Vec<Rejected> = rejected.iter().filter(|r| r.id.map_or(sh.index == 0, |id| sh.contains(id))).cloned().collect();
-                write_parquet_atomic(&sh.part_path(&dir.join("filtered")), &[kept_to_batch(&k)], &fprov.to_kv()).unwrap();
-                write_parquet_atomic(&sh.part_path(&dir.join("rejected")), &[rejected_to_batch(&r)], &fprov.to_kv()).unwrap();
+                write_parquet_atomic(&sh.part_path(&dir.join("filtered"), 0), &[kept_to_batch(&k)], &fprov.to_kv()).unwrap();
+                write_parquet_atomic(&sh.part_path(&dir.join("rejected"), 0), &[rejected_to_batch(&r)], &fprov.to_kv()).unwrap();
             }
         }
     }
