@@ -13,9 +13,9 @@
 #     (253 MB, over the 64 MiB a call carries with the ~12 MB tree: pieces .gpu/gguf.aa .. .ae)
 # On the device: one `run` per piece, back to back (a machine stays warm only 30 s after a call;
 # files outside the checkout survive while it is warm; .gpu/ must be ignored or all of it travels):
-#   run(carry=[".gpu/gguf.aa"], command="mkdir -p /root/m && cp .gpu/gguf.* /root/m/", timeout_s=60)
+#   run(carry=[".gpu/gguf.aa"], command="mkdir -p ~/m && cp .gpu/gguf.* ~/m/", timeout_s=60)
 #   ... the same for .gpu/gguf.ab, .ac, .ad; then, with the last piece and the binary:
-#   run(carry=[".gpu/gguf.ae", ".gpu/dissect.xz"], command="mkdir -p /root/m && cp .gpu/gguf.* /root/m/ && bash scripts/gpu-check.sh", timeout_s=480)
+#   run(carry=[".gpu/gguf.ae", ".gpu/dissect.xz"], command="mkdir -p ~/m && cp .gpu/gguf.* ~/m/ && bash scripts/gpu-check.sh", timeout_s=480)
 # Results (summary.txt, JSON, logs) come back from $OUT. Not covered: the GPT-2 XL-shaped
 # random-weights model (make it there with python3 + transformers, GPT2Config(n_layer=48,
 # n_embd=1600, n_head=25), save_pretrained + a tokenizer.json) and `bench`, which is CPU-only.
@@ -24,7 +24,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 OUT=${OUT:-/tmp/gpu-out}; mkdir -p "$OUT"
 S=$OUT/summary.txt
 BIN=/tmp/dissect
-MODEL=/root/m/gemma-3-270m-q4_k_m.gguf
+MODEL=$HOME/m/gemma-3-270m-q4_k_m.gguf
 PROMPT="The Eiffel Tower is located in the city of"
 log() { echo "== $*" >> "$S"; }
 # timed NAME CMD...: runs CMD, logs its exit status and wall time (no /usr/bin/time needed).
@@ -42,7 +42,7 @@ for d in $(find /usr/local/cuda*/ /opt -name 'libnvrtc.so*' -printf '%h\n' 2>/de
 done
 export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}
 log "CUDA_PATH=$CUDA_PATH LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
-[ -f "$MODEL" ] || { cat /root/m/gguf.* > "$MODEL" && rm /root/m/gguf.*; }
+[ -f "$MODEL" ] || { cat "$HOME"/m/gguf.* > "$MODEL" && rm "$HOME"/m/gguf.*; }
 echo "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818  $MODEL" | sha256sum -c - >> "$S" 2>&1 || { cat "$S"; exit 1; }
 python3 -c "import lzma,shutil,sys; shutil.copyfileobj(lzma.open('.gpu/dissect.xz'), open(sys.argv[1],'wb'))" "$BIN" && chmod +x "$BIN"
 
@@ -71,6 +71,6 @@ EOF
 
 # ---- 3. filter (60 facts, ~30 kept) and the knockout experiment on 20 of them, on CUDA ----
 timed "filter cuda --limit 60" timeout 240 "$BIN" filter --backend cuda --model "$MODEL" --dataset data/known_1000.json --limit 60 --out /tmp/f > "$OUT/filter.log" 2>&1
-timed "experiment knockout cuda --limit 20" timeout 300 "$BIN" experiment knockout --backend cuda --model "$MODEL" --input /tmp/f/filtered.parquet --out /tmp/e --limit 20 > "$OUT/experiment.log" 2>&1
+timed "experiments knockout cuda --limit 20" timeout 300 "$BIN" experiments knockout --backend cuda --model "$MODEL" --input /tmp/f/filtered.parquet --out /tmp/e --limit 20 > "$OUT/experiment.log" 2>&1
 tail -n 3 "$OUT"/*.err "$OUT"/*.log
 cat "$S"

@@ -79,7 +79,7 @@ pub(crate) fn run(args: &Args) -> Result<()> {
     if args.kind == Kind::Rerun {
         return rerun(&args.pipeline, args.limit.unwrap_or(6));
     }
-    let root = workspace_root();
+    let root = crate::workspace_root();
     let gguf = model_file(&args.model)?;
     let prompts = std::path::absolute(&args.prompts)?;
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -152,10 +152,6 @@ pub(crate) fn run(args: &Args) -> Result<()> {
     }?;
     writeln!(out, "dissect built with the {} profile", if args.release { "release" } else { "dev" })?;
     Ok(())
-}
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
 }
 
 /// The model file both sides load: a registry model (fetched when missing) or a .gguf path.

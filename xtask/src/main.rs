@@ -13,6 +13,7 @@ mod sha256;
 mod stamp;
 mod temp;
 mod test;
+mod tidy;
 mod wheel;
 
 use std::io::Write;
@@ -49,6 +50,9 @@ enum Task {
     /// The whole paper: fetch the model, then filter → experiments → aggregate, each skipped
     /// when its outputs exist with the same parameters; prints the report's path.
     Reproduce(reproduce::Args),
+    /// `cargo fmt --check`, `cargo clippy -D warnings`, and no references outside the
+    /// repository or to issue numbers; `cargo xtask test` runs it first.
+    Tidy,
     /// Runs every command of the README's sh blocks as written, from the workspace root
     /// (the few long ones listed in xtask/src/readme_check.rs are skipped, with the reason).
     ReadmeCheck(readme_check::Args),
@@ -63,6 +67,7 @@ fn main() -> ExitCode {
         Task::Test { args } => test::run(&args),
         Task::Bench(args) => bench::run(&args),
         Task::Reproduce(args) => reproduce::run(&args).map(|_| ()),
+        Task::Tidy => tidy::run(),
         Task::ReadmeCheck(args) => readme_check::run(&args),
     };
     match result {
@@ -72,6 +77,20 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The workspace the command was run in: the nearest directory above the current one with a
+/// `Cargo.toml` declaring `[workspace]`. Found at run time, not from `CARGO_MANIFEST_DIR`: clones
+/// that share one target directory can share one xtask binary, built from another clone.
+pub(crate) fn workspace_root() -> std::path::PathBuf {
+    let cwd = std::env::current_dir().unwrap_or_else(|_| std::path::PathBuf::from("."));
+    for dir in cwd.ancestors() {
+        let manifest = dir.join("Cargo.toml");
+        if std::fs::read_to_string(&manifest).is_ok_and(|t| t.contains("[workspace]")) {
+            return dir.to_path_buf();
+        }
+    }
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
 }
 
 /// `error: outer: ...: root`, then every `hint:` line found anywhere in the chain,

@@ -51,7 +51,7 @@ impl Args {
 
 /// Runs the chain; returns the seconds the stages took (after the model fetch and the build).
 pub fn run(args: &Args) -> Result<f64> {
-    let root = workspace_root();
+    let root = crate::workspace_root();
     std::env::set_current_dir(&root).with_context(|| format!("entering {}", root.display()))?;
     let pipeline_file = pipeline_file(&args.pipeline)?;
     let text = std::fs::read_to_string(&pipeline_file).with_context(|| format!("reading {}", pipeline_file.display()))?;
@@ -124,26 +124,12 @@ fn limit_args(limit: Option<usize>) -> Vec<String> {
     limit.map(|n| vec!["--limit".to_string(), n.to_string()]).unwrap_or_default()
 }
 
-/// The workspace the command was run in: the nearest directory above the current one with a
-/// `Cargo.toml` declaring `[workspace]`. Found at run time, not from `CARGO_MANIFEST_DIR`: clones
-/// that share one target directory can share one xtask binary, built from another clone.
-fn workspace_root() -> PathBuf {
-    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
-    for dir in cwd.ancestors() {
-        let manifest = dir.join("Cargo.toml");
-        if std::fs::read_to_string(&manifest).is_ok_and(|t| t.contains("[workspace]")) {
-            return dir.to_path_buf();
-        }
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
-}
-
 fn pipeline_file(name: &str) -> Result<PathBuf> {
     let p = PathBuf::from(name);
     if p.extension().is_some_and(|e| e == "toml") {
         return std::fs::canonicalize(&p).with_context(|| format!("pipeline file {} not found", p.display()));
     }
-    let p = workspace_root().join("pipelines").join(format!("{name}.toml"));
+    let p = crate::workspace_root().join("pipelines").join(format!("{name}.toml"));
     if !p.is_file() {
         bail!("no pipeline named `{name}`\nhint: the names are the files in pipelines/, or pass a path to a .toml file");
     }
@@ -166,7 +152,7 @@ fn build_dissect(backend: &str) -> Result<PathBuf> {
     if !status.success() {
         bail!("building dissect failed");
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"));
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| crate::workspace_root().join("target"));
     let bin = target.join("release").join("dissect");
     if !bin.is_file() {
         bail!("{} was not built\nhint: is CARGO_TARGET_DIR the same for cargo xtask and cargo build?", bin.display());
