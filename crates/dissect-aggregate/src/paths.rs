@@ -63,11 +63,7 @@ fn is_absolute_path(s: &str) -> bool {
 /// Every string in `value` that is an absolute path, made relative to `base`.
 pub fn relativize_json(value: &mut serde_json::Value, base: &Path) {
     match value {
-        serde_json::Value::String(s) => {
-            if s.split(" + ").any(is_absolute_path) {
-                *s = show(s, base);
-            }
-        }
+        serde_json::Value::String(s) if s.split(" + ").any(is_absolute_path) => *s = show(s, base),
         serde_json::Value::Array(items) => items.iter_mut().for_each(|v| relativize_json(v, base)),
         serde_json::Value::Object(map) => map.values_mut().for_each(|v| relativize_json(v, base)),
         _ => {}

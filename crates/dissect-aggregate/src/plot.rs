@@ -603,6 +603,80 @@ mod tests {
         assert_eq!(segs[1], vec![(15, 0), (25, 0)]);
     }
 
+    fn distinct(labels: &[String]) -> bool {
+        labels.iter().collect::<std::collections::BTreeSet<_>>().len() == labels.len()
+    }
+
+    #[test]
+    fn tick_labels_are_distinct_and_never_negative_zero() {
+        // A narrow range around 0, where one-decimal labels read "0.0, 0.0, -0.0".
+        let t = nice_ticks(-0.06, 0.06, 10);
+        assert_eq!(tick_labels(&t), ["-0.06", "-0.04", "-0.02", "0.00", "0.02", "0.04", "0.06"]);
+        let t = nice_ticks(-0.052, 0.11, 10);
+        let l = tick_labels(&t);
+        assert!(distinct(&l) && l.len() >= 5, "{l:?}");
+        assert!(l.iter().all(|l| !l.starts_with("-0") || l.trim_start_matches(['-', '0', '.']).chars().any(|c| c != '0')), "{l:?}");
+        assert_eq!(tick_labels(&[-0.0, 1.0]), ["0", "1"]);
+        assert_eq!(tick_labels(&[-0.0, 0.25, 0.5]), ["0.00", "0.25", "0.50"]);
+        assert_eq!(tick_labels(&nice_ticks(-86.3, 12.1, 10)), ["-80", "-70", "-60", "-50", "-40", "-30", "-20", "-10", "0", "10"]);
+        // No float noise: 0.1 + 0.2 is written 0.3.
+        assert_eq!(tick_labels(&nice_ticks(0.0, 0.35, 4)), ["0.0", "0.1", "0.2", "0.3"]);
+        for (lo, hi) in [(-1e-3, 2e-3), (0.0, 1.0), (-0.5, 0.5), (3.0, 3.7), (-1234.0, 98765.0), (1e-7, 9e-7)] {
+            let t = nice_ticks(lo, hi, 10);
+            let l = tick_labels(&t);
+            assert!(t.len() >= 2 && distinct(&l), "{lo}..{hi}: {l:?}");
+            assert!(t.iter().all(|v| *v >= lo && *v <= hi), "{lo}..{hi}: {t:?}");
+            assert!(l.iter().all(|s| s.parse::<f64>().unwrap() != 0.0 || !s.starts_with('-')), "{l:?}");
+        }
+        assert_eq!(decade_labels(&[0.0, 1.0, 2.0, 5.0]), ["1", "10", "100", "100000"]);
+        assert_eq!(integer_ticks(-0.5, 18.5, 20), (0..=18).map(f64::from).collect::<Vec<_>>());
+        assert_eq!(integer_ticks(-0.5, 48.5, 20).iter().take(3).copied().collect::<Vec<_>>(), [0.0, 5.0, 10.0]);
+    }
+
+    fn chart(ys: &[f64]) -> Chart {
+        let points = ys.iter().enumerate().map(|(i, y)| Point { x: i as f64 + 1.0, y: *y, lo: *y, hi: *y }).collect();
+        Chart {
+            title: "t".into(),
+            x_label: "x".into(),
+            y_label: "y".into(),
+            series: vec![Series::curve("s", BLUE, Dash::Solid, points, true)],
+            hlines: vec![],
+            log10_y: false,
+            zero_line: false,
+            note: String::new(),
+            x_ticks: None,
+        }
+    }
+
+    #[test]
+    fn a_flat_curve_gets_a_one_unit_range() {
+        let (lo, hi) = y_range(&chart(&[0.0; 12]));
+        assert!(lo < 0.0 && lo > -0.1 && hi > 1.0 && hi < 1.1, "{lo}..{hi}");
+        let (lo, hi) = y_range(&chart(&[-3.0; 12]));
+        assert!((hi - lo - 1.12).abs() < 1e-9 && lo < -3.0 && hi > -3.0, "{lo}..{hi}");
+        // Not flat: the data's own range.
+        let (lo, hi) = y_range(&chart(&[0.0, 40.0]));
+        assert!((lo + 2.4).abs() < 1e-9 && (hi - 42.4).abs() < 1e-9, "{lo}..{hi}");
+    }
+
+    /// The texts of an SVG's `<text>` elements.
+    fn texts(svg: &str) -> Vec<String> {
+        let doc = roxmltree::Document::parse(svg).unwrap();
+        doc.descendants().filter(|n| n.has_tag_name("text")).map(|n| n.text().unwrap_or_default().trim().to_string()).collect()
+    }
+
+    #[test]
+    fn rendered_axes_of_flat_and_narrow_curves_have_sane_labels() {
+        for ys in [vec![0.0; 12], vec![0.0, 0.02, 0.1, 0.0, 0.04], vec![-0.01, 0.0, 0.01]] {
+            let labels: Vec<String> = texts(&render_svg(&chart(&ys)).unwrap()).into_iter().filter(|t| t.parse::<f64>().is_ok()).collect();
+            assert!(!labels.iter().any(|l| l.starts_with("-0") && l.parse::<f64>().unwrap() == 0.0), "{ys:?}: {labels:?}");
+            let y_labels: Vec<&String> = labels.iter().filter(|l| l.contains('.') || l.starts_with('-')).collect();
+            let set: std::collections::BTreeSet<_> = y_labels.iter().collect();
+            assert_eq!(set.len(), y_labels.len(), "{ys:?}: repeated y labels {labels:?}");
+            assert!(y_labels.len() >= 4, "{ys:?}: {labels:?}");
+        }
+    }
+
     #[test]
     fn wrapping_keeps_words() {
         assert_eq!(wrap("a bb ccc dddd", 6), vec!["a bb", "ccc", "dddd"]);

@@ -562,3 +562,107 @@ fn without_the_effective_entry_the_limits_fall_back_to_the_configuration() {
     assert_eq!(summary.limits.patching_sources_dropped.source, dissect_aggregate::limits::Source::NotRecorded);
     assert_eq!(summary.limits.knockout_window.source, dissect_aggregate::limits::Source::Config);
 }
+
+/// Where `needle` occurs in `text`, with some context, for assertion messages.
+fn around(text: &str, needle: &str) -> Option<String> {
+    let i = text.find(needle)?;
+    Some(text[i..].chars().take(160).collect())
+}
+
+#[test]
+fn the_report_names_no_absolute_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    // A local model is recorded as its path: the footers and configurations hold it.
+    let model = root.join("models/tiny-model").display().to_string();
+    let input = root.join("run/experiments");
+    Synth { model: model.clone(), ..Synth::default() }.write(&input);
+    let out = root.join("run/report");
+    let summary = aggregate(&input, &out, &AggregateConfig::default()).unwrap();
+    let home = std::env::var("HOME").unwrap_or_default();
+    let cwd = std::env::current_dir().unwrap().display().to_string();
+    for name in ["report.md", "report.html", "summary.json"] {
+        let text = std::fs::read_to_string(out.join(name)).unwrap();
+        for abs in [root.display().to_string(), dir.path().display().to_string(), cwd.clone(), home.clone()].iter().filter(|a| a.len() > 1) {
+            assert!(around(&text, abs).is_none(), "{name} names {abs}: …{}…", around(&text, abs).unwrap());
+        }
+    }
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("from ../experiments."), "the input, relative to the report's directory");
+    assert!(md.contains("../../models/tiny-model"), "the model path, relative to the report's directory");
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(json["report_html"], "report.html");
+    assert_eq!(json["model"], "../../models/tiny-model");
+    assert!(json["figures"].as_array().unwrap().iter().all(|f| f.as_str().unwrap().starts_with("figures/")), "{}", json["figures"]);
+    // Read back, the paths are the output directory's files again.
+    let back = Summary::read(&out).unwrap();
+    assert_eq!(back.report_html, summary.report_html);
+    assert_eq!(back.tables, summary.tables);
+    assert!(back.figures.iter().all(|f| f.is_file()));
+}
+
+#[test]
+fn raw_configurations_are_folded_and_tables_scroll_in_their_own_box() {
+    let (_d, out, _) = run(&Synth::default(), &AggregateConfig::default());
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    let opened = html.matches("<details>").count();
+    assert!(opened >= 2, "the experiments' and the aggregation's parameters are folded");
+    assert_eq!(opened, html.matches("</details>").count());
+    assert_eq!(opened, html.matches("<summary>").count());
+    // Every JSON block is inside a <details>, none left open on the page.
+    let mut depth = 0i32;
+    let mut rest = html.as_str();
+    while let Some(i) = ["<details>", "</details>", "<pre>"].iter().filter_map(|t| rest.find(t).map(|i| (i, *t))).min() {
+        match i.1 {
+            "<details>" => depth += 1,
+            "</details>" => depth -= 1,
+            _ => assert!(depth > 0, "a <pre> outside <details>: …{}…", &rest[i.0..(i.0 + 120).min(rest.len())]),
+        }
+        rest = &rest[i.0 + i.1.len()..];
+    }
+    assert!(html.contains("&quot;resamples&quot;: 1000"), "folded, not dropped");
+    for (i, _) in html.match_indices("<table>") {
+        assert!(html[..i].ends_with("<div class=\"wide\">\n"), "every table in a scrolling box");
+    }
+    assert!(html.contains(".wide{max-width:100%;overflow-x:auto"));
+    assert!(html.contains("<td class=\"hash\">"), "hashes may break anywhere");
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("<details>\n<summary>This aggregation's parameters"), "folded in Markdown too");
+    assert!(md.contains("\"resamples\": 1000"));
+}
+
+/// `points` of every `<polyline>` drawn in `stroke`.
+fn polylines(svg: &str, stroke: &str) -> Vec<Vec<(i32, i32)>> {
+    let doc = roxmltree::Document::parse(svg).unwrap();
+    doc.descendants()
+        .filter(|n| n.has_tag_name("polyline") && n.attribute("stroke").is_some_and(|s| s.eq_ignore_ascii_case(stroke)))
+        .map(|n| {
+            n.attribute("points")
+                .unwrap()
+                .split_whitespace()
+                .map(|p| {
+                    let (x, y) = p.split_once(',').unwrap();
+                    (x.parse().unwrap(), y.parse().unwrap())
+                })
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn patching_source_layers_are_points_with_whiskers_not_a_line() {
+    let (_d, out, _) = run(&Synth::default(), &AggregateConfig::default());
+    let svg = std::fs::read_to_string(out.join("figures/patching.svg")).unwrap();
+    // The subject set's colour: everything drawn in it is a whisker (vertical) or a
+    // whisker's cap (short and horizontal), nothing joins two source layers.
+    let lines = polylines(&svg, "#0072B2");
+    assert!(lines.len() >= 3 * common::Synth::default().patching_sources().len(), "whiskers and caps at every source layer: {lines:?}");
+    for l in &lines {
+        assert_eq!(l.len(), 2, "{l:?}");
+        let ((x0, y0), (x1, y1)) = (l[0], l[1]);
+        assert!(x0 == x1 || (y0 == y1 && (x1 - x0).abs() <= 10), "a line between points: {l:?}");
+    }
+    // The same check finds the line of a curve.
+    let curve = std::fs::read_to_string(out.join("figures/knockout.svg")).unwrap();
+    assert!(polylines(&curve, "#0072B2").iter().any(|l| l.len() > 2));
+}

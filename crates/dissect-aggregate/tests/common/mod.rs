@@ -48,6 +48,8 @@ pub struct Synth {
     pub record_effective: bool,
     /// The experiments stage's `--limit`.
     pub limit: Option<u64>,
+    /// The model spec in every footer (a local model's is its path).
+    pub model: String,
 }
 
 impl Default for Synth {
@@ -70,6 +72,7 @@ impl Default for Synth {
             zero_enrichment: false,
             record_effective: true,
             limit: None,
+            model: MODEL.to_string(),
         }
     }
 }
@@ -228,7 +231,7 @@ impl Synth {
             sets.extend(["bos", "non_subject_no_bos"]);
         }
         let mut params = json!({
-            "model": MODEL,
+            "model": self.model,
             "limit": self.limit,
             "shard": "0/1",
             "paragraphs_sha256": "2e49b44c45ba79eb46400cc32440cf1910a958b8f78aa2ef8b38bc73146e4ad5",
@@ -425,7 +428,7 @@ impl Synth {
         }
         sk_rows.push(vec![u64v(1), s("patching"), s("record 1: some other failure")]);
 
-        let prov = Provenance::new("experiments", MODEL, self.experiments_params());
+        let prov = Provenance::new("experiments", &self.model, self.experiments_params());
         let kv = prov.to_kv();
         let shards: Vec<ShardSpec> = (0..self.shards).map(|i| ShardSpec::new(i, self.shards).unwrap()).collect();
         for (name, cols) in tables.iter().filter(|(n, _)| self.tables.contains(n)).chain([("skipped", sk_rows)].iter()) {
@@ -465,7 +468,7 @@ impl Synth {
             })
             .chain([Rejected { id: None, reason: RejectReason::Malformed { record: 99, message: "missing field `prompt`".into() } }])
             .collect();
-        let fprov = Provenance::new("filter", MODEL, json!({"batch_size": 16}));
+        let fprov = Provenance::new("filter", &self.model, json!({"batch_size": 16}));
         if self.shards == 1 {
             write_parquet_atomic(&dir.join("filtered.parquet"), &[kept_to_batch(&kept)], &fprov.to_kv()).unwrap();
             write_parquet_atomic(&dir.join("rejected.parquet"), &[rejected_to_batch(&rejected)], &fprov.to_kv()).unwrap();
