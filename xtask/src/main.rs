@@ -8,6 +8,7 @@ mod fetch_model;
 mod install;
 mod models;
 mod readme_check;
+mod report_check;
 mod reproduce;
 mod sha256;
 mod stamp;
@@ -56,6 +57,9 @@ enum Task {
     /// Runs every command of the README's sh blocks as written, from the workspace root
     /// (the few long ones listed in xtask/src/readme_check.rs are skipped, with the reason).
     ReadmeCheck(readme_check::Args),
+    /// Renders report.html in headless Chromium at 1366 px, saves screenshots under
+    /// <report>/screenshots/ and fails if the page overflows horizontally.
+    ReportCheck(report_check::Args),
 }
 
 fn main() -> ExitCode {
@@ -69,6 +73,7 @@ fn main() -> ExitCode {
         Task::Reproduce(args) => reproduce::run(&args).map(|_| ()),
         Task::Tidy => tidy::run(),
         Task::ReadmeCheck(args) => readme_check::run(&args),
+        Task::ReportCheck(args) => report_check::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
