@@ -12,7 +12,7 @@
 //! the README's snippets are the files the commands run.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
@@ -166,22 +166,6 @@ fn skip_for(snippet: &Snippet) -> Option<&'static Skip> {
     SKIP.iter().find(|s| s.command == n)
 }
 
-/// The workspace the command was run in: the nearest directory above the current one whose
-/// `Cargo.toml` declares `[workspace]`.
-fn workspace_root() -> PathBuf {
-    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
-    for dir in cwd.ancestors() {
-        if std::fs::read_to_string(dir.join("Cargo.toml")).is_ok_and(|t| t.contains("[workspace]"))
-        {
-            return dir.to_path_buf();
-        }
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives in the workspace")
-        .to_path_buf()
-}
-
 #[derive(clap::Args)]
 pub(crate) struct Args {
     /// Print the commands (and which are skipped, and why) without running them.
@@ -193,7 +177,7 @@ pub(crate) struct Args {
 const STDERR_TAIL: usize = 8000;
 
 pub(crate) fn run(args: &Args) -> Result<()> {
-    let root = workspace_root();
+    let root = crate::workspace_root();
     let readme_path = root.join("README.md");
     let readme = std::fs::read_to_string(&readme_path)
         .with_context(|| format!("reading {}", readme_path.display()))?;
