@@ -115,7 +115,8 @@ pub fn run(args: &Args) -> Result<f64> {
     );
     if aggregate {
         let report = pipeline_file.parent().and_then(Path::parent).unwrap_or(Path::new(".")).join(&out).join("report").join("report.md");
-        println!("{}", report.display());
+        use std::io::Write;
+        writeln!(std::io::stdout(), "{}", report.display())?;
     }
     Ok(built.elapsed().as_secs_f64())
 }

@@ -54,7 +54,7 @@ pub fn run(args: Args) -> Result<()> {
     };
     if !args.force && outputs_are_current(&input, &out, &cfg) {
         crate::stage::log_up_to_date("aggregate", &out);
-        let summary: Summary = serde_json::from_slice(&std::fs::read(out.join("summary.json"))?).context("reading the previous summary.json")?;
+        let summary = Summary::read(&out).context("reading the previous summary.json")?;
         return print(&summary, args.json);
     }
     let started = Instant::now();

@@ -17,7 +17,7 @@ impl Progress {
     }
 
     pub fn update(&mut self, done: usize, total: usize) {
-        let tenth = if total == 0 { 10 } else { done * 10 / total };
+        let tenth = (done * 10).checked_div(total).unwrap_or(10);
         if !self.tty && tenth == self.last_tenth {
             return;
         }

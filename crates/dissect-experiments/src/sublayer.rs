@@ -68,6 +68,7 @@ pub struct SublayerRow {
 
 /// `hidden[l]`: the clean residual entering block `l`, `[seq, hidden]`. Only positions up to the
 /// last subject token are computed: nothing after it can change what it reads.
+#[allow(clippy::too_many_arguments)]
 pub fn sublayer_knockout<B: Backend>(
     model: &Model<B>,
     tokenizer: &Tokenizer,
@@ -86,6 +87,7 @@ pub fn sublayer_knockout<B: Backend>(
     let mut labels = vec![(None, None, None, None)];
     let at_read = |h: Tensor<B, 2>| crate::projected_hidden_state(model, read, h, cfg.projection);
     let mut vectors = vec![at_read(hidden[read].clone().slice([subject_last..q]))];
+    #[allow(clippy::needless_range_loop)] // `start` is a layer index: it names the rows too.
     for start in 0..repr {
         let end = (start + cfg.span).min(repr);
         let mut plans = Vec::new();

@@ -8,8 +8,7 @@ use dissect_model::project::Projection;
 
 #[test]
 fn effective_configuration_carries_the_top_level_projection_and_the_resolved_constants() {
-    let mut cfg = ExperimentsConfig::default();
-    cfg.projection = Projection::LogitLens;
+    let cfg = ExperimentsConfig { projection: Projection::LogitLens, ..ExperimentsConfig::default() };
     // Gemma 3 270M's depth: R = round(40 · 18 / 48) = 15, patching source 20 dropped.
     let e = cfg.effective(18);
     assert_eq!(e.extraction.projection, Projection::LogitLens);

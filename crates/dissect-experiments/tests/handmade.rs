@@ -177,6 +177,7 @@ fn row(r: &dissect_experiments::knockout::KnockoutResult, set: BlockSet) -> (f32
 /// - block subject, keys {0,3}, α = 1/2:    z_T = b/2 = 1,          z_F = c/2 = 2
 /// - block non-subject, keys {1,2,3}, 1/3:  z_T = 2a/3 = 4,         z_F = c/3 = 4/3
 /// - block last, keys {0,1,2}, α = 1/3:     z_T = (b + 2a)/3 = 14/3, z_F = 0
+///
 /// p = e^{z_T} / (e^{z_T} + e^{z_F} + e^{1} + 5).
 #[test]
 fn attention_knockout_uniform_attention() {
@@ -216,6 +217,7 @@ fn model_b() -> Model<B> {
 /// - block subject, {N, L}:        z_T = 2,                        z_F = 4/2 + 2 = 4    p ≈ 0.10600
 /// - block non-subject, {S1,S2,L}: z_T = 4(1 + e²)/(2 + e²) + 2,  z_F = 4/(2 + e²) + 2   p ≈ 0.93263
 /// - block last, {N,S1,S2}:        z_T = 4(1 + e²)/(2 + e²) + 2,  z_F = 2               p ≈ 0.94577
+///
 /// p = e^{z_T} / (e^{z_T} + e^{z_F} + e^{1} + 5).
 #[test]
 fn attention_knockout_renormalises_nonuniform_attention() {
@@ -266,6 +268,7 @@ fn plans(positions: Option<Vec<usize>>) -> Vec<Plan> {
 /// - MLP zero:      output 0:                                    z_T = 4(1 + e²)/W,  z_F = 4/W + 0.5   p ≈ 0.71368
 /// - MHSA notebook: uniform 1/4 over the causal prefix {0..3}:   z_T = 2·4/4 + 2 = 4, z_F = 4/4 + 2 = 3 p ≈ 0.66258
 /// - MHSA zero:     no attention output (nor its bias):          z_T = 2,            z_F = 1.5         p ≈ 0.37720
+///
 /// p = e^{z_T} / (e^{z_T} + e^{z_F} + e^{1} + 5).
 ///
 /// Subject-last, position 2 (token S2: z_S2 = 1; the 5 tokens N, S1, L, X, Y have z = 0; its
@@ -277,6 +280,7 @@ fn plans(positions: Option<Vec<usize>>) -> Vec<Plan> {
 /// - MHSA notebook: uniform over the causal prefix {0, 1, 2} (not over all 4 keys): as clean
 ///   (uniform over all 4 keys would give z_T = 2, z_F = 3)                                p ≈ 0.48787
 /// - MHSA zero:     z_T = 0, z_F = 1.5                                                    p ≈ 0.07576
+///
 /// p = e^{z_T} / (e^{z_T} + e^{z_F} + e^{z_S2 = 1} + 5).
 fn expected_b() -> ([f64; 5], [f64; 5]) {
     let e2 = 2f64.exp();

@@ -151,7 +151,7 @@ fn check_model(name: &str, m: &Value, cfg: &ParametersConfig, rep: &mut Report) 
     }
 
     // The OV / QK matrices.
-    let mut ours: BTreeMap<(usize, usize, &str), Vec<(u32, u32, f32)>> = BTreeMap::new();
+    let mut ours: BTreeMap<MatrixKey<'_>, Vec<(u32, u32, f32)>> = BTreeMap::new();
     for r in matrices(&model, &tokenizer, cfg) {
         let rows = ours.entry((r.layer, r.head, r.circuit.name())).or_default();
         assert_eq!(r.rank, rows.len(), "{name}: matrix rows out of order");
@@ -264,11 +264,11 @@ fn parameters_equal_hf() {
         let bad = rep.failures.get(cat).map_or(0, Vec::len);
         let ties = rep.ties.get(cat).map_or(0, Vec::len);
         let worst = rep.worst.get(cat).map_or(String::new(), |w| format!(", worst relative error {w:.2e}"));
-        println!("{cat:<20} {n:>5} checked, {bad:>4} failed, {ties:>3} near-ties accepted{worst}");
+        eprintln!("{cat:<20} {n:>5} checked, {bad:>4} failed, {ties:>3} near-ties accepted{worst}");
     }
     for (cat, msgs) in &rep.ties {
         for msg in msgs {
-            println!("near-tie [{cat}] {msg}");
+            eprintln!("near-tie [{cat}] {msg}");
         }
     }
     // Every category is exercised.
@@ -286,3 +286,6 @@ fn parameters_equal_hf() {
         panic!("parameters differ from HF:{msg}");
     }
 }
+
+/// (layer, head, circuit).
+type MatrixKey<'a> = (usize, usize, &'a str);

@@ -1,5 +1,6 @@
 //! Top tokens of the residual stream at one position, every layer, in both projection
 //! conventions: `cargo run -p dissect-model --example lens_probe -- "<prompt>" <position>`.
+#![allow(clippy::print_stdout)] // an example prints its result
 use dissect_model::backend::Cpu;
 use dissect_model::predict::top_k;
 use dissect_model::project::{project, Projection};
@@ -13,7 +14,7 @@ fn main() {
     let ids = l.tokenizer.encode(&prompt).unwrap().ids;
     println!("position {pos}: {:?}", l.tokenizer.decode_token(ids[pos]));
     let mut rec = RecordAll::default();
-    l.model.forward(l.model.ids_tensor(&[ids.clone()]).unwrap(), &mut rec);
+    l.model.forward(l.model.ids_tensor(std::slice::from_ref(&ids)).unwrap(), &mut rec);
     let d = l.model.config.hidden;
     for (layer, h) in rec.residual.iter().enumerate() {
         let v = h.clone().slice([0..1, pos..pos + 1]).reshape([1, d]);

@@ -1,4 +1,5 @@
 //! Layouts of the vocabulary projection `h · Eᵀ` on the CPU backend (a measurement, not a test).
+#![allow(clippy::print_stdout)] // a measurement prints its result
 use std::time::Instant;
 
 use burn_tensor::{Distribution, Tensor};

@@ -168,7 +168,7 @@ pub struct PlanHooks<B: Backend> {
     uniform_rows: Vec<Option<Tensor<B, 4, Bool>>>,
     /// Rows re-softmaxed over their probabilities (the notebook's blocking): which rows, and
     /// what is added to their probabilities first.
-    probs_resoftmax: Vec<Option<(Tensor<B, 4, Bool>, Tensor<B, 4>)>>,
+    probs_resoftmax: Vec<Option<Resoftmax<B>>>,
     attn_keep: Vec<Option<Tensor<B, 3>>>,
     mlp_act_keep: Vec<Option<Tensor<B, 3>>>,
     mlp_keep: Vec<Option<Tensor<B, 3>>>,
@@ -445,3 +445,6 @@ pub fn run_plans<B: Backend>(
     };
     Ok((h, recorded))
 }
+
+/// The rows to re-softmax and what is added to their probabilities first.
+type Resoftmax<B> = (Tensor<B, 4, Bool>, Tensor<B, 4>);

@@ -60,7 +60,7 @@ impl GgmlType {
     /// Bytes needed for `n` values, or `None` when `n` is not a whole number of blocks.
     pub fn byte_len(self, n: usize) -> Option<usize> {
         let (per, bytes) = self.block();
-        (n % per == 0).then_some(n / per * bytes)
+        n.is_multiple_of(per).then_some(n / per * bytes)
     }
 
     /// Dequantize whole blocks. `raw.len()` must be a multiple of the block size.

@@ -214,7 +214,7 @@ fn merges_by_vocab_order(tokens: &[String], vocab: &HashMap<&str, u32>) -> Vec<(
         }
     }
     // reverse=True on (score, len_l, len_r); keys are unique, so stability does not matter.
-    merges.sort_by(|a, b| (b.0, b.1, b.2).cmp(&(a.0, a.1, a.2)));
+    merges.sort_by_key(|m| std::cmp::Reverse((m.0, m.1, m.2)));
     merges.into_iter().map(|(_, _, _, l, r)| (l, r)).collect()
 }
 

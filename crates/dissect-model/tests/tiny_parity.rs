@@ -32,7 +32,7 @@ fn check_model<B: Backend>(device: &B::Device, dir: &str, normed_suffix: &str) {
         assert_eq!(enc.ids, want_ids, "{dir}: token ids of {text:?}");
 
         let mut rec = RecordAll::default();
-        let h = model.forward(model.ids_tensor(&[enc.ids.clone()]).unwrap(), &mut rec);
+        let h = model.forward(model.ids_tensor(std::slice::from_ref(&enc.ids)).unwrap(), &mut rec);
         let logits = vec3(&model.logits(h));
         assert_close(&format!("{dir} {text:?} logits"), &logits, &expected[&format!("{pre}logits")].data, REL);
 
