@@ -163,20 +163,12 @@ fn model_file(spec: &str) -> Result<PathBuf> {
     if path.extension().is_some_and(|e| e == "gguf") && path.is_file() {
         return Ok(std::path::absolute(path)?);
     }
-    bail!(
-        "cannot benchmark `{spec}`: the Hugging Face side needs a GGUF file\nhint: use one of {} or a path to a .gguf file",
-        models::names().join(", ")
-    )
+    bail!("cannot benchmark `{spec}`: the Hugging Face side needs a GGUF file\nhint: use one of {} or a path to a .gguf file", models::names().join(", "))
 }
 
 fn check_python(python: &str, root: &Path) -> Result<()> {
     let hint = "hint: pip install torch transformers gguf accelerate";
-    let probe = Command::new(python)
-        .current_dir(root)
-        .args(["-c", "import torch, transformers, gguf"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output();
+    let probe = Command::new(python).current_dir(root).args(["-c", "import torch, transformers, gguf"]).stdout(Stdio::null()).stderr(Stdio::piped()).output();
     match probe {
         Err(e) => bail!("cannot run `{python}`: {e}\nhint: install Python 3 or pass --python <interpreter>\n{hint}"),
         Ok(o) if !o.status.success() => {
@@ -211,10 +203,7 @@ fn run_json(mut cmd: Command, what: &str) -> Result<Value> {
 }
 
 fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
-        .unwrap_or_else(|| "?".into())
+    std::fs::read_to_string("/proc/loadavg").ok().and_then(|s| s.split_whitespace().next().map(str::to_owned)).unwrap_or_else(|| "?".into())
 }
 
 fn str_of(v: &Value) -> String {
@@ -227,11 +216,7 @@ fn f(v: &Value) -> f64 {
 
 fn forward_table(out: &mut impl Write, ours: &Value, hf: &Value) -> Result<()> {
     let tokens = f(&ours["tokens"]);
-    writeln!(
-        out,
-        "forward + last-position probabilities: {} prompts, {} tokens; best of the timed passes\n",
-        ours["prompts"], ours["tokens"]
-    )?;
+    writeln!(out, "forward + last-position probabilities: {} prompts, {} tokens; best of the timed passes\n", ours["prompts"], ours["tokens"])?;
     if ours["input_ids"] != hf["input_ids"] {
         writeln!(out, "WARNING: the two tokenizers gave different ids; the comparison is not like for like")?;
     }
@@ -323,7 +308,12 @@ fn knockout_table(out: &mut impl Write, ours: &Value, hf: &Value, all_logits: bo
         }
     }
     writeln!(out, "{:<22} {:>12.4} pp ({at})", "max |pct_change diff|", max_pp)?;
-    writeln!(out, "same ids & subject span: {same_ids}/{}; same target: {same_target}/{}; (layer, set) values compared: {compared}; missing: {missing}", po.len(), po.len())?;
+    writeln!(
+        out,
+        "same ids & subject span: {same_ids}/{}; same target: {same_target}/{}; (layer, set) values compared: {compared}; missing: {missing}",
+        po.len(),
+        po.len()
+    )?;
     let ok_speed = if ratio >= KNOCKOUT_GOAL { "met" } else { "NOT met" };
     let ok_pp = if max_pp <= KNOCKOUT_MAX_PP && same_target == po.len() && missing == 0 { "met" } else { "NOT met" };
     writeln!(out, "\ngoals: speed-up >= {KNOCKOUT_GOAL}x: {ok_speed}; disagreement <= {KNOCKOUT_MAX_PP} pp: {ok_pp}")?;

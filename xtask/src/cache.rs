@@ -46,14 +46,8 @@ mod tests {
 
     #[test]
     fn falls_back_to_home_cache() {
-        assert_eq!(
-            dir_from(None, os("/h")).unwrap(),
-            Path::new("/h/.cache/dissect")
-        );
-        assert_eq!(
-            dir_from(os(""), os("/h")).unwrap(),
-            Path::new("/h/.cache/dissect")
-        );
+        assert_eq!(dir_from(None, os("/h")).unwrap(), Path::new("/h/.cache/dissect"));
+        assert_eq!(dir_from(os(""), os("/h")).unwrap(), Path::new("/h/.cache/dissect"));
     }
 
     #[test]

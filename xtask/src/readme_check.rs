@@ -34,14 +34,8 @@ pub(crate) const SKIP: &[Skip] = &[
         reason: "the whole paper on all 1209 facts: about 26 minutes on two cores (the README's \
                  own-facts commands run the same chain on three facts)",
     },
-    Skip {
-        command: "cargo xtask test",
-        reason: "the test suite: a separate dev-profile build and every test; CI runs it",
-    },
-    Skip {
-        command: "cargo xtask reproduce --pipeline gemma3-270m --shards 8",
-        reason: "one task of a Slurm job array: needs SLURM_ARRAY_TASK_ID",
-    },
+    Skip { command: "cargo xtask test", reason: "the test suite: a separate dev-profile build and every test; CI runs it" },
+    Skip { command: "cargo xtask reproduce --pipeline gemma3-270m --shards 8", reason: "one task of a Slurm job array: needs SLURM_ARRAY_TASK_ID" },
     Skip {
         command: "cargo xtask reproduce --pipeline gpt2-xl --backend cuda",
         reason: "needs an NVIDIA GPU, a build with --features cuda and the Hugging Face hub",
@@ -84,13 +78,7 @@ fn blocks(markdown: &str) -> Vec<Block<'_>> {
     for (i, line) in markdown.lines().enumerate() {
         let fence = line.trim_start().strip_prefix("```");
         match (&mut open, fence) {
-            (None, Some(info)) => {
-                open = Some(Block {
-                    info: info.trim(),
-                    first_line: i + 2,
-                    lines: Vec::new(),
-                })
-            }
+            (None, Some(info)) => open = Some(Block { info: info.trim(), first_line: i + 2, lines: Vec::new() }),
             (Some(_), Some(rest)) if rest.trim().is_empty() => out.extend(open.take()),
             (Some(block), _) => block.lines.push(line),
             (None, None) => {}
@@ -114,10 +102,7 @@ pub(crate) fn commands(markdown: &str) -> Vec<Snippet> {
                 if t.is_empty() || t.starts_with('#') {
                     continue;
                 }
-                current = Some(Snippet {
-                    line: line_no,
-                    text: (*line).to_string(),
-                });
+                current = Some(Snippet { line: line_no, text: (*line).to_string() });
             }
             if !line.trim_end().ends_with('\\') {
                 out.extend(current.take());
@@ -130,16 +115,7 @@ pub(crate) fn commands(markdown: &str) -> Vec<Snippet> {
 
 /// The ```` ```python ```` blocks' texts.
 fn python_blocks(markdown: &str) -> Vec<(usize, String)> {
-    blocks(markdown)
-        .into_iter()
-        .filter(|b| b.info == "python")
-        .map(|b| {
-            (
-                b.first_line,
-                b.lines.iter().map(|l| format!("{l}\n")).collect(),
-            )
-        })
-        .collect()
+    blocks(markdown).into_iter().filter(|b| b.info == "python").map(|b| (b.first_line, b.lines.iter().map(|l| format!("{l}\n")).collect())).collect()
 }
 
 /// `text` on one line: `\`-newline continuations joined, blanks collapsed, a trailing comment
@@ -179,8 +155,7 @@ const STDERR_TAIL: usize = 8000;
 pub(crate) fn run(args: &Args) -> Result<()> {
     let root = crate::workspace_root();
     let readme_path = root.join("README.md");
-    let readme = std::fs::read_to_string(&readme_path)
-        .with_context(|| format!("reading {}", readme_path.display()))?;
+    let readme = std::fs::read_to_string(&readme_path).with_context(|| format!("reading {}", readme_path.display()))?;
     let snippets = commands(&readme);
     check_skip_list(&snippets)?;
     check_python_blocks(&readme, &root)?;
@@ -189,13 +164,7 @@ pub(crate) fn run(args: &Args) -> Result<()> {
         let mut out = std::io::stdout().lock();
         for s in &snippets {
             match skip_for(s) {
-                Some(skip) => writeln!(
-                    out,
-                    "README.md:{}: SKIP {}  ({})",
-                    s.line,
-                    s.normalized(),
-                    skip.reason
-                )?,
+                Some(skip) => writeln!(out, "README.md:{}: SKIP {}  ({})", s.line, s.normalized(), skip.reason)?,
                 None => writeln!(out, "README.md:{}: {}", s.line, s.normalized())?,
             }
         }
@@ -207,11 +176,7 @@ pub(crate) fn run(args: &Args) -> Result<()> {
     for (i, s) in snippets.iter().enumerate() {
         let head = format!("[{}/{}] README.md:{}", i + 1, snippets.len(), s.line);
         if let Some(skip) = skip_for(s) {
-            eprintln!(
-                "== {head}: skipped: {}\n   why: {}",
-                s.normalized(),
-                skip.reason
-            );
+            eprintln!("== {head}: skipped: {}\n   why: {}", s.normalized(), skip.reason);
             skipped.push(s);
             continue;
         }
@@ -230,11 +195,7 @@ pub(crate) fn run(args: &Args) -> Result<()> {
         eprintln!("   ok in {:.1}s", t.elapsed().as_secs_f64());
         ran += 1;
     }
-    eprintln!(
-        "readme-check: {ran} commands ran and passed, {} skipped, in {:.0}s",
-        skipped.len(),
-        started.elapsed().as_secs_f64()
-    );
+    eprintln!("readme-check: {ran} commands ran and passed, {} skipped, in {:.0}s", skipped.len(), started.elapsed().as_secs_f64());
     for s in skipped {
         eprintln!("  skipped README.md:{}: {}", s.line, s.normalized());
     }
@@ -242,15 +203,9 @@ pub(crate) fn run(args: &Args) -> Result<()> {
 }
 
 fn check_skip_list(snippets: &[Snippet]) -> Result<()> {
-    let stale: Vec<&str> = SKIP
-        .iter()
-        .filter(|skip| !snippets.iter().any(|s| s.normalized() == skip.command))
-        .map(|s| s.command)
-        .collect();
+    let stale: Vec<&str> = SKIP.iter().filter(|skip| !snippets.iter().any(|s| s.normalized() == skip.command)).map(|s| s.command).collect();
     if !stale.is_empty() {
-        bail!(
-            "SKIP lists commands the README does not have: {stale:?}\nhint: remove them from SKIP in xtask/src/readme_check.rs"
-        );
+        bail!("SKIP lists commands the README does not have: {stale:?}\nhint: remove them from SKIP in xtask/src/readme_check.rs");
     }
     Ok(())
 }
@@ -336,15 +291,8 @@ mod tests {
 
     #[test]
     fn finds_the_readme_set_up_commands() {
-        let found: Vec<String> = commands(&readme())
-            .iter()
-            .map(Snippet::normalized)
-            .collect();
-        assert_eq!(
-            found[..2],
-            ["cargo xtask reproduce", "cargo xtask test"],
-            "{found:#?}"
-        );
+        let found: Vec<String> = commands(&readme()).iter().map(Snippet::normalized).collect();
+        assert_eq!(found[..2], ["cargo xtask reproduce", "cargo xtask test"], "{found:#?}");
     }
 
     #[test]
@@ -361,18 +309,9 @@ mod tests {
         assert_eq!(
             found,
             vec![
-                Snippet {
-                    line: 4,
-                    text: "cargo run -- a \\\n    --b \"c # d\"   # why".into()
-                },
-                Snippet {
-                    line: 8,
-                    text: "echo 'x'".into()
-                },
-                Snippet {
-                    line: 18,
-                    text: "ls".into()
-                },
+                Snippet { line: 4, text: "cargo run -- a \\\n    --b \"c # d\"   # why".into() },
+                Snippet { line: 8, text: "echo 'x'".into() },
+                Snippet { line: 18, text: "ls".into() },
             ]
         );
         assert_eq!(found[0].normalized(), "cargo run -- a --b \"c # d\"");

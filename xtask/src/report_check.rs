@@ -60,11 +60,7 @@ const MAX_FULL_HEIGHT: u64 = 16_000;
 pub fn run(args: &Args) -> Result<()> {
     let report = args.out.join("report.html");
     if !report.is_file() {
-        bail!(
-            "{} does not exist\nhint: write the report first: cargo xtask reproduce, or dissect aggregate --out {}",
-            report.display(),
-            args.out.display()
-        );
+        bail!("{} does not exist\nhint: write the report first: cargo xtask reproduce, or dissect aggregate --out {}", report.display(), args.out.display());
     }
     let browser = find_chromium(args.chromium.as_deref())?;
     let html = std::fs::read_to_string(&report).with_context(|| format!("reading {}", report.display()))?;
@@ -94,7 +90,11 @@ pub fn run(args: &Args) -> Result<()> {
         let shot = format!("--screenshot={}", path.display());
         chromium(&browser, &profile, &[size.as_str(), "--hide-scrollbars", &shot, &url])?;
         if !path.is_file() {
-            bail!("chromium did not write {}\nhint: run it by hand: {} --headless --no-sandbox --disable-gpu {shot} {size} {url}", path.display(), browser.display());
+            bail!(
+                "chromium did not write {}\nhint: run it by hand: {} --headless --no-sandbox --disable-gpu {shot} {size} {url}",
+                path.display(),
+                browser.display()
+            );
         }
         writeln!(std::io::stdout(), "{}", path.display())?;
     }
@@ -179,7 +179,13 @@ fn chromium(browser: &Path, profile: &Path, args: &[&str]) -> Result<String> {
         if started.elapsed() > LIMIT {
             let _ = child.kill();
             let _ = child.wait();
-            bail!("{} did not finish in {} s\nhint: run it by hand to see where it hangs: {} --headless --no-sandbox --disable-gpu {}", browser.display(), LIMIT.as_secs(), browser.display(), args.join(" "));
+            bail!(
+                "{} did not finish in {} s\nhint: run it by hand to see where it hangs: {} --headless --no-sandbox --disable-gpu {}",
+                browser.display(),
+                LIMIT.as_secs(),
+                browser.display(),
+                args.join(" ")
+            );
         }
         std::thread::sleep(Duration::from_millis(100));
     };
@@ -187,7 +193,12 @@ fn chromium(browser: &Path, profile: &Path, args: &[&str]) -> Result<String> {
     if !status.success() {
         let stderr = std::fs::read_to_string(&err_file).unwrap_or_default();
         let tail: Vec<&str> = stderr.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect();
-        bail!("{} {} failed ({status}):\n{}\nhint: chromium needs no display with --headless; as root it needs --no-sandbox (passed)", browser.display(), args.join(" "), tail.join("\n"));
+        bail!(
+            "{} {} failed ({status}):\n{}\nhint: chromium needs no display with --headless; as root it needs --no-sandbox (passed)",
+            browser.display(),
+            args.join(" "),
+            tail.join("\n")
+        );
     }
     Ok(stdout)
 }

@@ -84,11 +84,8 @@ pub fn run(args: &Args) -> Result<f64> {
     }
     let per_record = !args.aggregate_only;
     let aggregate = args.shard.is_none() && args.shards.is_none();
-    let plan: Vec<(usize, Vec<String>)> = vec![
-        (0, [vec!["filter".into()], limit_args(args.limit)].concat()),
-        (1, vec!["experiments".into()]),
-        (2, vec!["aggregate".into()]),
-    ];
+    let plan: Vec<(usize, Vec<String>)> =
+        vec![(0, [vec!["filter".into()], limit_args(args.limit)].concat()), (1, vec!["experiments".into()]), (2, vec!["aggregate".into()])];
     for (i, mut stage_args) in plan {
         let run_it = if i < 2 { per_record } else { aggregate };
         if !run_it {
@@ -108,11 +105,7 @@ pub fn run(args: &Args) -> Result<f64> {
             bail!("stage {} failed ({status})\nhint: fix the error above and run the same command again: finished work is kept", STAGES[i]);
         }
     }
-    eprintln!(
-        "== done in {:.1}s (stages {:.2}s, after the model fetch and build)",
-        started.elapsed().as_secs_f64(),
-        built.elapsed().as_secs_f64()
-    );
+    eprintln!("== done in {:.1}s (stages {:.2}s, after the model fetch and build)", started.elapsed().as_secs_f64(), built.elapsed().as_secs_f64());
     if aggregate {
         let report = pipeline_file.parent().and_then(Path::parent).unwrap_or(Path::new(".")).join(&out).join("report").join("report.md");
         use std::io::Write;

@@ -26,12 +26,10 @@ pub(crate) fn file(path: &Path) -> Result<String> {
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .fold(String::with_capacity(2 * bytes.len()), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+    bytes.iter().fold(String::with_capacity(2 * bytes.len()), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
 }
 
 /// A writer that hashes and counts what goes through it.
@@ -43,11 +41,7 @@ pub(crate) struct HashingWriter<W> {
 
 impl<W: Write> HashingWriter<W> {
     pub(crate) fn new(inner: W) -> Self {
-        HashingWriter {
-            inner,
-            hasher: Sha256::new(),
-            len: 0,
-        }
+        HashingWriter { inner, hasher: Sha256::new(), len: 0 }
     }
 
     /// The inner writer, the hex sha256 and the number of bytes written.
@@ -94,9 +88,6 @@ mod tests {
         w.write_all(b"a").unwrap();
         w.write_all(b"bc").unwrap();
         let (inner, digest, len) = w.finish();
-        assert_eq!(
-            (inner.as_slice(), digest.as_str(), len),
-            (&b"abc"[..], ABC, 3)
-        );
+        assert_eq!((inner.as_slice(), digest.as_str(), len), (&b"abc"[..], ABC, 3));
     }
 }

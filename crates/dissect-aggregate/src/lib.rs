@@ -379,8 +379,18 @@ fn report_blocks(
     }
 
     b.push(Block::Heading(2, "Tables".into()));
-    let mut rows: Vec<Vec<String>> =
-        tables.all().iter().map(|t| vec![format!("tables/{}.parquet, .csv", t.name), t.key_columns.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", "), t.metric.clone(), t.rows.len().to_string()]).collect();
+    let mut rows: Vec<Vec<String>> = tables
+        .all()
+        .iter()
+        .map(|t| {
+            vec![
+                format!("tables/{}.parquet, .csv", t.name),
+                t.key_columns.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", "),
+                t.metric.clone(),
+                t.rows.len().to_string(),
+            ]
+        })
+        .collect();
     rows.push(vec!["tables/counts.parquet, .csv".into(), "name".into(), "value".into(), tables.counts.len().to_string()]);
     b.push(Block::Table { header: vec!["file".into(), "keys".into(), "metric".into(), "rows".into()], rows });
     b.push(Block::Para(
@@ -392,7 +402,13 @@ fn report_blocks(
     )));
 
     b.push(Block::Heading(2, "Provenance".into()));
-    let join = |s: &std::collections::BTreeSet<String>| if s.is_empty() { "—".to_string() } else { s.iter().map(|v| paths::show(v, out)).collect::<Vec<_>>().join(", ") };
+    let join = |s: &std::collections::BTreeSet<String>| {
+        if s.is_empty() {
+            "—".to_string()
+        } else {
+            s.iter().map(|v| paths::show(v, out)).collect::<Vec<_>>().join(", ")
+        }
+    };
     let header = ["input", "files", "stage", "model", "dtype", "dissect", "params sha256", "weights sha256"].map(String::from).to_vec();
     let rows: Vec<Vec<String>> = inputs
         .provenance
@@ -434,6 +450,9 @@ fn report_blocks(
     for (names, params) in groups {
         b.push(Block::Folded { summary: format!("Parameters of {} (first file of each), JSON", names.join(", ")), body: vec![Block::Code(json(params))] });
     }
-    b.push(Block::Folded { summary: format!("This aggregation's parameters (sha256 {}), JSON", prov.params_hash()), body: vec![Block::Code(json(&prov.params))] });
+    b.push(Block::Folded {
+        summary: format!("This aggregation's parameters (sha256 {}), JSON", prov.params_hash()),
+        body: vec![Block::Code(json(&prov.params))],
+    });
     b
 }

@@ -160,7 +160,8 @@ pub fn limits(provenance: &[TableProvenance], tables: &Tables) -> Limits {
         ));
     }
 
-    let repr = first([Setting::from(u32_of(e("sublayer_repr_layer")), Source::Effective), Setting::from(u32_of(c(&["sublayer", "repr_layer"])), Source::Config)]);
+    let repr =
+        first([Setting::from(u32_of(e("sublayer_repr_layer")), Source::Effective), Setting::from(u32_of(c(&["sublayer", "repr_layer"])), Source::Config)]);
     let read = first([
         Setting::from(u32_of(e("sublayer_read_hidden_state")), Source::Effective),
         Setting::from(u32_of(c(&["sublayer", "repr_layer"])).map(|r| r + 1), Source::Config),
@@ -314,7 +315,10 @@ impl Limits {
         out.extend(self.notes.iter().cloned());
         let mut legend = Vec::new();
         if out.iter().any(|l| l.contains(FROM_CONFIG)) {
-            legend.push(format!("{}: from the configuration recorded with the experiments; the value effective on this model's depth was not recorded", FROM_CONFIG.trim()));
+            legend.push(format!(
+                "{}: from the configuration recorded with the experiments; the value effective on this model's depth was not recorded",
+                FROM_CONFIG.trim()
+            ));
         }
         if out.iter().any(|l| l.contains(FROM_TABLES)) {
             legend.push(format!("{}: from the tables' own columns; not recorded in the provenance", FROM_TABLES.trim()));

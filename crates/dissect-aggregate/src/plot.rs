@@ -533,8 +533,26 @@ fn draw_legend<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, c: &Chart) -> 
     let entries = c
         .series
         .iter()
-        .map(|s| Entry { label: &s.label, color: s.color, dash: s.dash, band: s.band, line: s.line, width: s.width, marker: s.marker, error_bars: s.error_bars })
-        .chain(c.hlines.iter().map(|h| Entry { label: &h.label, color: h.color, dash: h.dash, band: h.band.is_some(), line: true, width: 2, marker: Marker::None, error_bars: false }));
+        .map(|s| Entry {
+            label: &s.label,
+            color: s.color,
+            dash: s.dash,
+            band: s.band,
+            line: s.line,
+            width: s.width,
+            marker: s.marker,
+            error_bars: s.error_bars,
+        })
+        .chain(c.hlines.iter().map(|h| Entry {
+            label: &h.label,
+            color: h.color,
+            dash: h.dash,
+            band: h.band.is_some(),
+            line: true,
+            width: 2,
+            marker: Marker::None,
+            error_bars: false,
+        }));
     for e in entries {
         if e.band {
             area.draw(&Rectangle::new([(10, y - 8), (56, y + 8)], e.color.mix(0.18).filled())).map_err(err)?;

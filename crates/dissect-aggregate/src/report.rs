@@ -9,12 +9,22 @@ pub enum Block {
     Heading(u8, String),
     Para(String),
     List(Vec<String>),
-    Table { header: Vec<String>, rows: Vec<Vec<String>> },
+    Table {
+        header: Vec<String>,
+        rows: Vec<Vec<String>>,
+    },
     /// `name` is the figure's file stem under `figures/`.
-    Figure { name: String, caption: String, svg: String },
+    Figure {
+        name: String,
+        caption: String,
+        svg: String,
+    },
     Code(String),
     /// Blocks folded away behind `summary` (`<details>`; GitHub renders it in Markdown too).
-    Folded { summary: String, body: Vec<Block> },
+    Folded {
+        summary: String,
+        body: Vec<Block>,
+    },
 }
 
 pub fn to_markdown(blocks: &[Block]) -> String {
@@ -76,7 +86,8 @@ details{margin:.5em 0 1em;border:1px solid #ddd;border-radius:4px;padding:.3em .
 .supported{color:#0a7a3d}.contradicted{color:#b00020}.mixed{color:#a05a00}.insufficient{color:#555;font-style:italic}";
 
 /// Headings ending in `: <verdict>` get the verdict's colour.
-const VERDICT_CLASSES: [(&str, &str); 4] = [("supported", "supported"), ("contradicted", "contradicted"), ("mixed", "mixed"), ("insufficient evidence", "insufficient")];
+const VERDICT_CLASSES: [(&str, &str); 4] =
+    [("supported", "supported"), ("contradicted", "contradicted"), ("mixed", "mixed"), ("insufficient evidence", "insufficient")];
 
 /// Whether a cell holds a hex digest (shown in monospace, breaking anywhere).
 fn is_hash(cell: &str) -> bool {

@@ -133,14 +133,8 @@ pub fn build_tables(inputs: &Inputs, boot: &Bootstrap) -> Result<Tables, Aggrega
             *any.entry((r.source_layer, r.positions.clone())).or_default().entry(r.id).or_default() |= r.extracted;
             see_layer(r.layer + 1);
         }
-        t.patching = Some(SummaryTable::build(
-            "patching",
-            "extraction_rate_pct",
-            &[("source_layer", U32), ("positions", Str), ("layer", U32)],
-            cells,
-            false,
-            boot,
-        )?);
+        t.patching =
+            Some(SummaryTable::build("patching", "extraction_rate_pct", &[("source_layer", U32), ("positions", Str), ("layer", U32)], cells, false, boot)?);
         let mut cells = Cells::new();
         let patched_ids: BTreeSet<u64> = any.values().flat_map(|m| m.keys().copied()).collect();
         for ((source, set), per_id) in any {
@@ -151,14 +145,8 @@ pub fn build_tables(inputs: &Inputs, boot: &Bootstrap) -> Result<Tables, Aggrega
             let base: Vec<(u64, f64)> = clean.iter().filter(|(id, _)| patched_ids.contains(id)).map(|(&id, l)| (id, pct(!l.is_empty()))).collect();
             cells.insert(vec![Key::U32(None), Key::s("none")], base);
         }
-        t.patching_any = Some(SummaryTable::build(
-            "patching_any",
-            "any_layer_extraction_pct",
-            &[("source_layer", U32), ("positions", Str)],
-            cells,
-            false,
-            boot,
-        )?);
+        t.patching_any =
+            Some(SummaryTable::build("patching_any", "any_layer_extraction_pct", &[("source_layer", U32), ("positions", Str)], cells, false, boot)?);
     }
 
     if let Some(rows) = &inputs.enrichment {

@@ -294,10 +294,18 @@ fn bad_inputs_are_errors_with_hints() {
     // The same record in two shards (e.g. runs with different shard counts mixed up).
     let input = dir.path().join("run");
     Synth { tables: vec!["knockout"], ..Synth::default() }.write(&input);
-    std::fs::copy(input.join("knockout/shard=00000/part-00000.parquet"), input.join("knockout/shard=00001/part-00000.parquet").parent().map(|p| {
-        std::fs::create_dir_all(p).unwrap();
-        p.join("part-00000.parquet")
-    }).unwrap()).unwrap();
+    std::fs::copy(
+        input.join("knockout/shard=00000/part-00000.parquet"),
+        input
+            .join("knockout/shard=00001/part-00000.parquet")
+            .parent()
+            .map(|p| {
+                std::fs::create_dir_all(p).unwrap();
+                p.join("part-00000.parquet")
+            })
+            .unwrap(),
+    )
+    .unwrap();
     let err = aggregate(&input, &dir.path().join("out"), &AggregateConfig::default()).unwrap_err();
     assert!(matches!(err, AggregateError::Duplicate { .. }), "{err}");
 

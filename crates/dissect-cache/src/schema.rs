@@ -257,7 +257,8 @@ pub fn from_batches(batches: &[RecordBatch], origin: &Path) -> Result<Vec<Record
             }
             Ok(c.clone())
         };
-        let (id_c, layer_c, pos_c, site_c, tok_c, vec_c) = (typed("id")?, typed("layer")?, typed("position")?, typed("site")?, typed("token_index")?, typed("vector")?);
+        let (id_c, layer_c, pos_c, site_c, tok_c, vec_c) =
+            (typed("id")?, typed("layer")?, typed("position")?, typed("site")?, typed("token_index")?, typed("vector")?);
         let wrong = |name: &str| bad(format!("column `{name}` has the wrong type"));
         let ids = id_c.as_any().downcast_ref::<UInt64Array>().ok_or_else(|| wrong("id"))?;
         let layers = layer_c.as_any().downcast_ref::<UInt32Array>().ok_or_else(|| wrong("layer"))?;
@@ -311,7 +312,11 @@ pub fn from_batches(batches: &[RecordBatch], origin: &Path) -> Result<Vec<Record
         let incomplete = |what: String| bad(format!("record {id}: {what}"));
         let contiguous = |m: &BTreeMap<usize, Vec<f32>>, n: usize| m.len() == n && m.keys().copied().eq(0..n);
         if !contiguous(&p.attn, n_layers) || !contiguous(&p.mlp, n_layers) {
-            return Err(incomplete(format!("attn_out at layers {:?} and mlp_out at {:?}, expected 0..{n_layers} each", p.attn.keys().collect::<Vec<_>>(), p.mlp.keys().collect::<Vec<_>>())));
+            return Err(incomplete(format!(
+                "attn_out at layers {:?} and mlp_out at {:?}, expected 0..{n_layers} each",
+                p.attn.keys().collect::<Vec<_>>(),
+                p.mlp.keys().collect::<Vec<_>>()
+            )));
         }
         let mut residual = BTreeMap::new();
         for (kind, (token_index, layers)) in p.residual {

@@ -118,7 +118,9 @@ fn part_contents(path: &Path, records: &[RecordActivations], dtype: StoreDtype) 
         ("dissect.cache.positions".to_string(), positions.join(",")),
         (
             "dissect.cache.sites".to_string(),
-            format!("residual at every position, layers 0..={n_layers} (the last is before the final norm); attn_out and mlp_out at last, layers 0..{n_layers}"),
+            format!(
+                "residual at every position, layers 0..={n_layers} (the last is before the final norm); attn_out and mlp_out at last, layers 0..{n_layers}"
+            ),
         ),
     ];
     Ok((batch, kv))

@@ -137,7 +137,11 @@ fn parquet_round_trip_schema_and_metadata() {
     let expected = compute(&m.model, &m.tokenizer, &recs[..4], 3).unwrap();
 
     let cache = CacheReader::open(dir.path()).unwrap();
-    assert_eq!(cache.ids(), { let mut ids: Vec<u64> = recs.iter().map(|r| r.id).collect(); ids.sort(); ids });
+    assert_eq!(cache.ids(), {
+        let mut ids: Vec<u64> = recs.iter().map(|r| r.id).collect();
+        ids.sort();
+        ids
+    });
     assert_eq!((cache.hidden(), cache.dtype()), (64, StoreDtype::F32));
     // The chunk is computed as the stage computes it, so f32 comes back bit for bit.
     for e in &expected {
@@ -234,10 +238,13 @@ fn f16_halves_the_file_and_round_trips_within_f16_precision() {
 }
 
 fn mtimes(dir: &Path) -> BTreeMap<PathBuf, SystemTime> {
-    parts(dir).into_iter().map(|f| {
-        let t = std::fs::metadata(&f).unwrap().modified().unwrap();
-        (f, t)
-    }).collect()
+    parts(dir)
+        .into_iter()
+        .map(|f| {
+            let t = std::fs::metadata(&f).unwrap().modified().unwrap();
+            (f, t)
+        })
+        .collect()
 }
 
 #[test]
@@ -301,7 +308,9 @@ fn the_union_of_shards_is_the_unsharded_cache() {
         let (x, y) = (a.get_host(id).unwrap().unwrap(), b.get_host(id).unwrap().unwrap());
         assert_eq!(x.residual.keys().collect::<Vec<_>>(), y.residual.keys().collect::<Vec<_>>());
         // Other batch-mates pad to other lengths: equal up to reduction order.
-        let flat = |r: &RecordActivations| r.residual.values().flat_map(|k: &KindResidual| k.values.clone()).chain(r.attn_out.clone()).chain(r.mlp_out.clone()).collect::<Vec<f32>>();
+        let flat = |r: &RecordActivations| {
+            r.residual.values().flat_map(|k: &KindResidual| k.values.clone()).chain(r.attn_out.clone()).chain(r.mlp_out.clone()).collect::<Vec<f32>>()
+        };
         assert!(max_abs_diff(&flat(&x), &flat(&y)) < 1e-4, "record {id}");
     }
 }

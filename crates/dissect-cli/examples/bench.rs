@@ -182,7 +182,9 @@ fn knockout_input(tok: &dissect_model::tokenizer::Tokenizer, p: &Prompt) -> Resu
     let Some(subject) = &p.subject else { return Ok(Err("no subject field".into())) };
     let enc = tok.encode(&p.prompt)?;
     let Some(start) = p.prompt.find(subject.as_str()) else { return Ok(Err("subject not in prompt".into())) };
-    let Some(span) = dissect_data::span::token_span(&enc.offsets, start..start + subject.len()).map(|s| s.first..s.last + 1) else { return Ok(Err("subject covers no token".into())) };
+    let Some(span) = dissect_data::span::token_span(&enc.offsets, start..start + subject.len()).map(|s| s.first..s.last + 1) else {
+        return Ok(Err("subject covers no token".into()));
+    };
     if span.end >= enc.ids.len() {
         return Ok(Err("subject ends at the last token".into()));
     }
@@ -221,7 +223,8 @@ fn knockout(args: &Args, model: &Model<Cpu>, tok: &dissect_model::tokenizer::Tok
             let t = Instant::now();
             let r = knockout_sweep(model, ids, span.clone(), &cfg)?;
             let s = secs(t);
-            let rows: Vec<_> = r.rows.iter().map(|x| json!({"layer": x.layer, "block": x.block.name(), "pct_change": x.pct_change, "p_new": x.p_new})).collect();
+            let rows: Vec<_> =
+                r.rows.iter().map(|x| json!({"layer": x.layer, "block": x.block.name(), "pct_change": x.pct_change, "p_new": x.p_new})).collect();
             out.push(json!({"known_id": p.id, "prompt": p.prompt, "subject": p.subject, "input_ids": ids,
                 "subject_tokens": [span.start, span.end], "target_id": r.target_id, "p_base": r.p_base,
                 "seconds": s, "rows": rows}));

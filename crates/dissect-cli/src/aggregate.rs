@@ -67,12 +67,7 @@ pub fn run(args: Args) -> Result<()> {
         let held = f.criteria.iter().filter(|c| c.holds).count();
         eprintln!("aggregate: {} — {} ({held}/{} criteria)", f.title, f.verdict.label(), f.criteria.len());
     }
-    eprintln!(
-        "aggregate: wrote {} tables and {} figures in {:.1}s",
-        summary.tables.len(),
-        summary.figures.len(),
-        started.elapsed().as_secs_f64()
-    );
+    eprintln!("aggregate: wrote {} tables and {} figures in {:.1}s", summary.tables.len(), summary.figures.len(), started.elapsed().as_secs_f64());
     print(&summary, args.json)
 }
 

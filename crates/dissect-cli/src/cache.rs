@@ -85,12 +85,7 @@ pub fn run(args: Args) -> Result<()> {
     let model = &stage.model;
     on_backend!(stage.backend, |B| {
         let loaded = load::<B>(model, &Default::default()).with_context(|| format!("loading {model}"))?;
-        eprintln!(
-            "cache: {} records (shard {shard}) with {model}, {} vectors, loaded in {:.1}s",
-            records.len(),
-            cfg.dtype,
-            started.elapsed().as_secs_f64()
-        );
+        eprintln!("cache: {} records (shard {shard}) with {model}, {} vectors, loaded in {:.1}s", records.len(), cfg.dtype, started.elapsed().as_secs_f64());
         let mut bar = Progress::new("cache", "records");
         let done = run_resumable(&loaded.model, &loaded.tokenizer, &records, &cfg, &parts, |d, t| bar.update(d, t))?;
         bar.finish();

@@ -75,9 +75,20 @@ pub fn run(args: Args) -> Result<()> {
     let stage = args.stage.resolve()?;
     let p = stage.pipeline.as_ref();
     let input = Input::pick(args.input.as_deref(), "--input", p.map(|p| (p, "out", p.filtered())), None)?;
-    let out = args.out.clone().or(p.map(Pipeline::experiments_dir)).context("--out is required without --pipeline\nhint: pass --out DIR, or --pipeline NAME")?;
-    let paragraphs = Input::pick(args.paragraphs.as_deref(), "--paragraphs", p.map(|p| (p, "data.paragraphs", p.data.paragraphs.clone())), Some("data/subject_paragraphs.csv"))?;
-    let stopwords = Input::pick(args.stopwords.as_deref(), "--stopwords", p.map(|p| (p, "data.stopwords", p.data.stopwords.clone())), Some("data/nltk_stopwords_english.txt"))?;
+    let out =
+        args.out.clone().or(p.map(Pipeline::experiments_dir)).context("--out is required without --pipeline\nhint: pass --out DIR, or --pipeline NAME")?;
+    let paragraphs = Input::pick(
+        args.paragraphs.as_deref(),
+        "--paragraphs",
+        p.map(|p| (p, "data.paragraphs", p.data.paragraphs.clone())),
+        Some("data/subject_paragraphs.csv"),
+    )?;
+    let stopwords = Input::pick(
+        args.stopwords.as_deref(),
+        "--stopwords",
+        p.map(|p| (p, "data.stopwords", p.data.stopwords.clone())),
+        Some("data/nltk_stopwords_english.txt"),
+    )?;
     let shard = args.shard.resolve()?.unwrap_or(ShardSpec { index: 0, count: 1 });
     let cfg = config(&args, p)?;
     cfg.validate().map_err(anyhow::Error::msg)?;

@@ -110,8 +110,7 @@ fn report(out: &FilterOutput, paths: &OutputPaths, started: Instant) {
 }
 
 fn print_json(out: &FilterOutput, paths: &OutputPaths, up_to_date: bool, started: Instant) -> Result<()> {
-    let rejected: Vec<_> =
-        out.rejected.iter().map(|r| serde_json::json!({"id": r.id, "kind": r.reason.kind(), "reason": r.reason.to_string()})).collect();
+    let rejected: Vec<_> = out.rejected.iter().map(|r| serde_json::json!({"id": r.id, "kind": r.reason.kind(), "reason": r.reason.to_string()})).collect();
     let v = serde_json::json!({
         "stage": "filter",
         "up_to_date": up_to_date,

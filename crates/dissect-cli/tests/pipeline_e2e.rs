@@ -77,9 +77,7 @@ fn tables(dir: &Path) -> BTreeMap<String, Vec<String>> {
 }
 
 fn rows_of(b: &RecordBatch) -> Vec<String> {
-    (0..b.num_rows())
-        .map(|r| b.columns().iter().map(|c| array_value_to_string(c, r).unwrap()).collect::<Vec<_>>().join("|"))
-        .collect()
+    (0..b.num_rows()).map(|r| b.columns().iter().map(|c| array_value_to_string(c, r).unwrap()).collect::<Vec<_>>().join("|")).collect()
 }
 
 fn part_mtimes(dir: &Path) -> BTreeMap<PathBuf, SystemTime> {

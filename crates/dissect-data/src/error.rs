@@ -18,7 +18,9 @@ pub enum DataError {
     Csv { path: PathBuf, line: u64, message: String, expected: String },
     #[error("{path}: parquet: {message}")]
     Parquet { path: PathBuf, message: String },
-    #[error("{path}: column `{column}`: {message}\nhint: the file was written by another version of dissect or by another stage; rerun the stage that writes it")]
+    #[error(
+        "{path}: column `{column}`: {message}\nhint: the file was written by another version of dissect or by another stage; rerun the stage that writes it"
+    )]
     Schema { path: PathBuf, column: String, message: String },
     #[error("{path}: no Parquet data found\nhint: give a .parquet file or a directory of shard=*/part-*.parquet partitions")]
     NoParquet { path: PathBuf },

@@ -88,10 +88,20 @@ pub fn kept_from_batches(batches: &[RecordBatch], origin: &Path) -> Result<Vec<K
     let mut out = Vec::new();
     for b in batches {
         let c = Columns { batch: b, origin };
-        let (id, prompt, subject, attribute, relation) =
-            (c.get::<UInt64Array>("id")?, c.get::<StringArray>("prompt")?, c.get::<StringArray>("subject")?, c.get::<StringArray>("attribute")?, c.get::<StringArray>("relation_id")?);
-        let (sf, sl, ft, nt, tid) =
-            (c.get::<UInt32Array>("subject_first")?, c.get::<UInt32Array>("subject_last")?, c.get::<UInt32Array>("first_token")?, c.get::<UInt32Array>("n_tokens")?, c.get::<UInt32Array>("target_id")?);
+        let (id, prompt, subject, attribute, relation) = (
+            c.get::<UInt64Array>("id")?,
+            c.get::<StringArray>("prompt")?,
+            c.get::<StringArray>("subject")?,
+            c.get::<StringArray>("attribute")?,
+            c.get::<StringArray>("relation_id")?,
+        );
+        let (sf, sl, ft, nt, tid) = (
+            c.get::<UInt32Array>("subject_first")?,
+            c.get::<UInt32Array>("subject_last")?,
+            c.get::<UInt32Array>("first_token")?,
+            c.get::<UInt32Array>("n_tokens")?,
+            c.get::<UInt32Array>("target_id")?,
+        );
         let (target, prob) = (c.get::<StringArray>("target")?, c.get::<Float32Array>("target_prob")?);
         for i in 0..b.num_rows() {
             let span = SubjectSpan { first: sf.value(i) as usize, last: sl.value(i) as usize };

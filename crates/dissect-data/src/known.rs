@@ -60,12 +60,8 @@ pub fn load_known_facts(path: &Path, limit: Option<usize>) -> Result<(Vec<KnownF
 
 /// [`load_known_facts`] on text already read; `origin` names it in errors.
 pub fn parse_known_facts(text: &str, origin: &Path, limit: Option<usize>) -> Result<(Vec<KnownFact>, Vec<Rejected>), DataError> {
-    let records: Vec<serde_json::Value> = serde_json::from_str(text).map_err(|e| DataError::Json {
-        path: origin.to_path_buf(),
-        line: e.line(),
-        column: e.column(),
-        message: e.to_string(),
-    })?;
+    let records: Vec<serde_json::Value> =
+        serde_json::from_str(text).map_err(|e| DataError::Json { path: origin.to_path_buf(), line: e.line(), column: e.column(), message: e.to_string() })?;
     let n = limit.unwrap_or(records.len()).min(records.len());
     let mut checker = FactChecker::default();
     let mut facts = Vec::with_capacity(n);
@@ -143,10 +139,7 @@ mod tests {
         let (facts, rejected) = parse(&text).unwrap();
         assert_eq!(facts.iter().map(|f| f.known_id).collect::<Vec<_>>(), vec![0, 5]);
         let kinds: Vec<(Option<u64>, &str)> = rejected.iter().map(|r| (r.id, r.reason.kind())).collect();
-        assert_eq!(
-            kinds,
-            vec![(Some(1), "subject_not_in_prompt"), (Some(2), "malformed"), (Some(3), "empty_prompt"), (Some(0), "duplicate_id")]
-        );
+        assert_eq!(kinds, vec![(Some(1), "subject_not_in_prompt"), (Some(2), "malformed"), (Some(3), "empty_prompt"), (Some(0), "duplicate_id")]);
         match &rejected[1].reason {
             RejectReason::Malformed { record, message } => {
                 assert_eq!(*record, 2);

@@ -31,7 +31,10 @@ pub fn read_paragraphs(reader: impl std::io::Read, origin: &Path) -> Result<(Par
     let mut rd = csv::ReaderBuilder::new().has_headers(true).from_reader(reader);
     let headers = rd.headers().map_err(|e| csv_err(1, e.to_string()))?.clone();
     let column = |name: &str| {
-        headers.iter().position(|h| h.trim() == name).ok_or_else(|| csv_err(1, format!("no `{name}` column in the header {:?}", headers.iter().collect::<Vec<_>>())))
+        headers
+            .iter()
+            .position(|h| h.trim() == name)
+            .ok_or_else(|| csv_err(1, format!("no `{name}` column in the header {:?}", headers.iter().collect::<Vec<_>>())))
     };
     let (subject_col, text_col) = (column("subject")?, column("paragraphs")?);
     let mut by_subject = Paragraphs::new();

@@ -71,9 +71,11 @@ pub fn parquet_files(path: &Path) -> Result<Vec<PathBuf>, DataError> {
         if !is_shard || !shard.is_dir() {
             continue;
         }
-        files.extend(read_dir_sorted(&shard)?.into_iter().filter(|f| {
-            f.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("part-") && n.ends_with(".parquet"))
-        }));
+        files.extend(
+            read_dir_sorted(&shard)?
+                .into_iter()
+                .filter(|f| f.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("part-") && n.ends_with(".parquet"))),
+        );
     }
     if files.is_empty() {
         return Err(DataError::NoParquet { path: path.to_path_buf() });
@@ -82,10 +84,8 @@ pub fn parquet_files(path: &Path) -> Result<Vec<PathBuf>, DataError> {
 }
 
 fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| DataError::io(dir, e))?
-        .map(|e| e.map(|e| e.path()).map_err(|e| DataError::io(dir, e)))
-        .collect::<Result<_, _>>()?;
+    let mut entries: Vec<PathBuf> =
+        std::fs::read_dir(dir).map_err(|e| DataError::io(dir, e))?.map(|e| e.map(|e| e.path()).map_err(|e| DataError::io(dir, e))).collect::<Result<_, _>>()?;
     entries.sort();
     Ok(entries)
 }
@@ -128,11 +128,7 @@ mod tests {
 
     fn batch(ids: &[i64]) -> RecordBatch {
         let names: Vec<String> = ids.iter().map(|i| format!("r{i}")).collect();
-        RecordBatch::try_from_iter([
-            ("id", Arc::new(Int64Array::from(ids.to_vec())) as _),
-            ("name", Arc::new(StringArray::from(names)) as _),
-        ])
-        .unwrap()
+        RecordBatch::try_from_iter([("id", Arc::new(Int64Array::from(ids.to_vec())) as _), ("name", Arc::new(StringArray::from(names)) as _)]).unwrap()
     }
 
     fn visible_and_hidden(dir: &Path) -> Vec<String> {
@@ -162,11 +158,8 @@ mod tests {
         let path = dir.path().join("out.parquet");
         write_parquet_atomic(&path, &[batch(&[7])], &[]).unwrap();
         let before = std::fs::read(&path).unwrap();
-        let other = RecordBatch::try_from_iter([
-            ("x", Arc::new(Float32Array::from(vec![1.0])) as _),
-            ("y", Arc::new(UInt32Array::from(vec![1])) as _),
-        ])
-        .unwrap();
+        let other =
+            RecordBatch::try_from_iter([("x", Arc::new(Float32Array::from(vec![1.0])) as _), ("y", Arc::new(UInt32Array::from(vec![1])) as _)]).unwrap();
         let err = write_parquet_atomic(&path, &[batch(&[1, 2]), other], &[]).unwrap_err();
         assert!(matches!(err, DataError::Parquet { .. }), "{err}");
         assert_eq!(std::fs::read(&path).unwrap(), before, "the old file must be untouched");
@@ -187,11 +180,8 @@ mod tests {
         }
         std::fs::write(dir.path().join("shard=00000/.part-0.parquet.1.0.tmp"), b"partial").unwrap();
         std::fs::write(dir.path().join("README"), b"x").unwrap();
-        let ids: Vec<i64> = read_parquet(dir.path())
-            .unwrap()
-            .iter()
-            .flat_map(|b| b.column(0).as_any().downcast_ref::<Int64Array>().unwrap().values().to_vec())
-            .collect();
+        let ids: Vec<i64> =
+            read_parquet(dir.path()).unwrap().iter().flat_map(|b| b.column(0).as_any().downcast_ref::<Int64Array>().unwrap().values().to_vec()).collect();
         assert_eq!(ids, vec![0, 1, 20, 100]);
         let empty = tempfile::tempdir().unwrap();
         assert!(matches!(read_parquet(empty.path()), Err(DataError::NoParquet { .. })));

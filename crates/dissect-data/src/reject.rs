@@ -14,20 +14,39 @@ pub struct Rejected {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum RejectReason {
     /// The record is not an object with the expected fields and types.
-    Malformed { record: usize, message: String },
+    Malformed {
+        record: usize,
+        message: String,
+    },
     EmptyPrompt,
     EmptySubject,
     EmptyAttribute,
-    SubjectNotInPrompt { subject: String },
+    SubjectNotInPrompt {
+        subject: String,
+    },
     /// The subject occurs in the prompt but no token covers it (a tokenizer without offsets).
-    SubjectNotTokenized { subject: String },
+    SubjectNotTokenized {
+        subject: String,
+    },
     /// A record with this id came earlier in the file; the first one is kept.
     DuplicateId,
     /// The tokenizer failed on the prompt or the attribute.
-    Untokenizable { message: String },
-    PromptTooLong { n_tokens: usize, context_length: usize },
+    Untokenizable {
+        message: String,
+    },
+    PromptTooLong {
+        n_tokens: usize,
+        context_length: usize,
+    },
     /// The model's greedy next token is not the first token of `" " + attribute`.
-    WrongPrediction { predicted_id: u32, predicted: String, predicted_prob: f32, expected_id: u32, expected: String, expected_prob: f32 },
+    WrongPrediction {
+        predicted_id: u32,
+        predicted: String,
+        predicted_prob: f32,
+        expected_id: u32,
+        expected: String,
+        expected_prob: f32,
+    },
 }
 
 impl RejectReason {

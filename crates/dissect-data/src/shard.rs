@@ -56,10 +56,10 @@ impl ShardSpec {
     pub fn from_vars(count: u32, get: impl Fn(&str) -> Option<String>) -> Result<Option<Self>, DataError> {
         for var in INDEX_VARS {
             if let Some(v) = get(var) {
-                let index = v.trim().parse().map_err(|_| DataError::Shard {
-                    spec: format!("{var}={v}"),
-                    message: "the scheduler's task index is not a non-negative integer".into(),
-                })?;
+                let index = v
+                    .trim()
+                    .parse()
+                    .map_err(|_| DataError::Shard { spec: format!("{var}={v}"), message: "the scheduler's task index is not a non-negative integer".into() })?;
                 return Self::new(index, count).map(Some);
             }
         }

@@ -62,8 +62,7 @@ pub fn token_span(offsets: &[(usize, usize)], bytes: Range<usize>) -> Option<Sub
 
 /// The subject's token span in a prompt, from the tokenizer's byte offsets of that prompt.
 pub fn locate_subject(prompt: &str, subject: &str, offsets: &[(usize, usize)]) -> Result<SubjectSpan, RejectReason> {
-    let bytes = subject_byte_range(prompt, subject)
-        .ok_or_else(|| RejectReason::SubjectNotInPrompt { subject: subject.to_string() })?;
+    let bytes = subject_byte_range(prompt, subject).ok_or_else(|| RejectReason::SubjectNotInPrompt { subject: subject.to_string() })?;
     token_span(offsets, bytes).ok_or_else(|| RejectReason::SubjectNotTokenized { subject: subject.to_string() })
 }
 
@@ -141,15 +140,9 @@ mod tests {
     #[test]
     fn missing_subject_and_untokenized_subject_are_reasons() {
         let prompt = "Rome is in";
-        assert_eq!(
-            locate_subject(prompt, "Milan", &word_offsets(prompt, false)),
-            Err(RejectReason::SubjectNotInPrompt { subject: "Milan".into() })
-        );
+        assert_eq!(locate_subject(prompt, "Milan", &word_offsets(prompt, false)), Err(RejectReason::SubjectNotInPrompt { subject: "Milan".into() }));
         assert_eq!(locate_subject(prompt, "rome", &word_offsets(prompt, false)).unwrap_err().kind(), "subject_not_in_prompt");
-        assert_eq!(
-            locate_subject(prompt, "Rome", &[(0, 0), (0, 0)]),
-            Err(RejectReason::SubjectNotTokenized { subject: "Rome".into() })
-        );
+        assert_eq!(locate_subject(prompt, "Rome", &[(0, 0), (0, 0)]), Err(RejectReason::SubjectNotTokenized { subject: "Rome".into() }));
         assert_eq!(subject_byte_range(prompt, ""), None);
     }
 

@@ -127,8 +127,8 @@ pub struct EnrichmentRow {
 pub fn baseline_subject_ids(tokenizer: &Tokenizer, prompt: &str, subject: &str) -> Result<Vec<u32>, ExperimentError> {
     let spaced = format!(" {prompt}");
     let enc = tokenizer.encode(&spaced)?;
-    let span = locate_subject(&spaced, subject, &enc.offsets)
-        .map_err(|reason| ExperimentError::Baseline(format!("subject {subject:?} in {spaced:?}: {reason}")))?;
+    let span =
+        locate_subject(&spaced, subject, &enc.offsets).map_err(|reason| ExperimentError::Baseline(format!("subject {subject:?} in {spaced:?}: {reason}")))?;
     Ok(span.positions().map(|p| enc.ids[p]).collect())
 }
 

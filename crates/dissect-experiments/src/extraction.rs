@@ -31,7 +31,12 @@ pub struct ExtractionConfig {
 
 impl Default for ExtractionConfig {
     fn default() -> Self {
-        ExtractionConfig { projection: Projection::Notebook, blocked: vec![BlockSet::Subject, BlockSet::NonSubject], path: ExecPath::Fast, blocking: EdgeBlocking::PreSoftmax }
+        ExtractionConfig {
+            projection: Projection::Notebook,
+            blocked: vec![BlockSet::Subject, BlockSet::NonSubject],
+            path: ExecPath::Fast,
+            blocking: EdgeBlocking::PreSoftmax,
+        }
     }
 }
 
@@ -91,7 +96,10 @@ pub fn extraction_from<B: Backend>(
         let Some(keys) = set.positions(s, subject, has_bos) else { continue };
         // Row l blocks only at layer l, whose MHSA output it reads.
         let plans: Vec<Plan> = (0..n_layers)
-            .map(|l| Plan { edges: vec![BlockEdges { layers: l..l + 1, query: last, keys: keys.clone(), heads: None, arithmetic: cfg.blocking }], ..Plan::default() })
+            .map(|l| Plan {
+                edges: vec![BlockEdges { layers: l..l + 1, query: last, keys: keys.clone(), heads: None, arithmetic: cfg.blocking }],
+                ..Plan::default()
+            })
             .collect();
         let (_, rec) = run_plans(model, clean, &plans, cfg.path, spec(n_layers, false))?;
         let d = model.config.hidden;

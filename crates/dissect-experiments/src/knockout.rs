@@ -105,12 +105,7 @@ pub struct KnockoutResult {
 }
 
 /// The knockout sweep of one prompt. The target is the model's own top-1 on the clean run.
-pub fn knockout_sweep<B: Backend>(
-    model: &Model<B>,
-    ids: &[u32],
-    subject: Range<usize>,
-    cfg: &KnockoutConfig,
-) -> Result<KnockoutResult, ExperimentError> {
+pub fn knockout_sweep<B: Backend>(model: &Model<B>, ids: &[u32], subject: Range<usize>, cfg: &KnockoutConfig) -> Result<KnockoutResult, ExperimentError> {
     knockout_sweep_from(model, &CleanRun::new(model, ids)?, subject, cfg)
 }
 
@@ -135,7 +130,8 @@ pub fn knockout_sweep_from<B: Backend>(
     for layer in 0..n_layers {
         for &set in &cfg.sets {
             let Some(keys) = set.positions(s, &subject, has_bos) else { continue };
-            let edges = vec![BlockEdges { layers: window_layers(layer, cfg.window, n_layers), query: last, keys, heads: None, arithmetic: EdgeBlocking::PreSoftmax }];
+            let edges =
+                vec![BlockEdges { layers: window_layers(layer, cfg.window, n_layers), query: last, keys, heads: None, arithmetic: EdgeBlocking::PreSoftmax }];
             variants.push((layer, set, Plan { edges, ..Plan::default() }));
         }
     }

@@ -6,7 +6,7 @@ use std::ops::Range;
 
 use burn_tensor::backend::Backend;
 use burn_tensor::Tensor;
-use dissect_model::intervene::{PlanHooks, Plan, RecordSpec, Sublayer};
+use dissect_model::intervene::{Plan, PlanHooks, RecordSpec, Sublayer};
 use dissect_model::project::Projection;
 use dissect_model::Model;
 use serde::{Deserialize, Serialize};
@@ -27,11 +27,7 @@ pub struct PatchingConfig {
 
 impl Default for PatchingConfig {
     fn default() -> Self {
-        PatchingConfig {
-            sources: vec![0, 1, 5, 10, 20],
-            sets: BlockSet::PAPER.to_vec(),
-            projection: Projection::Notebook,
-        }
+        PatchingConfig { sources: vec![0, 1, 5, 10, 20], sets: BlockSet::PAPER.to_vec(), projection: Projection::Notebook }
     }
 }
 
@@ -101,9 +97,5 @@ pub fn patching<B: Backend>(
 
 /// The unpatched baseline of the patching figure: the clean extraction rows of MHSA.
 pub fn baseline(extraction: &[ExtractionRow]) -> Vec<(usize, bool)> {
-    extraction
-        .iter()
-        .filter(|r| r.sublayer == Sublayer::Attn && r.blocked.is_none())
-        .map(|r| (r.layer, r.extracted))
-        .collect()
+    extraction.iter().filter(|r| r.sublayer == Sublayer::Attn && r.blocked.is_none()).map(|r| (r.layer, r.extracted)).collect()
 }

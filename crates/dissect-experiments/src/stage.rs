@@ -10,9 +10,9 @@ use burn_tensor::backend::Backend;
 use dissect_data::filtered::KeptRecord;
 use dissect_data::parts::{Parts, RunSummary};
 use dissect_data::{PositionKind, Provenance, ShardSpec};
-use dissect_model::source::ModelInfo;
 use dissect_model::intervene::{CleanRun, KnockoutMode, Sublayer};
 use dissect_model::project::Projection;
+use dissect_model::source::ModelInfo;
 use dissect_model::tokenizer::Tokenizer;
 use dissect_model::Model;
 use serde::{Deserialize, Serialize};
@@ -20,10 +20,10 @@ use serde::{Deserialize, Serialize};
 use crate::enrichment::{baseline_subject_ids, enrichment, enrichment_at, paragraph_tokens, AttributesConfig, EnrichmentConfig};
 use crate::extraction::{extraction_from, ExtractionConfig};
 use crate::knockout::{knockout_sweep_from, BlockSet, KnockoutConfig};
+use crate::parameters::{head_ov, mlp_values, ParametersConfig};
 use crate::patching::{patching, PatchingConfig};
 use crate::ranks::{ranks, ranks_at};
 use crate::sublayer::{sublayer_knockout, SublayerConfig};
-use crate::parameters::{head_ov, mlp_values, ParametersConfig};
 use crate::table::{Cell, Table};
 use crate::{clean_hidden, ExperimentError};
 
@@ -199,13 +199,30 @@ pub struct Tables {
 fn schema(e: Experiment) -> (Vec<&'static str>, Vec<DataType>) {
     use DataType::*;
     let (names, types): (Vec<&'static str>, Vec<DataType>) = match e {
-        Experiment::Knockout => vec![("id", UInt64), ("layer", UInt32), ("block", Utf8), ("window", UInt32), ("target_id", UInt32), ("p_base", Float32), ("p_new", Float32), ("pct_change", Float32)],
-        Experiment::Extraction => vec![("id", UInt64), ("layer", UInt32), ("sublayer", Utf8), ("blocked", Utf8), ("target_rank", UInt32), ("top1", UInt32), ("extracted", Boolean)],
-        Experiment::Patching => vec![("id", UInt64), ("layer", UInt32), ("source_layer", UInt32), ("positions", Utf8), ("target_rank", UInt32), ("extracted", Boolean)],
+        Experiment::Knockout => vec![
+            ("id", UInt64),
+            ("layer", UInt32),
+            ("block", Utf8),
+            ("window", UInt32),
+            ("target_id", UInt32),
+            ("p_base", Float32),
+            ("p_new", Float32),
+            ("pct_change", Float32),
+        ],
+        Experiment::Extraction => {
+            vec![("id", UInt64), ("layer", UInt32), ("sublayer", Utf8), ("blocked", Utf8), ("target_rank", UInt32), ("top1", UInt32), ("extracted", Boolean)]
+        }
+        Experiment::Patching => {
+            vec![("id", UInt64), ("layer", UInt32), ("source_layer", UInt32), ("positions", Utf8), ("target_rank", UInt32), ("extracted", Boolean)]
+        }
         Experiment::Enrichment => vec![("id", UInt64), ("subject", Utf8), ("layer", UInt32), ("position", Utf8), ("rate", Float32), ("extra", Boolean)],
-        Experiment::SublayerKnockout => vec![("id", UInt64), ("start_layer", UInt32), ("end_layer", UInt32), ("sublayer", Utf8), ("mode", Utf8), ("read_layer", UInt32), ("rate", Float32)],
+        Experiment::SublayerKnockout => {
+            vec![("id", UInt64), ("start_layer", UInt32), ("end_layer", UInt32), ("sublayer", Utf8), ("mode", Utf8), ("read_layer", UInt32), ("rate", Float32)]
+        }
         Experiment::Ranks => vec![("id", UInt64), ("layer", UInt32), ("subject_last_rank", UInt32), ("attn_last_rank", UInt32)],
-        Experiment::Parameters => vec![("id", UInt64), ("layer", UInt32), ("head", UInt32), ("target_rank", UInt32), ("top_ids", list_u32()), ("top_tokens", list_utf8())],
+        Experiment::Parameters => {
+            vec![("id", UInt64), ("layer", UInt32), ("head", UInt32), ("target_rank", UInt32), ("top_ids", list_u32()), ("top_tokens", list_utf8())]
+        }
     }
     .into_iter()
     .unzip();
@@ -223,17 +240,37 @@ fn list_utf8() -> DataType {
 /// The MLP table of the `parameters` experiment.
 fn mlp_schema() -> (Vec<&'static str>, Vec<DataType>) {
     use DataType::*;
-    [("id", UInt64), ("layer", UInt32), ("rank", UInt32), ("neuron", UInt32), ("coefficient", Float32), ("value_norm", Float32), ("target_rank", UInt32), ("top_ids", list_u32()), ("top_tokens", list_utf8())]
-        .into_iter()
-        .unzip()
+    [
+        ("id", UInt64),
+        ("layer", UInt32),
+        ("rank", UInt32),
+        ("neuron", UInt32),
+        ("coefficient", Float32),
+        ("value_norm", Float32),
+        ("target_rank", UInt32),
+        ("top_ids", list_u32()),
+        ("top_tokens", list_utf8()),
+    ]
+    .into_iter()
+    .unzip()
 }
 
 /// The model-level table of the `parameters` experiment.
 fn matrices_schema() -> (Vec<&'static str>, Vec<DataType>) {
     use DataType::*;
-    [("layer", UInt32), ("head", UInt32), ("circuit", Utf8), ("rank", UInt32), ("source_id", UInt32), ("source", Utf8), ("destination_id", UInt32), ("destination", Utf8), ("value", Float32)]
-        .into_iter()
-        .unzip()
+    [
+        ("layer", UInt32),
+        ("head", UInt32),
+        ("circuit", Utf8),
+        ("rank", UInt32),
+        ("source_id", UInt32),
+        ("source", Utf8),
+        ("destination_id", UInt32),
+        ("destination", Utf8),
+        ("value", Float32),
+    ]
+    .into_iter()
+    .unzip()
 }
 
 /// `parameters_matrices`: written once per output directory, by shard 0, as
@@ -259,7 +296,6 @@ pub fn matrices_table<B: Backend>(model: &Model<B>, tokenizer: &Tokenizer, cfg: 
     }
     (t, types)
 }
-
 
 /// Runs the stage. `progress` is called after each record with (done, total).
 pub fn run<B: Backend>(
@@ -349,9 +385,11 @@ fn run_record<B: Backend>(
     let id = rec.id;
     let mut extraction_rows = None;
     let paragraph = || -> Result<HashSet<String>, ExperimentError> {
-        let paras = inputs.paragraphs.get(&rec.subject).filter(|p| !p.is_empty()).ok_or_else(|| {
-            fail(format!("no paragraphs for subject {:?}: excluded from enrichment, as in the paper", rec.subject))
-        })?;
+        let paras = inputs
+            .paragraphs
+            .get(&rec.subject)
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| fail(format!("no paragraphs for subject {:?}: excluded from enrichment, as in the paper", rec.subject)))?;
         paragraph_tokens(tokenizer, model.config.bos_token_id, paras, inputs.stopwords, &cfg.attributes)
     };
     let mut out = Vec::new();
@@ -363,18 +401,47 @@ fn run_record<B: Backend>(
             Experiment::Knockout => {
                 let r = knockout_sweep_from(model, &clean, subject.clone(), &cfg.knockout)?;
                 for row in r.rows {
-                    t.push(vec![id.into(), row.layer.into(), row.block.name().into(), r.window.into(), r.target_id.into(), r.p_base.into(), row.p_new.into(), row.pct_change.into()]);
+                    t.push(vec![
+                        id.into(),
+                        row.layer.into(),
+                        row.block.name().into(),
+                        r.window.into(),
+                        r.target_id.into(),
+                        r.p_base.into(),
+                        row.p_new.into(),
+                        row.pct_change.into(),
+                    ]);
                 }
                 Ok(Output::Rows(t))
             }
             Experiment::Extraction | Experiment::Ranks if extraction_rows.is_none() => {
                 let rows = extraction_from(model, &clean, &subject, target, &cfg.extraction, cached.as_ref().map(|c| (c.attn_out(), c.mlp_out())))?;
                 extraction_rows = Some(rows);
-                self_extraction_or_ranks(exp, model, &hidden, cached.as_ref(), &positions, target, extraction_rows.as_deref().unwrap_or_default(), cfg.projection, id, t)
+                self_extraction_or_ranks(
+                    exp,
+                    model,
+                    &hidden,
+                    cached.as_ref(),
+                    &positions,
+                    target,
+                    extraction_rows.as_deref().unwrap_or_default(),
+                    cfg.projection,
+                    id,
+                    t,
+                )
             }
-            Experiment::Extraction | Experiment::Ranks => {
-                self_extraction_or_ranks(exp, model, &hidden, cached.as_ref(), &positions, target, extraction_rows.as_deref().unwrap_or_default(), cfg.projection, id, t)
-            }
+            Experiment::Extraction | Experiment::Ranks => self_extraction_or_ranks(
+                exp,
+                model,
+                &hidden,
+                cached.as_ref(),
+                &positions,
+                target,
+                extraction_rows.as_deref().unwrap_or_default(),
+                cfg.projection,
+                id,
+                t,
+            ),
             Experiment::Patching => {
                 for r in patching(model, &hidden, &ids, &subject, target, &cfg.patching)? {
                     t.push(vec![id.into(), r.layer.into(), r.source.into(), r.set.name().into(), r.target_rank.into(), r.extracted.into()]);
@@ -545,8 +612,8 @@ impl StageParts {
         // as done and the aggregate sees every table.
         let records = Parts::new(dirs, shard, n_records.div_ceil(cfg.chunk_size.max(1)).max(1), provenance);
         // Model-level: one part, by the first shard only (the aggregate reads every shard).
-        let matrices = (cfg.experiments.contains(&Experiment::Parameters) && shard.index == 0)
-            .then(|| Parts::new(vec![out.join(MATRICES_TABLE)], shard, 1, provenance));
+        let matrices =
+            (cfg.experiments.contains(&Experiment::Parameters) && shard.index == 0).then(|| Parts::new(vec![out.join(MATRICES_TABLE)], shard, 1, provenance));
         StageParts { records, matrices }
     }
 

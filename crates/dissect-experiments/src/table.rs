@@ -99,11 +99,41 @@ impl Table {
         for (c, (name, ty)) in self.names.iter().zip(types).enumerate() {
             let cells = self.rows.iter().map(|r| &r[c]);
             let (array, nullable): (ArrayRef, bool) = match ty {
-                DataType::UInt64 => (Arc::new(UInt64Array::from_iter_values(cells.map(|x| match x { Cell::U64(v) => *v, other => panic!("{name}: {other:?}") }))), false),
-                DataType::UInt32 => (Arc::new(UInt32Array::from_iter(cells.map(|x| match x { Cell::U32(v) => *v, other => panic!("{name}: {other:?}") }))), true),
-                DataType::Float32 => (Arc::new(Float32Array::from_iter_values(cells.map(|x| match x { Cell::F32(v) => *v, other => panic!("{name}: {other:?}") }))), false),
-                DataType::Utf8 => (Arc::new(StringArray::from_iter(cells.map(|x| match x { Cell::Str(v) => v.clone(), other => panic!("{name}: {other:?}") }))), true),
-                DataType::Boolean => (Arc::new(BooleanArray::from_iter(cells.map(|x| match x { Cell::Bool(v) => Some(*v), other => panic!("{name}: {other:?}") }))), false),
+                DataType::UInt64 => (
+                    Arc::new(UInt64Array::from_iter_values(cells.map(|x| match x {
+                        Cell::U64(v) => *v,
+                        other => panic!("{name}: {other:?}"),
+                    }))),
+                    false,
+                ),
+                DataType::UInt32 => (
+                    Arc::new(UInt32Array::from_iter(cells.map(|x| match x {
+                        Cell::U32(v) => *v,
+                        other => panic!("{name}: {other:?}"),
+                    }))),
+                    true,
+                ),
+                DataType::Float32 => (
+                    Arc::new(Float32Array::from_iter_values(cells.map(|x| match x {
+                        Cell::F32(v) => *v,
+                        other => panic!("{name}: {other:?}"),
+                    }))),
+                    false,
+                ),
+                DataType::Utf8 => (
+                    Arc::new(StringArray::from_iter(cells.map(|x| match x {
+                        Cell::Str(v) => v.clone(),
+                        other => panic!("{name}: {other:?}"),
+                    }))),
+                    true,
+                ),
+                DataType::Boolean => (
+                    Arc::new(BooleanArray::from_iter(cells.map(|x| match x {
+                        Cell::Bool(v) => Some(*v),
+                        other => panic!("{name}: {other:?}"),
+                    }))),
+                    false,
+                ),
                 DataType::List(item) => (list_array(name, item.data_type(), cells), false),
                 other => panic!("unsupported column type {other}"),
             };

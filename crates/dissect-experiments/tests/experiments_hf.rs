@@ -100,7 +100,6 @@ fn prepare(m: &Loaded<B>, p: &Value, stop: &HashSet<String>, attrs: &AttributesC
     Prompt { ids: enc.ids, subject: span.first..span.last + 1, positions, target: u(&p["target_id"]) as u32, paragraph, baseline }
 }
 
-
 fn sublayer_cfg(r: &Value, n_layers: usize, projection: Projection) -> SublayerConfig {
     let repr = u(&r["sublayer"]["repr_layer"]);
     let default = SublayerConfig::default();
@@ -212,7 +211,8 @@ fn compare_model(r: &Value, c: &mut Check) {
             }
 
             // enrichment
-            let (rows, base) = enrichment(model, &m.tokenizer, &hidden, &q.positions, &q.baseline, &q.paragraph, &stop, &attrs, &EnrichmentConfig::default(), projection);
+            let (rows, base) =
+                enrichment(model, &m.tokenizer, &hidden, &q.positions, &q.baseline, &q.paragraph, &stop, &attrs, &EnrichmentConfig::default(), projection);
             let theirs = arr(&p["enrichment"][pname]);
             let cat = format!("enrichment {pname}");
             c.ok(&cat, rows.len() == theirs.len(), || format!("{tag}: {} rows vs HF {}", rows.len(), theirs.len()));
@@ -336,7 +336,10 @@ fn notebook_and_paper_wording_differ_where_they_should() {
             // attention over a single key is uniform anyway: the MHSA notebook knockout of the
             // first position alone changes nothing
             let clean = knocked(model, &q.ids, Sublayer::Attn, 0..0, KnockoutMode::Notebook, read, sl); // empty range: the clean run
-            let plan0 = Plan { knockouts: vec![Knockout { sublayer: Sublayer::Attn, layers: 0..n_layers, positions: Some(vec![0]), mode: KnockoutMode::Notebook }], ..Plan::default() };
+            let plan0 = Plan {
+                knockouts: vec![Knockout { sublayer: Sublayer::Attn, layers: 0..n_layers, positions: Some(vec![0]), mode: KnockoutMode::Notebook }],
+                ..Plan::default()
+            };
             let cr = CleanRun::new(model, &q.ids).unwrap();
             let spec = RecordSpec { residual: true, positions: vec![vec![sl]], ..RecordSpec::default() };
             let (_, rec) = run_plans(model, &cr, &[plan0], ExecPath::Full, spec).unwrap();
@@ -350,7 +353,9 @@ fn notebook_and_paper_wording_differ_where_they_should() {
                 let (ours_nb, ours_zero) = (rates_of(&rows, Sublayer::Mlp, KnockoutMode::Notebook), rates_of(&rows, Sublayer::Mlp, KnockoutMode::Zero));
                 let (hf_nb, hf_zero) = (ref_rates_of(theirs, "mlp", "notebook"), ref_rates_of(theirs, "mlp", "zero"));
                 if gemma {
-                    c.ok("mlp notebook == zero rates (no MLP bias)", ours_nb == ours_zero && hf_nb == hf_zero, || format!("{tag} {pname}: ours {ours_nb:?} / {ours_zero:?}, HF {hf_nb:?} / {hf_zero:?}"));
+                    c.ok("mlp notebook == zero rates (no MLP bias)", ours_nb == ours_zero && hf_nb == hf_zero, || {
+                        format!("{tag} {pname}: ours {ours_nb:?} / {ours_zero:?}, HF {hf_nb:?} / {hf_zero:?}")
+                    });
                 }
                 mlp_rates_differ |= ours_nb != ours_zero;
                 hf_mlp_differ |= hf_nb != hf_zero;
@@ -384,10 +389,16 @@ fn notebook_and_paper_wording_differ_where_they_should() {
             hf_proj_differ |= hf("notebook") != hf("logit_lens");
         }
         if !gemma {
-            c.ok("mlp notebook != zero rates (MLP bias)", mlp_rates_differ && hf_mlp_differ, || format!("{name}: ours differ {mlp_rates_differ}, HF differ {hf_mlp_differ}"));
+            c.ok("mlp notebook != zero rates (MLP bias)", mlp_rates_differ && hf_mlp_differ, || {
+                format!("{name}: ours differ {mlp_rates_differ}, HF differ {hf_mlp_differ}")
+            });
         }
-        c.ok("mhsa notebook != zero rates", attn_rates_differ && hf_attn_differ, || format!("{name}: ours differ {attn_rates_differ}, HF differ {hf_attn_differ}"));
-        c.ok("projection notebook != logit lens ranks", proj_ranks_differ && hf_proj_differ, || format!("{name}: ours differ {proj_ranks_differ}, HF differ {hf_proj_differ}"));
+        c.ok("mhsa notebook != zero rates", attn_rates_differ && hf_attn_differ, || {
+            format!("{name}: ours differ {attn_rates_differ}, HF differ {hf_attn_differ}")
+        });
+        c.ok("projection notebook != logit lens ranks", proj_ranks_differ && hf_proj_differ, || {
+            format!("{name}: ours differ {proj_ranks_differ}, HF differ {hf_proj_differ}")
+        });
     }
     c.finish();
 }

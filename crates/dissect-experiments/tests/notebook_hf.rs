@@ -110,7 +110,9 @@ fn compare_model(r: &Value, c: &mut Check) {
                 };
                 c.prob("knockout", row.p_new, f(&t["p_new"]), || format!("{}: p_new", what()));
                 let tol = 1e-2 * (f(&t["p_new"]) / f(&p["p_base"]) + 1.0);
-                c.ok("knockout", (row.pct_change as f64 - f(&t["pct_change"])).abs() <= tol, || format!("{}: pct_change {} vs HF {}", what(), row.pct_change, t["pct_change"]));
+                c.ok("knockout", (row.pct_change as f64 - f(&t["pct_change"])).abs() <= tol, || {
+                    format!("{}: pct_change {} vs HF {}", what(), row.pct_change, t["pct_change"])
+                });
             }
         }
 
@@ -151,7 +153,10 @@ fn compare_model(r: &Value, c: &mut Check) {
                     continue;
                 }
                 let plans: Vec<Plan> = (0..n_layers)
-                    .map(|l| Plan { edges: vec![BlockEdges { layers: l..l + 1, query: last, keys: keys.clone(), heads: None, arithmetic: arithmetic(arith) }], ..Plan::default() })
+                    .map(|l| Plan {
+                        edges: vec![BlockEdges { layers: l..l + 1, query: last, keys: keys.clone(), heads: None, arithmetic: arithmetic(arith) }],
+                        ..Plan::default()
+                    })
                     .collect();
                 let spec = RecordSpec { attn_out: true, positions: vec![vec![last]; n_layers], ..RecordSpec::default() };
                 let (_, rec) = run_plans(model, &clean, &plans, ExecPath::Fast, spec).unwrap();
@@ -202,14 +207,27 @@ fn compare_model(r: &Value, c: &mut Check) {
         let ref_base_ids: Vec<u32> = arr(&ref_base["subject_ids"]).iter().map(|x| u(x) as u32).collect();
         c.ok("enrichment baseline subject tokens", base_ids == ref_base_ids, || format!("{tag}: {base_ids:?} vs HF {ref_base_ids:?}"));
         for (key, ac) in &constants {
-            let pick = |t: &Value| -> Value { if key.is_empty() { t.clone() } else { t[*key].clone() } };
+            let pick = |t: &Value| -> Value {
+                if key.is_empty() {
+                    t.clone()
+                } else {
+                    t[*key].clone()
+                }
+            };
             let label = if key.is_empty() { "notebook constants" } else { "small constants" };
             let paragraph = paragraph_tokens(&m.tokenizer, model.config.bos_token_id, &strings(&p["paragraphs"]), &stop, ac).unwrap();
             if key.is_empty() {
                 let theirs: HashSet<String> = strings(&p["paragraph_tokens"]).into_iter().collect();
-                c.ok("enrichment paragraph tokens", paragraph == theirs, || format!("{tag}: ours-only {:?}, HF-only {:?}", paragraph.difference(&theirs).collect::<Vec<_>>(), theirs.difference(&paragraph).collect::<Vec<_>>()));
+                c.ok("enrichment paragraph tokens", paragraph == theirs, || {
+                    format!(
+                        "{tag}: ours-only {:?}, HF-only {:?}",
+                        paragraph.difference(&theirs).collect::<Vec<_>>(),
+                        theirs.difference(&paragraph).collect::<Vec<_>>()
+                    )
+                });
             }
-            let (rows, base) = enrichment(model, &m.tokenizer, &hidden, &positions, &base_ids, &paragraph, &stop, ac, &EnrichmentConfig::default(), Projection::Notebook);
+            let (rows, base) =
+                enrichment(model, &m.tokenizer, &hidden, &positions, &base_ids, &paragraph, &stop, ac, &EnrichmentConfig::default(), Projection::Notebook);
             let theirs = arr(&p["enrichment"]["notebook"]);
             let cat = format!("enrichment, {label}");
             c.ok(&cat, rows.len() == theirs.len(), || format!("{tag}: {} rows vs HF {}", rows.len(), theirs.len()));
@@ -222,7 +240,12 @@ fn compare_model(r: &Value, c: &mut Check) {
             }
             c.rate(&format!("enrichment baseline, {label}"), base, &pick(ref_base), || format!("{tag} baseline"));
 
-            let scfg = SublayerConfig { repr_layer, span: u(&r["sublayer"]["span"]), modes: vec![KnockoutMode::Notebook, KnockoutMode::Zero], projection: Projection::Notebook };
+            let scfg = SublayerConfig {
+                repr_layer,
+                span: u(&r["sublayer"]["span"]),
+                modes: vec![KnockoutMode::Notebook, KnockoutMode::Zero],
+                projection: Projection::Notebook,
+            };
             let rows = sublayer_knockout(model, &m.tokenizer, &hidden, sl, &paragraph, &stop, ac, &scfg);
             let theirs = arr(&p["sublayer"]["notebook"]);
             let cat = format!("sublayer knockout, {label}");

@@ -273,8 +273,17 @@ fn parameters_equal_hf() {
     }
     // Every category is exercised.
     for cat in [
-        "candidates", "matrix pairs", "matrix values", "inputs", "head target rank", "head top ids", "neuron ids",
-        "neuron coefficient", "neuron value norm", "neuron target rank", "neuron top ids",
+        "candidates",
+        "matrix pairs",
+        "matrix values",
+        "inputs",
+        "head target rank",
+        "head top ids",
+        "neuron ids",
+        "neuron coefficient",
+        "neuron value norm",
+        "neuron target rank",
+        "neuron top ids",
     ] {
         assert!(rep.checked.get(cat).copied().unwrap_or(0) > 0, "nothing checked in {cat}");
     }

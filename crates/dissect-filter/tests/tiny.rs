@@ -62,10 +62,7 @@ fn check_fixture(name: &str, expected_first_token: usize) {
     let (known, predicted, p) = a_fact_the_model_knows(&m);
     let other = known_1000().into_iter().find(|f| f.known_id != known.known_id && f.prompt.len() < 40).unwrap();
     let (other_pred, _) = greedy(&m, &other.prompt);
-    let wrong_attr = ["Paris", "London", "Tokyo", "Berlin"]
-        .into_iter()
-        .find(|a| attribute_first_token(&m.tokenizer, a).unwrap() != Some(other_pred))
-        .unwrap();
+    let wrong_attr = ["Paris", "London", "Tokyo", "Berlin"].into_iter().find(|a| attribute_first_token(&m.tokenizer, a).unwrap() != Some(other_pred)).unwrap();
     let long_prompt = format!("Rome{}", " and Rome".repeat(m.model.config.context_length));
     let facts = vec![
         KnownFact { known_id: 10, ..known.clone() },
@@ -143,7 +140,11 @@ fn batch_size_does_not_change_decisions() {
         .take(40)
         .map(|f| {
             let word = m.tokenizer.decode_token(greedy(&m, &f.prompt).0).trim_start().to_string();
-            if f.known_id % 2 == 0 && !word.is_empty() { KnownFact { attribute: word, ..f } } else { f }
+            if f.known_id % 2 == 0 && !word.is_empty() {
+                KnownFact { attribute: word, ..f }
+            } else {
+                f
+            }
         })
         .collect();
     let one = run_filter(&m.model, &m.tokenizer, &facts, &FilterConfig { batch_size: 1 }).unwrap();
@@ -165,7 +166,11 @@ fn the_shards_union_is_the_unsharded_run() {
         .take(30)
         .map(|f| {
             let word = m.tokenizer.decode_token(greedy(&m, &f.prompt).0).trim_start().to_string();
-            if f.known_id % 3 == 0 && !word.is_empty() { KnownFact { attribute: word, ..f } } else { f }
+            if f.known_id % 3 == 0 && !word.is_empty() {
+                KnownFact { attribute: word, ..f }
+            } else {
+                f
+            }
         })
         .collect();
     let config = FilterConfig::default();

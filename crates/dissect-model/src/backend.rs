@@ -38,11 +38,7 @@ impl std::str::FromStr for BackendKind {
         match s {
             "cpu" => Ok(BackendKind::Cpu),
             "cuda" => Ok(BackendKind::Cuda),
-            other => Err(ModelError::Backend {
-                backend: other.into(),
-                message: "unknown backend".into(),
-                hint: "use cpu or cuda".into(),
-            }),
+            other => Err(ModelError::Backend { backend: other.into(), message: "unknown backend".into(), hint: "use cpu or cuda".into() }),
         }
     }
 }
@@ -69,10 +65,7 @@ impl BackendKind {
 #[cfg(feature = "cuda")]
 fn cuda_driver_present() -> Result<(), ModelError> {
     static RESULT: std::sync::OnceLock<Result<(), (String, String)>> = std::sync::OnceLock::new();
-    RESULT
-        .get_or_init(cuda_probe)
-        .clone()
-        .map_err(|(message, hint)| ModelError::Backend { backend: "cuda".into(), message, hint })
+    RESULT.get_or_init(cuda_probe).clone().map_err(|(message, hint)| ModelError::Backend { backend: "cuda".into(), message, hint })
 }
 
 #[cfg(feature = "cuda")]
@@ -114,14 +107,21 @@ fn cuda_probe() -> Result<(), (String, String)> {
     }
     // 4. The toolkit's headers, which cubecl-cuda passes to NVRTC (it panics without them).
     let cuda_path = std::env::var_os("CUDA_PATH").map(std::path::PathBuf::from).or_else(|| {
-        ["/usr/local/cuda", "/opt/cuda"].iter().map(std::path::PathBuf::from).find(|p| p.exists()).or_else(|| {
-            std::path::Path::new("/usr/bin/nvcc").exists().then(|| std::path::PathBuf::from("/usr"))
-        })
+        ["/usr/local/cuda", "/opt/cuda"]
+            .iter()
+            .map(std::path::PathBuf::from)
+            .find(|p| p.exists())
+            .or_else(|| std::path::Path::new("/usr/bin/nvcc").exists().then(|| std::path::PathBuf::from("/usr")))
     });
     match cuda_path {
         Some(p) if p.join("include").is_dir() => Ok(()),
-        Some(p) => Err((format!("no CUDA headers in {}/include (cubecl passes them to NVRTC)", p.display()), "set CUDA_PATH to the CUDA toolkit's folder".into())),
-        None => Err(("no CUDA toolkit found (CUDA_PATH unset, no /usr/local/cuda, /opt/cuda or /usr/bin/nvcc)".into(), "set CUDA_PATH to the CUDA toolkit's folder".into())),
+        Some(p) => {
+            Err((format!("no CUDA headers in {}/include (cubecl passes them to NVRTC)", p.display()), "set CUDA_PATH to the CUDA toolkit's folder".into()))
+        }
+        None => Err((
+            "no CUDA toolkit found (CUDA_PATH unset, no /usr/local/cuda, /opt/cuda or /usr/bin/nvcc)".into(),
+            "set CUDA_PATH to the CUDA toolkit's folder".into(),
+        )),
     }
 }
 
@@ -131,12 +131,11 @@ fn cuda_probe() -> Result<(), (String, String)> {
 fn libcuda_on_disk() -> Option<std::path::PathBuf> {
     let dirs = ["/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib", "/lib/x86_64-linux-gnu", "/usr/local/nvidia/lib64", "/usr/lib/wsl/lib"];
     let ld = std::env::var("LD_LIBRARY_PATH").unwrap_or_default();
-    let in_dirs = ld.split(':').filter(|d| !d.is_empty()).chain(dirs.iter().copied()).find_map(|d| {
-        ["libcuda.so.1", "libcuda.so"]
-            .iter()
-            .map(|f| std::path::Path::new(d).join(f))
-            .find(|p| p.exists())
-    });
+    let in_dirs = ld
+        .split(':')
+        .filter(|d| !d.is_empty())
+        .chain(dirs.iter().copied())
+        .find_map(|d| ["libcuda.so.1", "libcuda.so"].iter().map(|f| std::path::Path::new(d).join(f)).find(|p| p.exists()));
     in_dirs.or_else(|| {
         let out = ["ldconfig", "/sbin/ldconfig", "/usr/sbin/ldconfig"].iter().find_map(|c| std::process::Command::new(c).arg("-p").output().ok())?;
         String::from_utf8_lossy(&out.stdout)

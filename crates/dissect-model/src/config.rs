@@ -32,8 +32,13 @@ pub enum RopeStyle {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Positions {
     /// Learned absolute position embeddings (GPT-2).
-    Learned { max_positions: usize },
-    Rotary { style: RopeStyle, rotary_dim: usize },
+    Learned {
+        max_positions: usize,
+    },
+    Rotary {
+        style: RopeStyle,
+        rotary_dim: usize,
+    },
 }
 
 /// Per-layer attention settings.

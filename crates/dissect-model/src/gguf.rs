@@ -101,11 +101,7 @@ pub struct GgufFile {
 
 impl std::fmt::Debug for GgufFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GgufFile")
-            .field("path", &self.path)
-            .field("version", &self.version)
-            .field("tensors", &self.tensors.len())
-            .finish()
+        f.debug_struct("GgufFile").field("path", &self.path).field("version", &self.version).field("tensors", &self.tensors.len()).finish()
     }
 }
 
@@ -117,10 +113,7 @@ struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     fn err(&self, what: &str) -> ModelError {
-        ModelError::Gguf {
-            path: self.path.to_path_buf(),
-            message: format!("{what} at byte {}", self.pos),
-        }
+        ModelError::Gguf { path: self.path.to_path_buf(), message: format!("{what} at byte {}", self.pos) }
     }
 
     fn bytes(&mut self, n: usize) -> Result<&'a [u8], ModelError> {
@@ -220,16 +213,11 @@ impl GgufFile {
             }
             let dims = (0..n_dims).map(|_| c.u64()).collect::<Result<Vec<_>, _>>()?;
             let raw_ty = c.u32()?;
-            let ty = GgmlType::from_id(raw_ty).ok_or_else(|| {
-                c.err(&format!("tensor {name} has unsupported ggml type {raw_ty}"))
-            })?;
+            let ty = GgmlType::from_id(raw_ty).ok_or_else(|| c.err(&format!("tensor {name} has unsupported ggml type {raw_ty}")))?;
             let offset = c.u64()?;
             tensors.insert(name.clone(), TensorInfo { name, dims, ty, offset });
         }
-        let alignment = metadata
-            .get("general.alignment")
-            .and_then(Value::as_u64)
-            .unwrap_or(32) as usize;
+        let alignment = metadata.get("general.alignment").and_then(Value::as_u64).unwrap_or(32) as usize;
         let data_start = c.pos.div_ceil(alignment) * alignment;
         let out = GgufFile { path: path.to_path_buf(), mmap, version, metadata, tensors, data_start };
         for t in out.tensors.values() {
@@ -247,10 +235,7 @@ impl GgufFile {
     }
 
     pub fn require(&self, key: &str) -> Result<&Value, ModelError> {
-        self.get(key).ok_or_else(|| ModelError::MissingMetadata {
-            path: self.path.clone(),
-            key: key.to_string(),
-        })
+        self.get(key).ok_or_else(|| ModelError::MissingMetadata { path: self.path.clone(), key: key.to_string() })
     }
 
     pub fn u64(&self, key: &str) -> Result<u64, ModelError> {
@@ -263,9 +248,7 @@ impl GgufFile {
 
     pub fn strings(&self, key: &str) -> Result<Vec<String>, ModelError> {
         let arr = self.require(key)?.as_array().ok_or_else(|| self.bad(key))?;
-        arr.iter()
-            .map(|v| v.as_str().map(str::to_string).ok_or_else(|| self.bad(key)))
-            .collect()
+        arr.iter().map(|v| v.as_str().map(str::to_string).ok_or_else(|| self.bad(key))).collect()
     }
 
     fn bad(&self, key: &str) -> ModelError {
@@ -279,18 +262,14 @@ impl GgufFile {
             message: format!("tensor {} has {} values, not a whole number of {:?} blocks", t.name, t.n_elements(), t.ty),
         })?;
         let start = self.data_start + t.offset as usize;
-        self.mmap.get(start..start + n).ok_or_else(|| ModelError::Gguf {
-            path: self.path.clone(),
-            message: format!("tensor {} runs past the end of the file", t.name),
-        })
+        self.mmap
+            .get(start..start + n)
+            .ok_or_else(|| ModelError::Gguf { path: self.path.clone(), message: format!("tensor {} runs past the end of the file", t.name) })
     }
 
     /// A tensor dequantized to f32, row-major with [`TensorInfo::shape`].
     pub fn dequantize(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>), ModelError> {
-        let t = self.tensors.get(name).ok_or_else(|| ModelError::MissingTensor {
-            origin: self.path.display().to_string(),
-            name: name.to_string(),
-        })?;
+        let t = self.tensors.get(name).ok_or_else(|| ModelError::MissingTensor { origin: self.path.display().to_string(), name: name.to_string() })?;
         let raw = self.raw(t)?;
         Ok((t.ty.dequantize(raw), t.shape()))
     }

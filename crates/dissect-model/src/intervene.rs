@@ -290,7 +290,20 @@ impl<B: Backend> PlanHooks<B> {
                 .collect();
             Tensor::from_data(TensorData::new(idx, [b * n_gather]), dev)
         });
-        PlanHooks { q_start, score_bias, uniform_rows, probs_resoftmax, attn_keep, mlp_act_keep, mlp_keep, patches, gather, n_gather, spec, recorded: Recorded::default() }
+        PlanHooks {
+            q_start,
+            score_bias,
+            uniform_rows,
+            probs_resoftmax,
+            attn_keep,
+            mlp_act_keep,
+            mlp_keep,
+            patches,
+            gather,
+            n_gather,
+            spec,
+            recorded: Recorded::default(),
+        }
     }
 
     fn take(&self, t: &Tensor<B, 3>) -> Option<Tensor<B, 3>> {
@@ -427,9 +440,7 @@ pub fn run_plans<B: Backend>(
 ) -> Result<(Tensor<B, 2>, Recorded<B>), crate::ModelError> {
     let s = clean.ids.len();
     let last = s - 1;
-    let fast = path == ExecPath::Fast
-        && plans.iter().all(|p| p.only_touches(last))
-        && record.positions.iter().flatten().all(|&p| p == last);
+    let fast = path == ExecPath::Fast && plans.iter().all(|p| p.only_touches(last)) && record.positions.iter().flatten().all(|&p| p == last);
     let d = model.config.hidden;
     let n = plans.len();
     let (h, recorded) = if fast {

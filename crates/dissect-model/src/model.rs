@@ -146,11 +146,7 @@ impl<B: Backend> Model<B> {
             });
         }
         let final_norm = Norm::load(&mut w, "final_norm", d, c, device)?;
-        let lm_head = if w.tensors.contains_key("lm_head.weight") {
-            Some(Linear::load(&mut w, "lm_head", d, c.vocab_size, device)?)
-        } else {
-            None
-        };
+        let lm_head = if w.tensors.contains_key("lm_head.weight") { Some(Linear::load(&mut w, "lm_head", d, c.vocab_size, device)?) } else { None };
         if let Some(name) = w.tensors.keys().next() {
             // A weight we did not place is a mapping bug, not something to ignore.
             return Err(ModelError::Config { origin: w.source.clone(), message: format!("unused weight `{name}`") });
@@ -170,9 +166,7 @@ impl<B: Backend> Model<B> {
             return Err(ModelError::Input { message: "empty input".into() });
         }
         if s > self.config.context_length {
-            return Err(ModelError::Input {
-                message: format!("{s} tokens is longer than the model's context of {}", self.config.context_length),
-            });
+            return Err(ModelError::Input { message: format!("{s} tokens is longer than the model's context of {}", self.config.context_length) });
         }
         let mut flat = Vec::with_capacity(rows.len() * s);
         for r in rows {
@@ -238,7 +232,15 @@ impl<B: Backend> Model<B> {
         h
     }
 
-    fn block_forward(&self, l: usize, blk: &Block<B>, h: Tensor<B, 3>, ctx: &AttnContext<B>, kv: Option<&KvCache<B>>, hooks: &mut impl Hooks<B>) -> Tensor<B, 3> {
+    fn block_forward(
+        &self,
+        l: usize,
+        blk: &Block<B>,
+        h: Tensor<B, 3>,
+        ctx: &AttnContext<B>,
+        kv: Option<&KvCache<B>>,
+        hooks: &mut impl Hooks<B>,
+    ) -> Tensor<B, 3> {
         let x = blk.attn_norm.forward(h.clone());
         let mut a = self.attention(l, blk, x.clone(), ctx, kv, hooks);
         if let Some(n) = &blk.post_attn_norm {
@@ -276,7 +278,15 @@ impl<B: Backend> Model<B> {
         }
     }
 
-    fn attention(&self, l: usize, blk: &Block<B>, x: Tensor<B, 3>, ctx: &AttnContext<B>, prefix: Option<&KvCache<B>>, hooks: &mut impl Hooks<B>) -> Tensor<B, 3> {
+    fn attention(
+        &self,
+        l: usize,
+        blk: &Block<B>,
+        x: Tensor<B, 3>,
+        ctx: &AttnContext<B>,
+        prefix: Option<&KvCache<B>>,
+        hooks: &mut impl Hooks<B>,
+    ) -> Tensor<B, 3> {
         let c = &self.config;
         let [b, q_len, _] = x.dims();
         let (nh, nkv, hd) = (c.n_heads, c.n_kv_heads, c.head_dim);
@@ -414,7 +424,15 @@ impl<B: Backend> AttentionMasks<B> {
 
 /// cos/sin tables `[q, rotary_dim]` for positions `start..start+q`, computed in f32 the way HF
 /// does (inv_freq, then position · inv_freq, then cos and sin), so angles round identically.
-fn rope_tables<B: Backend>(start: usize, s: usize, rotary_dim: usize, base: f64, scale: f64, inv_freq: Option<&[f32]>, device: &B::Device) -> (Tensor<B, 2>, Tensor<B, 2>) {
+fn rope_tables<B: Backend>(
+    start: usize,
+    s: usize,
+    rotary_dim: usize,
+    base: f64,
+    scale: f64,
+    inv_freq: Option<&[f32]>,
+    device: &B::Device,
+) -> (Tensor<B, 2>, Tensor<B, 2>) {
     let half = rotary_dim / 2;
     let inv_freq: Vec<f32> = match inv_freq {
         Some(f) => f.to_vec(),
@@ -430,19 +448,12 @@ fn rope_tables<B: Backend>(start: usize, s: usize, rotary_dim: usize, base: f64,
             sin.extend(angles.iter().map(|a| a.sin()));
         }
     }
-    (
-        Tensor::from_data(TensorData::new(cos, [s, rotary_dim]), device),
-        Tensor::from_data(TensorData::new(sin, [s, rotary_dim]), device),
-    )
+    (Tensor::from_data(TensorData::new(cos, [s, rotary_dim]), device), Tensor::from_data(TensorData::new(sin, [s, rotary_dim]), device))
 }
 
 fn apply_rope<B: Backend>(x: Tensor<B, 4>, cos: &Tensor<B, 2>, sin: &Tensor<B, 2>, style: RopeStyle, rotary_dim: usize) -> Tensor<B, 4> {
     let [b, h, s, hd] = x.dims();
-    let (rot, pass) = if rotary_dim < hd {
-        (x.clone().narrow(3, 0, rotary_dim), Some(x.narrow(3, rotary_dim, hd - rotary_dim)))
-    } else {
-        (x, None)
-    };
+    let (rot, pass) = if rotary_dim < hd { (x.clone().narrow(3, 0, rotary_dim), Some(x.narrow(3, rotary_dim, hd - rotary_dim))) } else { (x, None) };
     let cos = cos.clone().unsqueeze::<4>();
     let sin = sin.clone().unsqueeze::<4>();
     let half = rotary_dim / 2;
@@ -458,9 +469,7 @@ fn apply_rope<B: Backend>(x: Tensor<B, 4>, cos: &Tensor<B, 2>, sin: &Tensor<B, 2
             let x1 = pairs.clone().narrow(4, 0, 1);
             let x2 = pairs.narrow(4, 1, 1);
             let rot_half = Tensor::cat(vec![x2.neg(), x1], 4).reshape([b, h, s, rotary_dim]);
-            let inter = |t: Tensor<B, 4>| {
-                t.narrow(3, 0, half).reshape([1, 1, s, half, 1]).repeat_dim(4, 2).reshape([1, 1, s, rotary_dim])
-            };
+            let inter = |t: Tensor<B, 4>| t.narrow(3, 0, half).reshape([1, 1, s, half, 1]).repeat_dim(4, 2).reshape([1, 1, s, rotary_dim]);
             rot * inter(cos) + rot_half * inter(sin)
         }
     };

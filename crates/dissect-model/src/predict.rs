@@ -75,11 +75,7 @@ pub fn last_position_probs<B: Backend>(model: &Model<B>, rows: &[Vec<u32>]) -> R
     let ids = model.ids_tensor(rows)?;
     let h = model.forward(ids, &mut NoHooks);
     let [b, _, d] = h.dims();
-    let last: Vec<_> = rows
-        .iter()
-        .enumerate()
-        .map(|(i, r)| h.clone().slice([i..i + 1, r.len() - 1..r.len()]).reshape([1, 1, d]))
-        .collect();
+    let last: Vec<_> = rows.iter().enumerate().map(|(i, r)| h.clone().slice([i..i + 1, r.len() - 1..r.len()]).reshape([1, 1, d])).collect();
     let last = burn_tensor::Tensor::cat(last, 0);
     let probs = softmax(model.logits(last), 2);
     let v = model.config.vocab_size;
@@ -91,10 +87,7 @@ pub fn last_position_probs<B: Backend>(model: &Model<B>, rows: &[Vec<u32>]) -> R
 pub fn predict<B: Backend>(model: &Model<B>, tokenizer: &Tokenizer, prompt: &str, k: usize) -> Result<Prediction, ModelError> {
     let enc = tokenizer.encode(prompt)?;
     let probs = last_position_probs(model, std::slice::from_ref(&enc.ids))?.remove(0);
-    let top = top_k(&probs, k)
-        .into_iter()
-        .map(|i| TokenProb { token_id: i as u32, token: tokenizer.decode_token(i as u32), prob: probs[i] })
-        .collect();
+    let top = top_k(&probs, k).into_iter().map(|i| TokenProb { token_id: i as u32, token: tokenizer.decode_token(i as u32), prob: probs[i] }).collect();
     Ok(Prediction { prompt: prompt.into(), input_ids: enc.ids, top })
 }
 

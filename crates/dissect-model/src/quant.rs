@@ -70,13 +70,11 @@ impl GgmlType {
         let mut out = vec![0f32; raw.len() / bytes * per];
         // Blocks are independent: split the work in chunks of blocks across threads.
         let blocks_per_chunk = 4096;
-        out.par_chunks_mut(per * blocks_per_chunk)
-            .zip(raw.par_chunks(bytes * blocks_per_chunk))
-            .for_each(|(y, x)| {
-                for (yb, xb) in y.chunks_exact_mut(per).zip(x.chunks_exact(bytes)) {
-                    self.dequantize_block(xb, yb);
-                }
-            });
+        out.par_chunks_mut(per * blocks_per_chunk).zip(raw.par_chunks(bytes * blocks_per_chunk)).for_each(|(y, x)| {
+            for (yb, xb) in y.chunks_exact_mut(per).zip(x.chunks_exact(bytes)) {
+                self.dequantize_block(xb, yb);
+            }
+        });
         out
     }
 

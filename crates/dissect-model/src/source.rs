@@ -19,8 +19,7 @@ use crate::weights::HostTensor;
 /// The model every command uses when neither a flag nor a pipeline names one.
 pub const DEFAULT_MODEL: &str = "gemma3-270m";
 
-pub const NAMED_MODELS: &[(&str, &str)] =
-    &[("gemma3-270m", "gemma-3-270m-q4_k_m.gguf"), ("smollm2-135m", "SmolLM2-135M-Instruct.Q4_1.gguf")];
+pub const NAMED_MODELS: &[(&str, &str)] = &[("gemma3-270m", "gemma-3-270m-q4_k_m.gguf"), ("smollm2-135m", "SmolLM2-135M-Instruct.Q4_1.gguf")];
 
 /// A parsed model specification.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -209,7 +208,11 @@ fn weight_files(spec: &str, dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
         .collect();
     files.sort();
     if files.is_empty() {
-        return Err(not_found(spec, &format!("no model*.safetensors in {}", dir.display()), "the directory needs config.json, model*.safetensors and tokenizer.json"));
+        return Err(not_found(
+            spec,
+            &format!("no model*.safetensors in {}", dir.display()),
+            "the directory needs config.json, model*.safetensors and tokenizer.json",
+        ));
     }
     Ok(files)
 }
@@ -259,7 +262,11 @@ fn hub_snapshot(spec: &str, repo: &str, revision: Option<&str>) -> Result<PathBu
         let cache = hf_hub::Cache::from_env().repo(hub_repo);
         for f in wanted {
             let p = cache.get(f).ok_or_else(|| {
-                not_found(spec, &format!("{f} is not in the hf-hub cache and HF_HUB_OFFLINE is set"), "download it once with network access, or unset HF_HUB_OFFLINE")
+                not_found(
+                    spec,
+                    &format!("{f} is not in the hf-hub cache and HF_HUB_OFFLINE is set"),
+                    "download it once with network access, or unset HF_HUB_OFFLINE",
+                )
             })?;
             found.push(p);
         }

@@ -29,8 +29,7 @@ impl std::fmt::Debug for Tokenizer {
 
 impl Tokenizer {
     pub fn from_file(path: &Path) -> Result<Self, ModelError> {
-        let inner = tokenizers::Tokenizer::from_file(path)
-            .map_err(|e| ModelError::tokenizer(format!("{}: {e}", path.display())))?;
+        let inner = tokenizers::Tokenizer::from_file(path).map_err(|e| ModelError::tokenizer(format!("{}: {e}", path.display())))?;
         Ok(Tokenizer { inner })
     }
 
@@ -86,10 +85,7 @@ pub fn gguf_tokenizer_json(g: &GgufFile) -> Result<Json, ModelError> {
             let merges = match g.get("tokenizer.ggml.merges") {
                 Some(_) => g.strings("tokenizer.ggml.merges")?,
                 None => {
-                    return Err(ModelError::tokenizer(format!(
-                        "{}: a byte-level (gpt2) GGUF vocabulary without merges is not supported",
-                        g.path().display()
-                    )))
+                    return Err(ModelError::tokenizer(format!("{}: a byte-level (gpt2) GGUF vocabulary without merges is not supported", g.path().display())))
                 }
             };
             let add_eos = matches!(g.get("tokenizer.ggml.add_eos_token"), Some(crate::gguf::Value::Bool(true)));
@@ -111,10 +107,8 @@ pub fn gguf_tokenizer_json(g: &GgufFile) -> Result<Json, ModelError> {
                 Some(_) => Some(g.strings("tokenizer.ggml.merges")?),
                 None => None,
             };
-            let scores: Option<Vec<f64>> = g
-                .get("tokenizer.ggml.scores")
-                .and_then(|v| v.as_array())
-                .map(|a| a.iter().map(|v| v.as_f64().unwrap_or(0.0)).collect());
+            let scores: Option<Vec<f64>> =
+                g.get("tokenizer.ggml.scores").and_then(|v| v.as_array()).map(|a| a.iter().map(|v| v.as_f64().unwrap_or(0.0)).collect());
             let named = NamedSpecials {
                 bos,
                 eos: special("tokenizer.ggml.eos_token_id"),
@@ -126,12 +120,7 @@ pub fn gguf_tokenizer_json(g: &GgufFile) -> Result<Json, ModelError> {
             sentencepiece_json(&tokens, &types, merges.as_deref(), scores.as_deref(), &named)
                 .map_err(|m| ModelError::tokenizer(format!("{}: {m}", g.path().display())))?
         }
-        _ => {
-            return Err(ModelError::tokenizer(format!(
-                "{}: GGUF tokenizer `{model}` for architecture `{arch}` is not supported yet",
-                g.path().display()
-            )))
-        }
+        _ => return Err(ModelError::tokenizer(format!("{}: GGUF tokenizer `{model}` for architecture `{arch}` is not supported yet", g.path().display()))),
     };
     Ok(json)
 }
@@ -140,18 +129,15 @@ pub fn gguf_tokenizer_json(g: &GgufFile) -> Result<Json, ModelError> {
 /// (the file has none), `▁` for space, BOS prepended.
 fn gemma_json(tokens: &[String], types: &[u64], bos: Option<u32>) -> Result<Json, ModelError> {
     // Tokens made only of spaces are stored as real spaces but looked up as `▁`s.
-    let respelled: Vec<String> = tokens
-        .iter()
-        .map(|t| if t.contains(' ') && t.trim().is_empty() { "\u{2581}".repeat(t.chars().count()) } else { t.clone() })
-        .collect();
+    let respelled: Vec<String> =
+        tokens.iter().map(|t| if t.contains(' ') && t.trim().is_empty() { "\u{2581}".repeat(t.chars().count()) } else { t.clone() }).collect();
     let mut vocab: HashMap<&str, u32> = HashMap::with_capacity(respelled.len());
     for (i, t) in respelled.iter().enumerate() {
         // Python's dict keeps the last index of a duplicated token.
         vocab.insert(t.as_str(), i as u32);
     }
     let merges = merges_by_vocab_order(&respelled, &vocab);
-    let vocab_json: serde_json::Map<String, Json> =
-        vocab.iter().map(|(t, &i)| (t.to_string(), json!(i))).collect();
+    let vocab_json: serde_json::Map<String, Json> = vocab.iter().map(|(t, &i)| (t.to_string(), json!(i))).collect();
     let merges_json: Vec<Json> = merges.into_iter().map(|(l, r)| json!([l, r])).collect();
 
     let mut added = Vec::new();
@@ -254,8 +240,7 @@ fn pre_tokenizer_split(pre: &str) -> Option<&'static str> {
     const QWEN2: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
     const QWEN35: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
     Some(match pre {
-        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral" | "midm-2.0" | "lfm2" | "jina-v5-nano" | "dbrx"
-        | "smaug-bpe" => LLAMA3,
+        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral" | "midm-2.0" | "lfm2" | "jina-v5-nano" | "dbrx" | "smaug-bpe" => LLAMA3,
         "tekken" => TEKKEN,
         "qwen2" | "deepseek-r1-qwen" | "kormo" | "f2llmv2" | "megrez" => QWEN2,
         "qwen35" => QWEN35,
@@ -293,8 +278,7 @@ fn byte_level_json(tokens: &[String], types: &[u64], merges: &[String], pre: &st
     let alphabet: std::collections::HashSet<char> = spelling.iter().copied().collect();
     let in_alphabet = |t: &str| t.chars().all(|c| alphabet.contains(&c));
     // A token written with characters outside the byte alphabet is respelled from its UTF-8 bytes.
-    let spelled: Vec<String> =
-        tokens.iter().map(|t| if in_alphabet(t) { t.clone() } else { t.bytes().map(|b| spelling[b as usize]).collect() }).collect();
+    let spelled: Vec<String> = tokens.iter().map(|t| if in_alphabet(t) { t.clone() } else { t.bytes().map(|b| spelling[b as usize]).collect() }).collect();
     let mut vocab: HashMap<&str, u32> = HashMap::with_capacity(spelled.len());
     for (i, t) in spelled.iter().enumerate() {
         vocab.insert(t.as_str(), i as u32);
@@ -320,9 +304,7 @@ fn byte_level_json(tokens: &[String], types: &[u64], merges: &[String], pre: &st
         named,
     )?;
 
-    let byte_level = |use_regex: bool, add_prefix_space: bool| {
-        json!({"type": "ByteLevel", "add_prefix_space": add_prefix_space, "trim_offsets": true, "use_regex": use_regex})
-    };
+    let byte_level = |use_regex: bool, add_prefix_space: bool| json!({"type": "ByteLevel", "add_prefix_space": add_prefix_space, "trim_offsets": true, "use_regex": use_regex});
     let pre_tokenizer = match pre_tokenizer_split(pre) {
         Some(regex) => json!({"type": "Sequence", "pretokenizers": [
             {"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": false},
@@ -415,12 +397,8 @@ fn generate_merges(tokens: &[String], vocab: &HashMap<&str, u32>, scores: &[f64]
             continue;
         }
         let score = score_of[t.as_str()];
-        let mut local: Vec<(&str, &str)> = t
-            .char_indices()
-            .skip(1)
-            .map(|(cut, _)| t.split_at(cut))
-            .filter(|(l, r)| vocab.contains_key(l) && vocab.contains_key(r))
-            .collect();
+        let mut local: Vec<(&str, &str)> =
+            t.char_indices().skip(1).map(|(cut, _)| t.split_at(cut)).filter(|(l, r)| vocab.contains_key(l) && vocab.contains_key(r)).collect();
         local.sort_by_key(|(l, r)| (vocab[l], vocab[r]));
         merges.extend(local.into_iter().map(|(l, r)| (score, l.chars().count(), r.chars().count(), l, r)));
     }
@@ -432,13 +410,7 @@ fn generate_merges(tokens: &[String], vocab: &HashMap<&str, u32>, scores: &[f64]
 /// has no dedicated builder for: `LlamaTokenizer` over the file's tokens, with the merges the file
 /// gives or the ones its scores imply, `Metaspace` (prepend on the first word only), byte
 /// fallback, and BOS added unless the file says otherwise.
-fn sentencepiece_json(
-    tokens: &[String],
-    types: &[u64],
-    merges: Option<&[String]>,
-    scores: Option<&[f64]>,
-    named: &NamedSpecials,
-) -> Result<Json, String> {
+fn sentencepiece_json(tokens: &[String], types: &[u64], merges: Option<&[String]>, scores: Option<&[f64]>, named: &NamedSpecials) -> Result<Json, String> {
     let mut vocab: HashMap<&str, u32> = HashMap::with_capacity(tokens.len());
     for (i, t) in tokens.iter().enumerate() {
         vocab.insert(t.as_str(), i as u32);

@@ -78,17 +78,9 @@ impl HostWeights {
     }
 
     pub fn take(&mut self, name: &str, expected: &[usize]) -> Result<HostTensor, ModelError> {
-        let t = self.tensors.remove(name).ok_or_else(|| ModelError::MissingTensor {
-            origin: self.source.clone(),
-            name: name.to_string(),
-        })?;
+        let t = self.tensors.remove(name).ok_or_else(|| ModelError::MissingTensor { origin: self.source.clone(), name: name.to_string() })?;
         if t.shape != expected {
-            return Err(ModelError::TensorShape {
-                origin: self.source.clone(),
-                name: name.to_string(),
-                expected: expected.to_vec(),
-                actual: t.shape,
-            });
+            return Err(ModelError::TensorShape { origin: self.source.clone(), name: name.to_string(), expected: expected.to_vec(), actual: t.shape });
         }
         Ok(t)
     }

@@ -16,10 +16,14 @@ mod common;
 use common::assert_close;
 
 fn floats(v: &Value) -> Vec<f32> {
-    v.as_array().unwrap().iter().flat_map(|x| match x.as_array() {
-        Some(inner) => inner.iter().map(|y| y.as_f64().unwrap() as f32).collect::<Vec<_>>(),
-        None => vec![x.as_f64().unwrap() as f32],
-    }).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|x| match x.as_array() {
+            Some(inner) => inner.iter().map(|y| y.as_f64().unwrap() as f32).collect::<Vec<_>>(),
+            None => vec![x.as_f64().unwrap() as f32],
+        })
+        .collect()
 }
 
 fn check<B: Backend>(device: &B::Device) {

@@ -11,17 +11,44 @@ use common::assert_close;
 fn plans_on_last(n_layers: usize, len: usize, hidden: usize) -> Vec<(&'static str, Plan)> {
     let last = len - 1;
     let mid = n_layers / 2;
-    let ko = |sublayer, mode| Plan {
-        knockouts: vec![Knockout { sublayer, layers: 0..mid + 1, positions: Some(vec![last]), mode }],
-        ..Plan::default()
-    };
+    let ko = |sublayer, mode| Plan { knockouts: vec![Knockout { sublayer, layers: 0..mid + 1, positions: Some(vec![last]), mode }], ..Plan::default() };
     let patch_value: Vec<f32> = (0..hidden).map(|i| ((i * 7919) % 13) as f32 / 13.0 - 0.5).collect();
     vec![
         ("clean", Plan::default()),
-        ("block subject-ish", Plan { edges: vec![BlockEdges { layers: 0..n_layers, query: last, keys: vec![1, 2], heads: None, arithmetic: EdgeBlocking::PreSoftmax }], ..Plan::default() }),
-        ("block one head", Plan { edges: vec![BlockEdges { layers: mid..n_layers, query: last, keys: (0..last).collect(), heads: Some(vec![1]), arithmetic: EdgeBlocking::PreSoftmax }], ..Plan::default() }),
-        ("block subject-ish, notebook arithmetic", Plan { edges: vec![BlockEdges { layers: mid..n_layers, query: last, keys: vec![1, 2], heads: None, arithmetic: EdgeBlocking::Notebook }], ..Plan::default() }),
-        ("block last->last late", Plan { edges: vec![BlockEdges { layers: n_layers - 1..n_layers, query: last, keys: vec![last], heads: None, arithmetic: EdgeBlocking::PreSoftmax }], ..Plan::default() }),
+        (
+            "block subject-ish",
+            Plan {
+                edges: vec![BlockEdges { layers: 0..n_layers, query: last, keys: vec![1, 2], heads: None, arithmetic: EdgeBlocking::PreSoftmax }],
+                ..Plan::default()
+            },
+        ),
+        (
+            "block one head",
+            Plan {
+                edges: vec![BlockEdges {
+                    layers: mid..n_layers,
+                    query: last,
+                    keys: (0..last).collect(),
+                    heads: Some(vec![1]),
+                    arithmetic: EdgeBlocking::PreSoftmax,
+                }],
+                ..Plan::default()
+            },
+        ),
+        (
+            "block subject-ish, notebook arithmetic",
+            Plan {
+                edges: vec![BlockEdges { layers: mid..n_layers, query: last, keys: vec![1, 2], heads: None, arithmetic: EdgeBlocking::Notebook }],
+                ..Plan::default()
+            },
+        ),
+        (
+            "block last->last late",
+            Plan {
+                edges: vec![BlockEdges { layers: n_layers - 1..n_layers, query: last, keys: vec![last], heads: None, arithmetic: EdgeBlocking::PreSoftmax }],
+                ..Plan::default()
+            },
+        ),
         ("attn notebook", ko(Sublayer::Attn, KnockoutMode::Notebook)),
         ("attn zero", ko(Sublayer::Attn, KnockoutMode::Zero)),
         ("mlp notebook", ko(Sublayer::Mlp, KnockoutMode::Notebook)),

@@ -18,11 +18,7 @@ mod common;
 /// Missing is a failure, never a skip: `cargo xtask test` fetches it first.
 fn smollm2_gguf() -> PathBuf {
     let p = dissect_model::source::named_model_path("smollm2-135m").unwrap();
-    assert!(
-        p.exists(),
-        "the real model is missing at {}\nhint: run `cargo xtask fetch-model smollm2-135m` (or set DISSECT_SMOLLM2_GGUF)",
-        p.display()
-    );
+    assert!(p.exists(), "the real model is missing at {}\nhint: run `cargo xtask fetch-model smollm2-135m` (or set DISSECT_SMOLLM2_GGUF)", p.display());
     p
 }
 

@@ -68,11 +68,9 @@ fn padded_batch_keeps_positions<B: Backend>(device: &B::Device) {
         let path = common::fixtures().join(dir);
         let loaded = load::<B>(path.to_str().unwrap(), device).unwrap();
         let m = &loaded.model;
-        let rows = vec![
-            loaded.tokenizer.encode("The Eiffel Tower is located in the city of").unwrap().ids,
-            loaded.tokenizer.encode("Paris is").unwrap().ids,
-        ];
-        let alone: Vec<Vec<f32>> = rows.iter().map(|r| vec3(&m.logits(m.forward(m.ids_tensor(std::slice::from_ref(r)).unwrap(), &mut dissect_model::NoHooks)))).collect();
+        let rows = vec![loaded.tokenizer.encode("The Eiffel Tower is located in the city of").unwrap().ids, loaded.tokenizer.encode("Paris is").unwrap().ids];
+        let alone: Vec<Vec<f32>> =
+            rows.iter().map(|r| vec3(&m.logits(m.forward(m.ids_tensor(std::slice::from_ref(r)).unwrap(), &mut dissect_model::NoHooks)))).collect();
         let both = m.logits(m.forward(m.ids_tensor(&rows).unwrap(), &mut dissect_model::NoHooks));
         let v = m.config.vocab_size;
         for (i, r) in rows.iter().enumerate() {

@@ -212,7 +212,11 @@ impl Synth {
     pub fn head_rank(&self, id: u64, layer: u32, head: u32) -> u32 {
         let p = 0.6 * f64::from(layer) / f64::from(self.layers);
         let x = u(id, layer, head, 61);
-        if x < p { (x / p * 10.0) as u32 } else { 10 + (x * 500.0) as u32 }
+        if x < p {
+            (x / p * 10.0) as u32
+        } else {
+            10 + (x * 500.0) as u32
+        }
     }
 
     /// The patching sources run: the notebook's, those within the depth.

@@ -109,7 +109,6 @@ impl Check {
     }
 }
 
-
 /// The attributes-rate constants of a reference (`{"top", "keep", "min_len_exclusive"}`).
 pub fn attributes(a: &Value) -> AttributesConfig {
     AttributesConfig { top: u(&a["top"]), keep: u(&a["keep"]), min_len_exclusive: u(&a["min_len_exclusive"]) }

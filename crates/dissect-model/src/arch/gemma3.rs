@@ -84,10 +84,11 @@ pub(super) fn from_gguf(g: &GgufFile) -> Result<(ModelConfig, HostWeights), Mode
     let hidden = g.u64(&k("embedding_length"))? as usize;
     let n_heads = g.u64(&k("attention.head_count"))? as usize;
     let head_dim = g.u64(&k("attention.key_length"))? as usize;
-    let vocab = g.tensors.get("token_embd.weight").map(|t| t.shape()[0]).ok_or_else(|| ModelError::MissingTensor {
-        origin: g.path().display().to_string(),
-        name: "token_embd.weight".into(),
-    })?;
+    let vocab = g
+        .tensors
+        .get("token_embd.weight")
+        .map(|t| t.shape()[0])
+        .ok_or_else(|| ModelError::MissingTensor { origin: g.path().display().to_string(), name: "token_embd.weight".into() })?;
     let global_scale = match g.get(&k("rope.scaling.type")).and_then(|v| v.as_str()) {
         Some("linear") => g.f64(&k("rope.scaling.factor"))?,
         _ => 1.0,
@@ -138,15 +139,9 @@ pub(super) fn from_gguf(g: &GgufFile) -> Result<(ModelConfig, HostWeights), Mode
             w.insert(ours(to), get(&src(from))?);
         }
         // GGUF matrices are [out, in] row-major; ours are [in, out].
-        for (from, to) in [
-            ("attn_q", "q"),
-            ("attn_k", "k"),
-            ("attn_v", "v"),
-            ("attn_output", "o"),
-            ("ffn_gate", "gate"),
-            ("ffn_up", "up"),
-            ("ffn_down", "down"),
-        ] {
+        for (from, to) in
+            [("attn_q", "q"), ("attn_k", "k"), ("attn_v", "v"), ("attn_output", "o"), ("ffn_gate", "gate"), ("ffn_up", "up"), ("ffn_down", "down")]
+        {
             w.insert(ours(to), get(&src(from))?.transposed());
         }
     }

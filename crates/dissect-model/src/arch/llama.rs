@@ -25,9 +25,16 @@ use crate::weights::{HostTensor, HostWeights};
 enum Scaling {
     None,
     /// HF divides the inverse frequencies by `factor`.
-    Linear { factor: f64 },
+    Linear {
+        factor: f64,
+    },
     /// Llama 3.1: low frequencies divided by `factor`, high ones kept, a smooth ramp between.
-    Llama3 { factor: f64, low_freq_factor: f64, high_freq_factor: f64, original_max_positions: f64 },
+    Llama3 {
+        factor: f64,
+        low_freq_factor: f64,
+        high_freq_factor: f64,
+        original_max_positions: f64,
+    },
 }
 
 /// `1 / base^(2i / dim)` in f32, as HF's `_compute_default_rope_parameters` and the model's own
@@ -274,12 +281,16 @@ pub(super) fn from_gguf(g: &GgufFile) -> Result<(ModelConfig, HostWeights), Mode
     let head_dim = opt_u64(&k("attention.key_length")).unwrap_or(hidden / n_heads);
     let rotary_dim = opt_u64(&k("rope.dimension_count")).unwrap_or(head_dim);
     if rotary_dim != head_dim {
-        return Err(ModelError::Gguf { path: g.path().into(), message: format!("rope over {rotary_dim} of {head_dim} head dimensions is not supported for llama") });
+        return Err(ModelError::Gguf {
+            path: g.path().into(),
+            message: format!("rope over {rotary_dim} of {head_dim} head dimensions is not supported for llama"),
+        });
     }
-    let vocab = g.tensors.get("token_embd.weight").map(|t| t.shape()[0]).ok_or_else(|| ModelError::MissingTensor {
-        origin: origin.clone(),
-        name: "token_embd.weight".into(),
-    })?;
+    let vocab = g
+        .tensors
+        .get("token_embd.weight")
+        .map(|t| t.shape()[0])
+        .ok_or_else(|| ModelError::MissingTensor { origin: origin.clone(), name: "token_embd.weight".into() })?;
     let rope_base = g.get(&k("rope.freq_base")).and_then(|v| v.as_f64()).unwrap_or(10_000.0);
     let get = |name: &str| -> Result<HostTensor, ModelError> {
         let (data, shape) = g.dequantize(name)?;
@@ -331,15 +342,9 @@ pub(super) fn from_gguf(g: &GgufFile) -> Result<(ModelConfig, HostWeights), Mode
         let ours = |s: &str| format!("blocks.{i}.{s}");
         w.insert(ours("attn_norm.weight"), get(&src("attn_norm.weight"))?);
         w.insert(ours("mlp_norm.weight"), get(&src("ffn_norm.weight"))?);
-        for (from, to) in [
-            ("attn_q", "q"),
-            ("attn_k", "k"),
-            ("attn_v", "v"),
-            ("attn_output", "o"),
-            ("ffn_gate", "gate"),
-            ("ffn_up", "up"),
-            ("ffn_down", "down"),
-        ] {
+        for (from, to) in
+            [("attn_q", "q"), ("attn_k", "k"), ("attn_v", "v"), ("attn_output", "o"), ("ffn_gate", "gate"), ("ffn_up", "up"), ("ffn_down", "down")]
+        {
             let heads = match to {
                 "q" => Some(n_heads),
                 "k" => Some(n_kv_heads),

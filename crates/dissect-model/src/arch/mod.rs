@@ -27,11 +27,7 @@ pub fn from_gguf(g: &GgufFile) -> Result<(ModelConfig, HostWeights), ModelError>
     match arch.as_str() {
         "gemma3" => gemma3::from_gguf(g),
         "llama" => llama::from_gguf(g),
-        _ => Err(ModelError::UnsupportedArchitecture {
-            origin: g.path().display().to_string(),
-            arch,
-            supported: GGUF_SUPPORTED.into(),
-        }),
+        _ => Err(ModelError::UnsupportedArchitecture { origin: g.path().display().to_string(), arch, supported: GGUF_SUPPORTED.into() }),
     }
 }
 
@@ -45,17 +41,11 @@ pub fn from_hf(source: &str, config: &Json, tensors: BTreeMap<String, HostTensor
         "llama" | "mistral" | "qwen2" => llama::from_hf(source, config, tensors),
         "gemma3_text" => gemma3::from_hf(source, config, tensors),
         "gemma3" => {
-            let text = config.get("text_config").ok_or_else(|| ModelError::Config {
-                origin: source.into(),
-                message: "gemma3 config without text_config".into(),
-            })?;
+            let text =
+                config.get("text_config").ok_or_else(|| ModelError::Config { origin: source.into(), message: "gemma3 config without text_config".into() })?;
             gemma3::from_hf(source, text, tensors)
         }
-        other => Err(ModelError::UnsupportedArchitecture {
-            origin: source.into(),
-            arch: other.into(),
-            supported: HF_SUPPORTED.into(),
-        }),
+        other => Err(ModelError::UnsupportedArchitecture { origin: source.into(), arch: other.into(), supported: HF_SUPPORTED.into() }),
     }
 }
 
@@ -128,9 +118,9 @@ pub fn depth_hf(source: &str, config: &Json) -> Result<(String, usize), ModelErr
             return Err(ModelError::UnsupportedArchitecture { origin: source.into(), arch: other.into(), supported: HF_SUPPORTED.into() });
         }
     };
-    let n_layers = section.get(key).and_then(Json::as_u64).ok_or_else(|| ModelError::Config {
-        origin: source.into(),
-        message: format!("`{key}` is missing or not a number"),
-    })?;
+    let n_layers = section
+        .get(key)
+        .and_then(Json::as_u64)
+        .ok_or_else(|| ModelError::Config { origin: source.into(), message: format!("`{key}` is missing or not a number") })?;
     Ok((arch.to_string(), n_layers as usize))
 }

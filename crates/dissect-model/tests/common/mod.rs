@@ -11,11 +11,7 @@ pub fn fixtures() -> PathBuf {
 /// The real Gemma 3 270M GGUF. Missing is a failure, never a skip: CI fetches it first.
 pub fn gemma_gguf() -> PathBuf {
     let p = dissect_model::source::named_model_path("gemma3-270m").unwrap();
-    assert!(
-        p.exists(),
-        "the real model is missing at {}\nhint: run `cargo xtask fetch-model gemma3-270m` (CI's .ci/run does)",
-        p.display()
-    );
+    assert!(p.exists(), "the real model is missing at {}\nhint: run `cargo xtask fetch-model gemma3-270m` (CI's .ci/run does)", p.display());
     p
 }
 
@@ -56,12 +52,7 @@ pub fn assert_close(what: &str, ours: &[f32], theirs: &[f32], rel: f32) {
             (worst, at) = (d, i);
         }
     }
-    assert!(
-        worst <= rel * scale,
-        "{what}: max |diff| {worst:e} at {at} (ours {}, HF {}) exceeds {rel:e} × scale {scale:e}",
-        ours[at],
-        theirs[at]
-    );
+    assert!(worst <= rel * scale, "{what}: max |diff| {worst:e} at {at} (ours {}, HF {}) exceeds {rel:e} × scale {scale:e}", ours[at], theirs[at]);
 }
 
 /// One test body, run on CPU and (with the `cuda` feature, when a GPU is present) on CUDA.
