@@ -12,7 +12,7 @@ use crate::backend::on_backend;
 use crate::pipeline::Pipeline;
 use crate::progress::Progress;
 use crate::shard::ShardArgs;
-use crate::stage::{log_up_to_date, positive, Input, StageArgs, StageSummary};
+use crate::stage::{log_up_to_date, out_dir, positive, Input, RunArgs, StageArgs, StageSummary};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -38,12 +38,8 @@ pub struct Args {
     /// Records per Parquet part (default 32); a killed run redoes at most one part.
     #[arg(long, value_parser = positive)]
     chunk_size: Option<usize>,
-    /// Recompute this shard's parts even if they exist with the same parameters.
-    #[arg(long)]
-    force: bool,
-    /// Print a summary (records, chunks computed and reused, outputs) as JSON on stdout.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    run: RunArgs,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -51,7 +47,7 @@ pub fn run(args: Args) -> Result<()> {
     let stage = args.stage.resolve()?;
     let p = stage.pipeline.as_ref();
     let input = Input::pick(args.input.as_deref(), "--input", p.map(|p| (p, "out", p.filtered())), None)?;
-    let out = args.out.clone().or(p.map(|p| p.out.clone())).context("--out is required without --pipeline\nhint: pass --out DIR, or --pipeline NAME")?;
+    let out = out_dir(args.out.as_deref(), p.map(|p| p.out.clone()))?;
     let cache_dir = out.join("cache");
     let shard = args.shard.resolve()?.unwrap_or(ShardSpec { index: 0, count: 1 });
     let cfg = config(&args, p);
@@ -76,11 +72,11 @@ pub fn run(args: Args) -> Result<()> {
         outputs: vec![cache_dir.clone()],
         seconds: started.elapsed().as_secs_f64(),
     };
-    if args.force {
+    if args.run.force {
         parts.clear()?;
     } else if parts.all_current() {
         log_up_to_date("cache", &shard_dir);
-        return if args.json { summary(true, 0, parts.n_chunks()).print() } else { Ok(()) };
+        return if args.run.json { summary(true, 0, parts.n_chunks()).print() } else { Ok(()) };
     }
     let model = &stage.model;
     on_backend!(stage.backend, |B| {
@@ -98,7 +94,7 @@ pub fn run(args: Args) -> Result<()> {
             human_bytes(dir_size(&shard_dir)),
             shard_dir.display()
         );
-        if args.json {
+        if args.run.json {
             summary(false, done.computed, done.reused).print()?;
         }
         Ok(())

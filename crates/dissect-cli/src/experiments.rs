@@ -18,7 +18,7 @@ use crate::backend::on_backend;
 use crate::pipeline::Pipeline;
 use crate::progress::Progress;
 use crate::shard::ShardArgs;
-use crate::stage::{log_up_to_date, positive, Input, StageArgs, StageSummary};
+use crate::stage::{log_up_to_date, out_dir, positive, Input, RunArgs, StageArgs, StageSummary};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -62,12 +62,8 @@ pub struct Args {
     /// A JSON file with a full experiments configuration (overrides the flags above).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Recompute this shard's tables even if they exist with the same parameters.
-    #[arg(long)]
-    force: bool,
-    /// Print a summary (records, chunks computed and reused, outputs) as JSON on stdout.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    run: RunArgs,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -75,8 +71,7 @@ pub fn run(args: Args) -> Result<()> {
     let stage = args.stage.resolve()?;
     let p = stage.pipeline.as_ref();
     let input = Input::pick(args.input.as_deref(), "--input", p.map(|p| (p, "out", p.filtered())), None)?;
-    let out =
-        args.out.clone().or(p.map(Pipeline::experiments_dir)).context("--out is required without --pipeline\nhint: pass --out DIR, or --pipeline NAME")?;
+    let out = out_dir(args.out.as_deref(), p.map(Pipeline::experiments_dir))?;
     let paragraphs = Input::pick(
         args.paragraphs.as_deref(),
         "--paragraphs",
@@ -128,11 +123,11 @@ pub fn run(args: Args) -> Result<()> {
         outputs: vec![out.clone()],
         seconds: started.elapsed().as_secs_f64(),
     };
-    if args.force {
+    if args.run.force {
         parts.clear()?;
     } else if parts.all_current() {
         log_up_to_date("experiments", &out);
-        return if args.json { summary(true, 0, parts.records.n_chunks()).print() } else { Ok(()) };
+        return if args.run.json { summary(true, 0, parts.records.n_chunks()).print() } else { Ok(()) };
     }
 
     let (paragraphs, _) = load_paragraphs(&paragraphs.path)?;
@@ -152,7 +147,7 @@ pub fn run(args: Args) -> Result<()> {
             started.elapsed().as_secs_f64(),
             out.display()
         );
-        if args.json {
+        if args.run.json {
             summary(false, done.computed, done.reused).print()?;
         }
         Ok(())

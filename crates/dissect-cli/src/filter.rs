@@ -12,7 +12,7 @@ use dissect_model::source::load;
 use crate::backend::on_backend;
 use crate::progress::Progress;
 use crate::shard::ShardArgs;
-use crate::stage::{log_up_to_date, positive, Input, StageArgs};
+use crate::stage::{log_up_to_date, out_dir, positive, Input, RunArgs, StageArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -32,12 +32,8 @@ pub struct Args {
     /// Prompts per forward pass (default 16).
     #[arg(long, value_parser = positive)]
     batch_size: Option<usize>,
-    /// Recompute the tables even if they exist with the same parameters.
-    #[arg(long)]
-    force: bool,
-    /// Print {"stage", "up_to_date", "outputs", "kept": [ids], "rejected": [{"id", "kind", "reason"}]} on stdout.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    run: RunArgs,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -45,7 +41,7 @@ pub fn run(args: Args) -> Result<()> {
     let stage = args.stage.resolve()?;
     let p = stage.pipeline.as_ref();
     let dataset = Input::pick(args.dataset.as_deref(), "--dataset", p.map(|p| (p, "data.dataset", p.data.dataset.clone())), None)?;
-    let out = args.out.clone().or(p.map(|p| p.out.clone())).context("--out is required without --pipeline\nhint: pass --out DIR, or --pipeline NAME")?;
+    let out = out_dir(args.out.as_deref(), p.map(|p| p.out.clone()))?;
     let mut config = p.map(|p| p.filter.clone()).unwrap_or_default();
     if let Some(b) = args.batch_size {
         config.batch_size = b;
@@ -55,9 +51,9 @@ pub fn run(args: Args) -> Result<()> {
     let (header, weights) = stage.header()?;
     let prov = filter_provenance(&header.info, weights, dataset_sha256, args.limit, shard, &config);
     let paths = OutputPaths::new(&out, shard);
-    if !args.force && outputs_are_current(&paths, &prov.params_hash()) {
+    if !args.run.force && outputs_are_current(&paths, &prov.params_hash()) {
         log_up_to_date("filter", &paths.filtered);
-        if args.json {
+        if args.run.json {
             let kept = dissect_data::filtered::read_kept(&paths.filtered)?;
             let rejected = dissect_data::filtered::read_rejected(&paths.rejected)?;
             print_json(&FilterOutput { kept, rejected }, &paths, true, started)?;
@@ -85,7 +81,7 @@ pub fn run(args: Args) -> Result<()> {
         out.rejected = rejected;
         write_outputs(&paths, &out, &prov)?;
         report(&out, &paths, started);
-        if args.json {
+        if args.run.json {
             print_json(&out, &paths, false, started)?;
         }
         Ok(())

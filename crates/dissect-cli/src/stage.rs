@@ -32,6 +32,26 @@ pub struct StageArgs {
     pub backend: Option<BackendKind>,
 }
 
+/// The flags of every per-record stage about its run.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct RunArgs {
+    /// Recompute this shard's outputs even if they exist with the same parameters.
+    #[arg(long)]
+    pub force: bool,
+    /// Print a summary of the run (records, chunks computed and reused, outputs) as JSON on
+    /// stdout; logs stay on stderr.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `--out`, else the pipeline's directory for the stage.
+pub fn out_dir(flag: Option<&Path>, pipeline: Option<PathBuf>) -> Result<PathBuf> {
+    match flag.map(Path::to_path_buf).or(pipeline) {
+        Some(d) => Ok(d),
+        None => bail!("--out is required without --pipeline\nhint: pass --out DIR, or --pipeline NAME"),
+    }
+}
+
 /// What [`StageArgs`] resolve to.
 pub struct Stage {
     pub pipeline: Option<Pipeline>,

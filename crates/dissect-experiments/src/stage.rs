@@ -414,34 +414,15 @@ fn run_record<B: Backend>(
                 }
                 Ok(Output::Rows(t))
             }
-            Experiment::Extraction | Experiment::Ranks if extraction_rows.is_none() => {
-                let rows = extraction_from(model, &clean, &subject, target, &cfg.extraction, cached.as_ref().map(|c| (c.attn_out(), c.mlp_out())))?;
-                extraction_rows = Some(rows);
-                self_extraction_or_ranks(
-                    exp,
-                    model,
-                    &hidden,
-                    cached.as_ref(),
-                    &positions,
-                    target,
-                    extraction_rows.as_deref().unwrap_or_default(),
-                    cfg.projection,
-                    id,
-                    t,
-                )
+            Experiment::Extraction | Experiment::Ranks => {
+                // Ranks reuse extraction's clean rows when both run.
+                if extraction_rows.is_none() {
+                    let sites = cached.as_ref().map(|c| (c.attn_out(), c.mlp_out()));
+                    extraction_rows = Some(extraction_from(model, &clean, &subject, target, &cfg.extraction, sites)?);
+                }
+                let rows = extraction_rows.as_deref().unwrap_or_default();
+                self_extraction_or_ranks(exp, model, &hidden, cached.as_ref(), &positions, target, rows, cfg.projection, id, t)
             }
-            Experiment::Extraction | Experiment::Ranks => self_extraction_or_ranks(
-                exp,
-                model,
-                &hidden,
-                cached.as_ref(),
-                &positions,
-                target,
-                extraction_rows.as_deref().unwrap_or_default(),
-                cfg.projection,
-                id,
-                t,
-            ),
             Experiment::Patching => {
                 for r in patching(model, &hidden, &ids, &subject, target, &cfg.patching)? {
                     t.push(vec![id.into(), r.layer.into(), r.source.into(), r.set.name().into(), r.target_rank.into(), r.extracted.into()]);
