@@ -107,7 +107,7 @@ pub fn run(args: &Args) -> Result<f64> {
     }
     eprintln!("== done in {:.1}s (stages {:.2}s, after the model fetch and build)", started.elapsed().as_secs_f64(), built.elapsed().as_secs_f64());
     if aggregate {
-        let report = pipeline_file.parent().and_then(Path::parent).unwrap_or(Path::new(".")).join(&out).join("report").join("report.md");
+        let report = pipeline_base(&pipeline_file).join(&out).join("report").join("report.md");
         use std::io::Write;
         writeln!(std::io::stdout(), "{}", report.display())?;
     }
@@ -116,6 +116,16 @@ pub fn run(args: &Args) -> Result<f64> {
 
 fn limit_args(limit: Option<usize>) -> Vec<String> {
     limit.map(|n| vec!["--limit".to_string(), n.to_string()]).unwrap_or_default()
+}
+
+/// The directory a pipeline's relative paths are taken from, as the stages take them: the one
+/// holding `pipelines/` for a file in a `pipelines/` directory, else the file's own directory.
+fn pipeline_base(file: &Path) -> PathBuf {
+    let parent = file.parent().unwrap_or(Path::new("."));
+    match parent.file_name() {
+        Some(n) if n == "pipelines" => parent.parent().unwrap_or(parent).to_path_buf(),
+        _ => parent.to_path_buf(),
+    }
 }
 
 fn pipeline_file(name: &str) -> Result<PathBuf> {
@@ -152,4 +162,15 @@ fn build_dissect(backend: &str) -> Result<PathBuf> {
         bail!("{} was not built\nhint: is CARGO_TARGET_DIR the same for cargo xtask and cargo build?", bin.display());
     }
     Ok(bin)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths_are_taken_from_the_directory_the_stages_use() {
+        assert_eq!(pipeline_base(Path::new("/w/pipelines/gemma3-270m.toml")), Path::new("/w"));
+        assert_eq!(pipeline_base(Path::new("/w/examples/my_facts.toml")), Path::new("/w/examples"));
+    }
 }

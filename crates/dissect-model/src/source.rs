@@ -271,10 +271,12 @@ fn hub_snapshot(spec: &str, repo: &str, revision: Option<&str>) -> Result<PathBu
             found.push(p);
         }
     } else {
-        let api = hf_hub::api::sync::ApiBuilder::from_env()
-            .build()
-            .map_err(|e| not_found(spec, &e.to_string(), "check network access to the Hugging Face hub"))?
-            .repo(hub_repo);
+        let mut builder = hf_hub::api::sync::ApiBuilder::from_env();
+        // As the Python client does: HF_TOKEN wins over the token file `hf auth login` writes.
+        if let Some(token) = std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty()) {
+            builder = builder.with_token(Some(token));
+        }
+        let api = builder.build().map_err(|e| not_found(spec, &e.to_string(), "check network access to the Hugging Face hub"))?.repo(hub_repo);
         for f in wanted {
             let p = api.get(f).map_err(|e| {
                 not_found(spec, &format!("{f}: {e}"), "check the repository name and network access; sharded checkpoints are not supported yet")
