@@ -75,14 +75,17 @@ pub fn run(args: Args) -> Result<()> {
         // The sets that apply to this prompt (bos only where the tokenizer prepends one).
         let sets: Vec<&str> = cfg.sets.iter().map(|s| s.name()).filter(|n| r.rows.iter().any(|x| x.block.name() == *n)).collect();
         writeln!(out, "target {target:?} (id {}), p_base {:.6}, window {}", r.target_id, r.p_base, r.window)?;
-        writeln!(out, "% change of p(target) with the last position's edges to each set blocked in the window centred at the layer")?;
-        write!(out, "{:>12}", "layer (1-)")?;
+        writeln!(
+            out,
+            "% change of p(target) with the last position's edges to each set blocked in the window centred at the layer (1-based, as in the report)"
+        )?;
+        write!(out, "{:>5}", "layer")?;
         for s in &sets {
             write!(out, "  {s:>18}")?;
         }
         writeln!(out)?;
         for layer in 0..r.layers {
-            write!(out, "{:>12}", layer + 1)?;
+            write!(out, "{:>5}", layer + 1)?;
             for s in &sets {
                 let v = r.rows.iter().find(|x| x.layer == layer && x.block.name() == *s).map_or(f32::NAN, |x| x.pct_change);
                 write!(out, "  {:>17.2}%", v)?;

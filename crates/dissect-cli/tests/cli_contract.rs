@@ -106,3 +106,26 @@ fn every_stage_prints_json_and_a_current_stage_does_not_load_the_model() {
     assert_eq!(o.status.code(), Some(1), "--force must load the model:\n{}", stderr(&o));
     assert!(stderr(&o).contains("tokenizer.json"), "{}", stderr(&o));
 }
+
+#[test]
+fn knockout_of_one_prompt_labels_layers_as_the_report_does() {
+    let dir = scratch("knockout");
+    let model = tiny_model(&dir);
+    let args = ["knockout", "--model", model.to_str().unwrap(), "--prompt", "The Eiffel Tower is located in the city of", "--subject", "Eiffel Tower"];
+    let o = dissect_in(&dir, &args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[1].contains("1-based"), "{text}");
+    let header: Vec<&str> = lines[2].split_whitespace().collect();
+    // Without a pipeline: the report's sets that apply (GPT-2 prepends no BOS).
+    assert_eq!(header, ["layer", "subject", "non_subject", "last", "non_subject_no_bos"], "{text}");
+    assert_eq!(lines[3].split_whitespace().next(), Some("1"), "{text}");
+
+    let mut with_json = args.to_vec();
+    with_json.push("--json");
+    let v = json(&dissect_in(&dir, &with_json));
+    let rows = v["rows"].as_array().unwrap();
+    assert!(rows.iter().all(|r| r["layer_1based"].as_u64() == r["layer"].as_u64().map(|l| l + 1)), "{v}");
+    assert_eq!(rows.len(), 4 * v["layers"].as_u64().unwrap() as usize, "{v}");
+}
