@@ -12,7 +12,7 @@ use crate::backend::on_backend;
 use crate::pipeline::Pipeline;
 use crate::progress::Progress;
 use crate::shard::ShardArgs;
-use crate::stage::{log_up_to_date, out_dir, positive, Input, RunArgs, StageArgs, StageSummary};
+use crate::stage::{out_dir, positive, Input, RunArgs, StageArgs, StageSummary};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -72,11 +72,8 @@ pub fn run(args: Args) -> Result<()> {
         outputs: vec![cache_dir.clone()],
         seconds: started.elapsed().as_secs_f64(),
     };
-    if args.run.force {
-        parts.clear()?;
-    } else if parts.all_current() {
-        log_up_to_date("cache", &shard_dir);
-        return if args.run.json { summary(true, 0, parts.n_chunks()).print() } else { Ok(()) };
+    if args.run.nothing_to_do("cache", &shard_dir, parts.all_current(), || parts.clear(), || summary(true, 0, parts.n_chunks()))? {
+        return Ok(());
     }
     let model = &stage.model;
     on_backend!(stage.backend, |B| {

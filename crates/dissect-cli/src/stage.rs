@@ -44,6 +44,33 @@ pub struct RunArgs {
     pub json: bool,
 }
 
+impl RunArgs {
+    /// The step every per-record stage takes before loading the model: `--force` clears its
+    /// outputs; otherwise, when they are `current`, it says so (and prints `summary` with
+    /// `--json`). True when there is nothing left to do.
+    pub fn nothing_to_do(
+        &self,
+        stage: &str,
+        what: &Path,
+        current: bool,
+        clear: impl FnOnce() -> Result<(), dissect_data::DataError>,
+        summary: impl FnOnce() -> StageSummary,
+    ) -> Result<bool> {
+        if self.force {
+            clear()?;
+            return Ok(false);
+        }
+        if !current {
+            return Ok(false);
+        }
+        log_up_to_date(stage, what);
+        if self.json {
+            summary().print()?;
+        }
+        Ok(true)
+    }
+}
+
 /// `--out`, else the pipeline's directory for the stage.
 pub fn out_dir(flag: Option<&Path>, pipeline: Option<PathBuf>) -> Result<PathBuf> {
     match flag.map(Path::to_path_buf).or(pipeline) {
