@@ -48,7 +48,7 @@ enum Task {
     /// `forward` (tokens/s) or `knockout` (the attention-knockout sweep), printing the ratio; or
     /// `rerun`: a `cargo xtask reproduce` with nothing to do, against its 2 s goal.
     Bench(bench::Args),
-    /// The whole paper: fetch the model, then filter → experiments → aggregate, each skipped
+    /// The whole paper: fetch the model, then filter → cache → experiments → aggregate, each skipped
     /// when its outputs exist with the same parameters; prints the report's path.
     Reproduce(reproduce::Args),
     /// `cargo fmt --check`, `cargo clippy -D warnings`, and no references outside the

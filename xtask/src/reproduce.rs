@@ -1,8 +1,9 @@
 //! `cargo xtask reproduce`: the whole paper in one command. Fetches the model when the pipeline
 //! says how, builds the `dissect` binary, and runs its stages one after the other as separate
-//! processes: filter → experiments → aggregate. Each stage skips work whose outputs exist
-//! with the same parameters (the experiments stage per chunk of records), so a killed run is
-//! resumed by running the same command again.
+//! processes: filter → cache → experiments → aggregate. Each stage skips work whose outputs
+//! exist with the same parameters (the cache and experiments stages per chunk of records), so a
+//! killed run is resumed by running the same command again, and a changed experiment parameter
+//! reruns the experiments and the aggregate only: the activation cache is reused.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -26,7 +27,7 @@ pub struct Args {
     /// Recompute every stage, even those whose outputs are current.
     #[arg(long, conflicts_with = "from")]
     force: bool,
-    /// Recompute this stage (filter, experiments or aggregate) and the ones after it.
+    /// Recompute this stage (filter, cache, experiments or aggregate) and the ones after it.
     #[arg(long, value_name = "STAGE")]
     from: Option<String>,
     /// Run the per-record stages for shard i of n only (no aggregation).
@@ -40,7 +41,9 @@ pub struct Args {
     aggregate_only: bool,
 }
 
-const STAGES: [&str; 3] = ["filter", "experiments", "aggregate"];
+const STAGES: [&str; 4] = ["filter", "cache", "experiments", "aggregate"];
+/// The last per-record stage; after it only the aggregate, which reads every shard.
+const LAST_PER_RECORD: usize = 2;
 
 impl Args {
     /// A plain `cargo xtask reproduce --pipeline P [--limit N]`.
@@ -84,22 +87,28 @@ pub fn run(args: &Args) -> Result<f64> {
     }
     let per_record = !args.aggregate_only;
     let aggregate = args.shard.is_none() && args.shards.is_none();
-    let plan: Vec<(usize, Vec<String>)> =
-        vec![(0, [vec!["filter".into()], limit_args(args.limit)].concat()), (1, vec!["experiments".into()]), (2, vec!["aggregate".into()])];
+    // --limit counts dataset records: it goes to the filter only, and the later stages take
+    // every record the filter kept.
+    let plan: Vec<(usize, Vec<String>)> = vec![
+        (0, [vec!["filter".into()], limit_args(args.limit)].concat()),
+        (1, vec!["cache".into()]),
+        (2, vec!["experiments".into()]),
+        (3, vec!["aggregate".into()]),
+    ];
     for (i, mut stage_args) in plan {
-        let run_it = if i < 2 { per_record } else { aggregate };
+        let run_it = if i <= LAST_PER_RECORD { per_record } else { aggregate };
         if !run_it {
             continue;
         }
         stage_args.extend(["--pipeline".into(), pipeline.clone()]);
-        if i < 2 {
+        if i <= LAST_PER_RECORD {
             stage_args.extend(["--backend".into(), backend.clone()]);
             stage_args.extend(shard_args.iter().cloned());
         }
         if forced_from.is_some_and(|f| i >= f) {
             stage_args.push("--force".into());
         }
-        eprintln!("== [{}/3] {} ({:.0}s so far)", i + 1, STAGES[i], started.elapsed().as_secs_f64());
+        eprintln!("== [{}/{}] {} ({:.0}s so far)", i + 1, STAGES.len(), STAGES[i], started.elapsed().as_secs_f64());
         let status = Command::new(&dissect).args(&stage_args).status().with_context(|| format!("running {}", dissect.display()))?;
         if !status.success() {
             bail!("stage {} failed ({status})\nhint: fix the error above and run the same command again: finished work is kept", STAGES[i]);

@@ -1,60 +1,43 @@
-//! Temporary files and directories that remove themselves unless kept.
+//! Temporary files and directories that remove themselves unless kept, on `tempfile`.
+//!
+//! Names carry the creating process's id (`<prefix><pid>-<random>`), so that
+//! [`remove_stale`] can tell the leftovers of a killed run from those of a live one.
 
-use std::fs::{self, File, OpenOptions};
-use std::io;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::fs::{self, File};
+use std::path::Path;
 
 use anyhow::{Context, Result};
 
 /// A directory removed, with its contents, on drop.
 pub(crate) struct TempDir {
-    path: PathBuf,
+    inner: tempfile::TempDir,
 }
 
 impl TempDir {
-    /// A new, empty directory `<parent>/<prefix><unique>`; `parent` is created if needed.
+    /// A new, empty directory `<parent>/<prefix><pid>-<random>`; `parent` is created if needed.
     pub(crate) fn new_in(parent: &Path, prefix: &str) -> Result<TempDir> {
         fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
-        loop {
-            let path = parent.join(format!("{prefix}{}", unique_suffix()));
-            match fs::create_dir(&path) {
-                Ok(()) => return Ok(TempDir { path }),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(e).with_context(|| format!("cannot create {}", path.display())),
-            }
-        }
+        let inner = with_prefix(prefix, |b| b.tempdir_in(parent)).with_context(|| format!("cannot create a directory in {}", parent.display()))?;
+        Ok(TempDir { inner })
     }
 
     pub(crate) fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.path);
+        self.inner.path()
     }
 }
 
 /// A file removed on drop unless [`TempFile::persist`]ed.
 pub(crate) struct TempFile {
-    path: PathBuf,
-    kept: bool,
+    inner: tempfile::TempPath,
 }
 
 impl TempFile {
-    /// A new file `<dir>/<prefix(name)><unique>`, hidden and in `dir` so that
+    /// A new file `<dir>/<prefix(name)><pid>-<random>`, hidden and in `dir` so that
     /// [`TempFile::persist`] is a same-filesystem (atomic) rename.
     pub(crate) fn new_in(dir: &Path, name: &str) -> Result<(TempFile, File)> {
-        loop {
-            let path = dir.join(format!("{}{}", TempFile::prefix(name), unique_suffix()));
-            match OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(file) => return Ok((TempFile { path, kept: false }, file)),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(e).with_context(|| format!("cannot create {}", path.display())),
-            }
-        }
+        let named = with_prefix(&TempFile::prefix(name), |b| b.tempfile_in(dir)).with_context(|| format!("cannot create a file in {}", dir.display()))?;
+        let (file, inner) = named.into_parts();
+        Ok((TempFile { inner }, file))
     }
 
     /// The start of the names of temporary files for `name`, for [`remove_stale`].
@@ -63,19 +46,15 @@ impl TempFile {
     }
 
     /// Renames the file to `dest`, atomically replacing whatever is there.
-    pub(crate) fn persist(mut self, dest: &Path) -> Result<()> {
-        fs::rename(&self.path, dest).with_context(|| format!("cannot rename {} to {}", self.path.display(), dest.display()))?;
-        self.kept = true;
-        Ok(())
+    pub(crate) fn persist(self, dest: &Path) -> Result<()> {
+        self.inner.persist(dest).map_err(|e| e.error).with_context(|| format!("cannot rename a temporary file to {}", dest.display()))
     }
 }
 
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if !self.kept {
-            let _ = fs::remove_file(&self.path);
-        }
-    }
+/// `make` on a builder whose names start `<prefix><pid>-`.
+fn with_prefix<T>(prefix: &str, make: impl FnOnce(&tempfile::Builder<'_, '_>) -> std::io::Result<T>) -> std::io::Result<T> {
+    let prefix = format!("{prefix}{}-", std::process::id());
+    make(tempfile::Builder::new().prefix(&prefix))
 }
 
 /// Removes the temporary files and directories `dir/<prefix><pid>-<n>` left behind by
@@ -103,11 +82,6 @@ pub(crate) fn remove_stale(dir: &Path, prefix: &str) {
         eprintln!("removing {}, left behind by an interrupted run", path.display());
         let _ = if path.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
     }
-}
-
-fn unique_suffix() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    format!("{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
 #[cfg(test)]

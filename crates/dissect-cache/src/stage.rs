@@ -25,7 +25,10 @@ pub const FORMAT_VERSION: u32 = 1;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CacheConfig {
-    /// Prompts per forward pass.
+    /// Prompts per forward pass. 1 by default: a record's vectors are then bit for bit what the
+    /// experiments stage computes for it without a cache ([`crate::compute`] on that record
+    /// alone), so its tables do not depend on whether the cache was used. A larger batch pads
+    /// prompts to one length, which changes the matmuls' shapes and with them the last bits.
     pub batch_size: usize,
     /// Records per Parquet part: each part is written when its records are done, so a killed
     /// run loses at most one part's work.
@@ -35,7 +38,7 @@ pub struct CacheConfig {
 
 impl Default for CacheConfig {
     fn default() -> Self {
-        CacheConfig { batch_size: 8, chunk_size: 32, dtype: StoreDtype::F32 }
+        CacheConfig { batch_size: 1, chunk_size: 32, dtype: StoreDtype::F32 }
     }
 }
 

@@ -56,9 +56,12 @@ pub struct Args {
     full_recompute: bool,
     /// The activation cache (`dissect cache`'s `<out>/cache`): enrichment, extraction's
     /// clean rows and ranks read the clean activations from it instead of running the model.
-    /// With --pipeline, `[cache] use_in_experiments = true` gives `<out>/cache`.
+    /// With --pipeline, `<out>/cache` unless the pipeline sets `[cache] use_in_experiments = false`.
     #[arg(long)]
     cache: Option<PathBuf>,
+    /// Compute every activation by running the model, even where the pipeline has a cache.
+    #[arg(long, conflicts_with = "cache")]
+    no_cache: bool,
     /// A JSON file with a full experiments configuration (overrides the flags above).
     #[arg(long)]
     config: Option<PathBuf>,
@@ -94,7 +97,7 @@ pub fn run(args: Args) -> Result<()> {
         records.truncate(n);
     }
     records.retain(|r| shard.contains(r.id));
-    let cache_dir = args.cache.clone().or(p.filter(|p| p.cache.use_in_experiments).map(Pipeline::cache_dir));
+    let cache_dir = args.cache.clone().or(p.filter(|p| p.cache.use_in_experiments && !args.no_cache).map(Pipeline::cache_dir));
     let cache = cache_dir.as_deref().map(|d| open_cache(d, &records)).transpose()?;
 
     let (header, weights) = stage.header()?;
@@ -179,11 +182,13 @@ fn config(args: &Args, p: Option<&Pipeline>) -> Result<ExperimentsConfig> {
 
 /// Opens the cache and checks that it holds every record this run reads.
 fn open_cache(dir: &Path, records: &[KeptRecord]) -> Result<CacheReader> {
-    let cache = CacheReader::open(dir).with_context(|| format!("opening the activation cache {}", dir.display()))?;
+    let cache = CacheReader::open(dir).with_context(|| {
+        format!("opening the activation cache {}\nhint: run `dissect cache` with the same --pipeline (or --input) first, or pass --no-cache", dir.display())
+    })?;
     let missing: Vec<u64> = records.iter().map(|r| r.id).filter(|&id| !cache.contains(id)).collect();
     if !missing.is_empty() {
         anyhow::bail!(
-            "the activation cache {} lacks {} of the {} records (e.g. {:?})\nhint: run `dissect cache` on the same --input with the same or a larger --limit first",
+            "the activation cache {} lacks {} of the {} records (e.g. {:?})\nhint: run `dissect cache` on the same --input with the same or a larger --limit first, or pass --no-cache",
             cache.root().display(),
             missing.len(),
             records.len(),
@@ -199,7 +204,7 @@ fn check_cache_model(cache: &CacheReader, weights: &str) -> Result<()> {
     for p in cache.provenances() {
         if p.weights_sha256.as_deref() != Some(weights) {
             anyhow::bail!(
-                "the activation cache {} was computed with {} (weights {}), not this model\nhint: rerun `dissect cache` with this --model, or drop --cache",
+                "the activation cache {} was computed with {} (weights {}), not this model\nhint: rerun `dissect cache` with this --model (with --force), or pass --no-cache",
                 cache.root().display(),
                 p.model_spec,
                 p.weights_sha256.as_deref().unwrap_or("unknown")

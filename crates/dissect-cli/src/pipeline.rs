@@ -59,15 +59,17 @@ pub struct CacheSection {
     pub batch_size: usize,
     pub chunk_size: usize,
     pub dtype: StoreDtype,
-    /// `dissect experiments --pipeline` reads `<out>/cache` (written by `dissect cache`)
-    /// instead of recomputing the activations it holds.
+    /// `dissect experiments --pipeline` reads `<out>/cache` (written by `dissect cache`, the
+    /// stage before it in `cargo xtask reproduce`) instead of recomputing the clean activations
+    /// it holds. On by default: the chain is filter → cache → experiments → aggregate, and the
+    /// tables are the same either way.
     pub use_in_experiments: bool,
 }
 
 impl Default for CacheSection {
     fn default() -> Self {
         let c = CacheConfig::default();
-        CacheSection { batch_size: c.batch_size, chunk_size: c.chunk_size, dtype: c.dtype, use_in_experiments: false }
+        CacheSection { batch_size: c.batch_size, chunk_size: c.chunk_size, dtype: c.dtype, use_in_experiments: true }
     }
 }
 

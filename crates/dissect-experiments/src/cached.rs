@@ -1,10 +1,12 @@
-//! Reading a record's clean activations from the activation cache (`dissect-cache`) instead
-//! of running the model: enrichment, extraction's clean rows and ranks read only what the
-//! cache holds.
+//! A record's clean activations as the activation cache (`dissect-cache`) holds them: read
+//! from a cache, or computed for the record alone by the cache's own code when the run has
+//! none. Enrichment, extraction's clean rows and ranks read only these, so their tables are the
+//! same, bit for bit, with and without a cache (written with the default batch of one prompt).
 
 use burn_tensor::backend::Backend;
 use dissect_cache::{CacheReader, CachedRecord};
 use dissect_data::KeptRecord;
+use dissect_model::tokenizer::Tokenizer;
 use dissect_model::Model;
 
 use crate::ExperimentError;
@@ -30,4 +32,11 @@ pub fn cached_record<B: Backend>(cache: &CacheReader, model: &Model<B>, rec: &Ke
         return Err(fail(format!("the cache has positions {cached:?}, the filtered record {wanted:?}: it was built from another filter run")));
     }
     Ok(c)
+}
+
+/// The activations the cache would hold for `rec`, computed now: [`dissect_cache::compute`] on
+/// this record alone, as `dissect cache` does with its default batch of one.
+pub fn computed_record<B: Backend>(model: &Model<B>, tokenizer: &Tokenizer, rec: &KeptRecord) -> Result<CachedRecord<B>, ExperimentError> {
+    let acts = dissect_cache::compute(model, tokenizer, std::slice::from_ref(rec), 1)?;
+    Ok(CachedRecord::from_host(&acts[0], &model.device))
 }

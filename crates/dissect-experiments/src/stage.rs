@@ -17,12 +17,12 @@ use dissect_model::tokenizer::Tokenizer;
 use dissect_model::Model;
 use serde::{Deserialize, Serialize};
 
-use crate::enrichment::{baseline_subject_ids, enrichment, enrichment_at, paragraph_tokens, AttributesConfig, EnrichmentConfig};
+use crate::enrichment::{baseline_subject_ids, enrichment_at, paragraph_tokens, AttributesConfig, EnrichmentConfig};
 use crate::extraction::{extraction_from, ExtractionConfig};
 use crate::knockout::{knockout_sweep_from, BlockSet, KnockoutConfig};
 use crate::parameters::{head_ov, mlp_values, ParametersConfig};
 use crate::patching::{patching, PatchingConfig};
-use crate::ranks::{ranks, ranks_at};
+use crate::ranks::ranks_at;
 use crate::sublayer::{sublayer_knockout, SublayerConfig};
 use crate::table::{Cell, Table};
 use crate::{clean_hidden, ExperimentError};
@@ -364,8 +364,15 @@ fn run_record<B: Backend>(
             return Err(fail(format!("tokenizes to {} tokens, the filter stage saw {}: was it filtered with another model?", ids.len(), rec.n_tokens)));
         }
         let clean = CleanRun::new(model, &ids)?;
-        let cached = inputs.cache.map(|c| crate::cached::cached_record(c, model, rec)).transpose()?;
-        let served = |e: &Experiment| cached.is_some() && matches!(e, Experiment::Enrichment | Experiment::Ranks);
+        // Enrichment, ranks and extraction's clean rows read the clean activations the cache
+        // holds; without a cache they are computed here by the cache's own code.
+        let uses_cached = cfg.experiments.iter().any(|e| matches!(e, Experiment::Enrichment | Experiment::Ranks | Experiment::Extraction));
+        let cached = match inputs.cache {
+            Some(c) => Some(crate::cached::cached_record(c, model, rec)?),
+            None if uses_cached => Some(crate::cached::computed_record(model, tokenizer, rec)?),
+            None => None,
+        };
+        let served = |e: &Experiment| matches!(e, Experiment::Enrichment | Experiment::Ranks);
         let needs_hidden = cfg.experiments.iter().any(|e| {
             !served(e) && matches!(e, Experiment::Patching | Experiment::Enrichment | Experiment::SublayerKnockout | Experiment::Ranks | Experiment::Parameters)
         });
@@ -421,7 +428,7 @@ fn run_record<B: Backend>(
                     extraction_rows = Some(extraction_from(model, &clean, &subject, target, &cfg.extraction, sites)?);
                 }
                 let rows = extraction_rows.as_deref().unwrap_or_default();
-                self_extraction_or_ranks(exp, model, &hidden, cached.as_ref(), &positions, target, rows, cfg.projection, id, t)
+                self_extraction_or_ranks(exp, model, cached.as_ref(), target, rows, cfg.projection, id, t)
             }
             Experiment::Patching => {
                 for r in patching(model, &hidden, &ids, &subject, target, &cfg.patching)? {
@@ -433,10 +440,8 @@ fn run_record<B: Backend>(
                 let para = paragraph()?;
                 let base_ids = baseline_subject_ids(tokenizer, &rec.prompt, &rec.subject)?;
                 let (ac, ec) = (&cfg.attributes, &cfg.enrichment);
-                let (rows, base) = match &cached {
-                    Some(c) => enrichment_at(model, tokenizer, &c.residuals(), &base_ids, &para, inputs.stopwords, ac, ec, cfg.projection),
-                    None => enrichment(model, tokenizer, &hidden, &positions, &base_ids, &para, inputs.stopwords, ac, ec, cfg.projection),
-                };
+                let c = cached.as_ref().expect("computed when enrichment runs");
+                let (rows, base) = enrichment_at(model, tokenizer, &c.residuals(), &base_ids, &para, inputs.stopwords, ac, ec, cfg.projection);
                 for r in rows {
                     t.push(vec![id.into(), rec.subject.as_str().into(), r.layer.into(), r.position.name().into(), r.rate.into(), r.extra.into()]);
                 }
@@ -496,9 +501,7 @@ fn run_record<B: Backend>(
 fn self_extraction_or_ranks<B: Backend>(
     exp: Experiment,
     model: &Model<B>,
-    hidden: &[burn_tensor::Tensor<B, 2>],
     cached: Option<&dissect_cache::CachedRecord<B>>,
-    positions: &dissect_data::TokenPositions,
     target: u32,
     rows: &[crate::extraction::ExtractionRow],
     projection: Projection,
@@ -511,11 +514,8 @@ fn self_extraction_or_ranks<B: Backend>(
             t.push(vec![id.into(), r.layer.into(), r.sublayer.name().into(), blocked.into(), r.target_rank.into(), r.top1.into(), r.extracted.into()]);
         }
     } else {
-        let last = positions.get(PositionKind::SubjectLast).expect("always present");
-        let rows = match cached {
-            Some(c) => ranks_at(model, c.residual(PositionKind::SubjectLast).expect("always cached"), target, rows, projection),
-            None => ranks(model, hidden, last, target, rows, projection),
-        };
+        let c = cached.expect("computed when ranks run");
+        let rows = ranks_at(model, c.residual(PositionKind::SubjectLast).expect("always cached"), target, rows, projection);
         for r in rows {
             t.push(vec![id.into(), r.layer.into(), r.subject_last_rank.into(), r.attn_last_rank.into()]);
         }

@@ -1,30 +1,28 @@
-//! End-to-end runs of the `dissect` binary on the real model: shards run as separate processes
-//! give the unsharded result, and a run killed mid-stage resumes without recomputing what it
-//! had finished and ends with the same tables.
+//! End-to-end runs of the `dissect` binary on the real model, stage by stage as `cargo xtask
+//! reproduce` runs them (filter → cache → experiments → aggregate): the tables are the same with
+//! and without the activation cache, a changed experiment parameter reruns the experiments but
+//! reuses the cache, shards run as separate processes give the unsharded result, and a run
+//! killed mid-stage resumes without recomputing what it had finished and ends with the same
+//! tables.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
 use arrow_array::RecordBatch;
 use arrow_cast::display::array_value_to_string;
+use dissect_tests::{dissect_command, scratch, workspace};
 
 const LIMIT: &str = "16";
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("dissect-e2e-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 /// A small pipeline: the real model, a few quick experiments, two records per output part.
 fn pipeline(dir: &Path) -> PathBuf {
+    pipeline_with(dir, "test.toml", "")
+}
+
+/// [`pipeline`] with `knockout` appended to the `[experiments.knockout]` table, written to
+/// `dir/name` (same output directory).
+fn pipeline_with(dir: &Path, name: &str, knockout: &str) -> PathBuf {
     let gguf = dissect_model::source::named_model_path("gemma3-270m").unwrap();
     assert!(gguf.exists(), "the real model is missing at {}\nhint: run `cargo xtask fetch-model gemma3-270m`", gguf.display());
     let data = workspace().join("data");
@@ -43,6 +41,8 @@ chunk_size = 2
 neurons = 2
 matrix_tokens = 128
 matrix_pairs = 5
+[experiments.knockout]
+{knockout}
 [aggregate]
 resamples = 200
 "#,
@@ -50,14 +50,21 @@ resamples = 200
         out = dir.join("out").display(),
         data = data.display()
     );
-    let p = dir.join("test.toml");
+    let p = dir.join(name);
     std::fs::write(&p, toml).unwrap();
     p
 }
 
 fn dissect(args: &[&str]) {
-    let out = Command::new(env!("CARGO_BIN_EXE_dissect")).args(args).output().unwrap();
+    let out = dissect_command().args(args).output().unwrap();
     assert!(out.status.success(), "dissect {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// `dissect <args> --json`: the stage's summary.
+fn dissect_json(args: &[&str]) -> serde_json::Value {
+    let out = dissect_command().args(args).arg("--json").output().unwrap();
+    assert!(out.status.success(), "dissect {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("dissect {args:?}: stdout is not JSON ({e})"))
 }
 
 /// Every table under `dir` as sorted text rows, so shard order does not matter.
@@ -74,6 +81,21 @@ fn tables(dir: &Path) -> BTreeMap<String, Vec<String>> {
         out.insert(path.file_name().unwrap().to_string_lossy().into_owned(), rows);
     }
     out
+}
+
+/// Fails with the tables and the first rows that differ, rather than two whole dumps.
+fn assert_same(a: &BTreeMap<String, Vec<String>>, b: &BTreeMap<String, Vec<String>>, what_a: &str, what_b: &str) {
+    let names: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    let mut diffs = Vec::new();
+    for n in names {
+        let (x, y) = (a.get(n).cloned().unwrap_or_default(), b.get(n).cloned().unwrap_or_default());
+        if x != y {
+            let only_a: Vec<&String> = x.iter().filter(|r| !y.contains(r)).take(3).collect();
+            let only_b: Vec<&String> = y.iter().filter(|r| !x.contains(r)).take(3).collect();
+            diffs.push(format!("{n}: {} vs {} rows; only {what_a}: {only_a:?}; only {what_b}: {only_b:?}", x.len(), y.len()));
+        }
+    }
+    assert!(diffs.is_empty(), "tables {what_a} differ from those {what_b}:\n{}", diffs.join("\n"));
 }
 
 fn rows_of(b: &RecordBatch) -> Vec<String> {
@@ -94,19 +116,37 @@ fn part_mtimes(dir: &Path) -> BTreeMap<PathBuf, SystemTime> {
 }
 
 #[test]
-fn shards_as_separate_processes_equal_the_unsharded_run_and_a_killed_run_resumes() {
-    // Unsharded reference.
+fn the_chain_reads_the_cache_shards_as_separate_processes_equal_the_unsharded_run_and_a_killed_run_resumes() {
+    // Unsharded reference: the four stages, the experiments reading the activation cache.
     let a = scratch("whole");
     let pa = pipeline(&a);
     let pa = pa.to_str().unwrap();
     dissect(&["filter", "--pipeline", pa, "--limit", LIMIT]);
-    dissect(&["experiments", "all", "--pipeline", pa]);
+    let cache = dissect_json(&["cache", "--pipeline", pa]);
+    assert!(cache["chunks_computed"].as_u64() > Some(0), "{cache}");
+    let exp = dissect_json(&["experiments", "all", "--pipeline", pa]);
+    assert!(exp["chunks_computed"].as_u64() > Some(0), "{exp}");
     dissect(&["aggregate", "--pipeline", pa]);
     let reference = tables(&a.join("out/experiments"));
     assert!(reference["knockout"].len() > 18, "the reference run produced rows");
-    for t in ["parameters_heads", "parameters_mlp", "parameters_matrices"] {
+    for t in ["enrichment", "ranks", "parameters_heads", "parameters_mlp", "parameters_matrices"] {
         assert!(reference.get(t).is_some_and(|r| !r.is_empty()), "{t}: no rows");
     }
+
+    // The same experiments computing every activation themselves: the same values, bit for
+    // bit (the text of an f32 is its shortest round-trip form).
+    let no_cache = a.join("no-cache");
+    dissect(&["experiments", "all", "--pipeline", pa, "--no-cache", "--out", no_cache.to_str().unwrap()]);
+    assert_same(&tables(&no_cache), &reference, "computed without the cache", "read from it");
+
+    // A changed experiment parameter: the cache is current, the experiments rerun.
+    let changed = pipeline_with(&a, "changed.toml", "window = 3");
+    let changed = changed.to_str().unwrap();
+    let cache = dissect_json(&["cache", "--pipeline", changed]);
+    assert_eq!((cache["up_to_date"].as_bool(), cache["chunks_computed"].as_u64()), (Some(true), Some(0)), "the cache must be reused: {cache}");
+    let exp = dissect_json(&["experiments", "all", "--pipeline", changed]);
+    assert_eq!(exp["up_to_date"].as_bool(), Some(false), "a changed knockout window must rerun the experiments: {exp}");
+    assert_ne!(tables(&a.join("out/experiments"))["knockout"], reference["knockout"], "window 3 gives other knockout rows");
 
     // Two shards, each stage a separate process, then aggregation of the union.
     let b = scratch("sharded");
@@ -115,6 +155,7 @@ fn shards_as_separate_processes_equal_the_unsharded_run_and_a_killed_run_resumes
     for i in 0..2 {
         let s = format!("{i}/2");
         dissect(&["filter", "--pipeline", pb, "--limit", LIMIT, "--shard", &s]);
+        dissect(&["cache", "--pipeline", pb, "--shard", &s]);
         dissect(&["experiments", "all", "--pipeline", pb, "--shard", &s]);
     }
     dissect(&["aggregate", "--pipeline", pb]);
@@ -127,8 +168,9 @@ fn shards_as_separate_processes_equal_the_unsharded_run_and_a_killed_run_resumes
     let pc = pipeline(&c);
     let pc = pc.to_str().unwrap();
     dissect(&["filter", "--pipeline", pc, "--limit", LIMIT]);
+    dissect(&["cache", "--pipeline", pc]);
     let exp = c.join("out/experiments");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dissect")).args(["experiments", "all", "--pipeline", pc]).spawn().unwrap();
+    let mut child = dissect_command().args(["experiments", "all", "--pipeline", pc]).spawn().unwrap();
     let started = Instant::now();
     while part_mtimes(&exp).keys().filter(|p| p.starts_with(exp.join("skipped"))).count() == 0 {
         assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be killed");

@@ -3,21 +3,12 @@
 //! stage whose outputs are current answering without loading the model.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("dissect-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+use dissect_tests::{dissect_command, scratch, workspace};
 
 fn dissect_in(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dissect")).current_dir(dir).args(args).output().unwrap()
+    dissect_command().current_dir(dir).args(args).output().unwrap()
 }
 
 fn stderr(o: &Output) -> String {
