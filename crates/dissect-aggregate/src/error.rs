@@ -18,7 +18,7 @@ pub enum AggregateError {
     #[error("table `{table}`: column `{column}`: {message}\nhint: the table was written by another version of dissect; rerun the experiments stage")]
     Schema { table: String, column: String, message: String },
     #[error("table `{table}`: record {id} has more than one row for {key}\nhint: two shards hold the same record; the input directory may mix runs with different shard counts")]
-    Duplicate { table: String, id: u64, key: String },
+    Duplicate { table: String, id: i64, key: String },
     #[error("{path}: no experiment tables found (looked for the directories {expected})\nhint: pass the experiments stage's output directory as --input")]
     NoTables { path: PathBuf, expected: String },
     #[error("figure `{figure}`: {message}")]

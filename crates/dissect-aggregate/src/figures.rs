@@ -44,9 +44,9 @@ fn point(x: f64, r: &SummaryRow) -> Point {
     Point { x, y: r.mean.value, lo: r.mean.ci_low, hi: r.mean.ci_high }
 }
 
-/// The curve of `filter`'s rows over the u32 key `by`, x = key + `shift`.
+/// The curve of `filter`'s rows over the i32 key `by`, x = key + `shift`.
 fn curve(t: &SummaryTable, filter: &[(&str, Key)], by: &str, shift: f64) -> Vec<Point> {
-    t.series(filter, by).into_iter().filter_map(|(k, r)| Some(point(f64::from(k.as_u32()?) + shift, r))).collect()
+    t.series(filter, by).into_iter().filter_map(|(k, r)| Some(point(f64::from(k.as_i32()?) + shift, r))).collect()
 }
 
 fn series(label: &str, color: RGBColor, dash: Dash, points: Vec<Point>, band: bool) -> Series {
@@ -69,13 +69,13 @@ fn knockout(t: &Tables, cx: &Context<'_>) -> Option<Figure> {
     let mut s: Vec<Series> = sets
         .iter()
         .map(|&(b, label, color, dash, marker)| {
-            series(&format!("last → {label}"), color, dash, curve(k, &[("block", Key::s(b))], "layer", 1.0), true).with_marker(marker)
+            series(&format!("last → {label}"), color, dash, curve(k, &[("positions", Key::s(b))], "layer", 1.0), true).with_marker(marker)
         })
         .filter(|s| !s.points.is_empty())
         .collect();
     // Sets this code does not know still get drawn.
-    for b in k.distinct("block").iter().filter_map(Key::as_str).filter(|b| !sets.iter().any(|s| s.0 == *b)) {
-        s.push(series(&format!("last → {b}"), GREY, Dash::Dotted, curve(k, &[("block", Key::s(b))], "layer", 1.0), true));
+    for b in k.distinct("positions").iter().filter_map(Key::as_str).filter(|b| !sets.iter().any(|s| s.0 == *b)) {
+        s.push(series(&format!("last → {b}"), GREY, Dash::Dotted, curve(k, &[("positions", Key::s(b))], "layer", 1.0), true));
     }
     let window = t.window.map(|w| format!("{w}-layer ")).unwrap_or_default();
     Some(Figure {
@@ -102,8 +102,8 @@ fn extraction(t: &Tables, cx: &Context<'_>) -> Option<Figure> {
     let mut s = Vec::new();
     // Clean first, then the blocked variants in the paper's order, then any others.
     let mut order: Vec<String> = ["none", "subject", "non_subject"].map(String::from).to_vec();
-    order.retain(|b| x.distinct("blocked").contains(&Key::s(b)));
-    order.extend(x.distinct("blocked").iter().filter_map(Key::as_str).filter(|b| !["none", "subject", "non_subject"].contains(b)).map(String::from));
+    order.retain(|b| x.distinct("positions").contains(&Key::s(b)));
+    order.extend(x.distinct("positions").iter().filter_map(Key::as_str).filter(|b| !["none", "subject", "non_subject"].contains(b)).map(String::from));
     // The clean MHSA and MLP curves coincide wherever neither extracts (most early layers):
     // MLP's is wider and drawn beneath, and each has its own marker, so both stay visible.
     for (sub, name, color, clean_marker, clean_width) in [("attn", "MHSA", BLUE, Marker::Circle, 3), ("mlp", "MLP", VERMILION, Marker::Square, 5)] {
@@ -114,7 +114,7 @@ fn extraction(t: &Tables, cx: &Context<'_>) -> Option<Figure> {
                 "subject" => (format!("{name}, last → subject blocked"), Dash::Dashed, Marker::None),
                 other => (format!("{name}, last → {} blocked", other.replace('_', "-")), Dash::Dotted, others.next().unwrap_or(Marker::None)),
             };
-            let points = curve(x, &[("sublayer", Key::s(sub)), ("blocked", Key::s(blocked))], "layer", 1.0);
+            let points = curve(x, &[("sublayer", Key::s(sub)), ("positions", Key::s(blocked))], "layer", 1.0);
             if !points.is_empty() {
                 let sr = series(&label, color, dash, points, blocked == "none").with_marker(marker);
                 s.push(if blocked == "none" { sr.with_width(clean_width) } else { sr });
@@ -156,10 +156,10 @@ fn patching(t: &Tables, cx: &Context<'_>) -> Option<Figure> {
             &format!("{} positions patched", set.replace('_', "-")),
             color,
             marker,
-            curve(p, &[("positions", Key::s(set))], "source_layer", dodge),
+            curve(p, &[("positions", Key::s(set))], "source_hidden_state", dodge),
         ));
     }
-    let sources: Vec<f64> = p.distinct("source_layer").iter().filter_map(Key::as_u32).map(f64::from).collect();
+    let sources: Vec<f64> = p.distinct("source_hidden_state").iter().filter_map(Key::as_i32).map(f64::from).collect();
     let hlines = p
         .select(&[("positions", Key::s("none"))])
         .first()
@@ -200,7 +200,7 @@ fn enrichment(t: &Tables, cx: &Context<'_>) -> Option<Figure> {
     ];
     let s: Vec<Series> = known
         .iter()
-        .map(|&(p, label, color, dash, marker)| series(label, color, dash, curve(e, &[("position", Key::s(p))], "layer", 0.0), true).with_marker(marker))
+        .map(|&(p, label, color, dash, marker)| series(label, color, dash, curve(e, &[("position", Key::s(p))], "hidden_state", 0.0), true).with_marker(marker))
         .filter(|s| !s.points.is_empty())
         .collect();
     let hlines = t
@@ -262,7 +262,7 @@ fn sublayer(t: &Tables, cx: &Context<'_>) -> Option<Figure> {
         .map(|r| HLine { label: "no intervention".into(), color: GREY, dash: Dash::Solid, y: r.mean.value, band: Some((r.mean.ci_low, r.mean.ci_high)) })
         .into_iter()
         .collect();
-    let read = t.read_layer.map(|r| format!(", read at hidden state {r}")).unwrap_or_default();
+    let read = t.read_hidden_state.map(|r| format!(", read at hidden state {r}")).unwrap_or_default();
     Some(Figure {
         name: "sublayer_knockout",
         caption: format!(
@@ -330,7 +330,7 @@ fn ranks(t: &Tables, cx: &Context<'_>) -> Option<Figure> {
                 .into_iter()
                 .filter_map(|(k, row)| {
                     let med = row.median?;
-                    Some(Point { x: f64::from(k.as_u32()?) + 1.0, y: log(med.value), lo: log(med.ci_low), hi: log(med.ci_high) })
+                    Some(Point { x: f64::from(k.as_i32()?) + 1.0, y: log(med.value), lo: log(med.ci_low), hi: log(med.ci_high) })
                 })
                 .collect();
             series(label, color, dash, points, true).with_marker(marker)

@@ -160,11 +160,11 @@ pub struct Finding {
 pub struct KnockoutEffect {
     pub block: String,
     /// 0-based centre layer of the peak: the largest |mean % change|, with its sign.
-    pub peak_layer: u32,
+    pub peak_layer: i32,
     pub peak: Estimate,
     /// 0-based, inclusive: the contiguous layers around the peak whose mean has the peak's
     /// sign and at least half its magnitude.
-    pub band: (u32, u32),
+    pub band: (i32, i32),
 }
 
 /// The numbers behind the findings (also in the JSON summary, and what tests compare with
@@ -176,26 +176,26 @@ pub struct Numbers {
     /// knockout table has it (models that prepend BOS), else `non_subject`.
     pub flow_non_subject_set: Option<String>,
     /// (0-based layer, estimate) of the peak clean extraction rate.
-    pub mhsa_peak: Option<(u32, Estimate)>,
-    pub mlp_peak: Option<(u32, Estimate)>,
+    pub mhsa_peak: Option<(i32, Estimate)>,
+    pub mlp_peak: Option<(i32, Estimate)>,
     /// The set finding 2 compares with blocking the subject at the MHSA peak.
     pub extraction_non_subject_set: Option<String>,
     pub mhsa_any: Option<Estimate>,
     pub mlp_any: Option<Estimate>,
     /// (source hidden-state index, estimate): where patching the subject positions moves the
     /// any-layer MHSA extraction rate furthest from the unpatched rate.
-    pub patching_subject_peak: Option<(u32, Estimate)>,
+    pub patching_subject_peak: Option<(i32, Estimate)>,
     pub patching_unpatched: Option<Estimate>,
     /// Hidden-state index of the peak subject-last attributes rate (rows marked `extra` left
     /// out).
-    pub subject_last_peak: Option<(u32, Estimate)>,
+    pub subject_last_peak: Option<(i32, Estimate)>,
     /// The last position's rate at that same index.
     pub last_at_subject_peak: Option<Estimate>,
     pub enrichment_baseline: Option<Estimate>,
     /// Over early start layers in the criteria's mode: (0-based start, estimate of the rate)
     /// where the rate moves furthest from no intervention.
-    pub mlp_knockout_peak: Option<(u32, Estimate)>,
-    pub attn_knockout_peak: Option<(u32, Estimate)>,
+    pub mlp_knockout_peak: Option<(i32, Estimate)>,
+    pub attn_knockout_peak: Option<(i32, Estimate)>,
     pub no_intervention: Option<Estimate>,
 }
 
@@ -222,26 +222,26 @@ fn opt_pct(e: Option<&Estimate>) -> String {
     e.map_or_else(|| "n/a".into(), est_pct)
 }
 
-fn curve<'a>(t: &'a SummaryTable, filter: &[(&str, Key)], by: &str) -> Vec<(u32, &'a SummaryRow)> {
-    t.series(filter, by).into_iter().filter_map(|(k, r)| Some((k.as_u32()?, r))).filter(|(_, r)| !r.mean.value.is_nan()).collect()
+fn curve<'a>(t: &'a SummaryTable, filter: &[(&str, Key)], by: &str) -> Vec<(i32, &'a SummaryRow)> {
+    t.series(filter, by).into_iter().filter_map(|(k, r)| Some((k.as_i32()?, r))).filter(|(_, r)| !r.mean.value.is_nan()).collect()
 }
 
 /// The largest-magnitude signed effect of a curve: the layer with the largest |mean −
 /// `reference`| (ties to the earliest layer) and that layer's estimate. With reference 0 this
 /// is the curve's own peak; for rates (never negative) it is their maximum.
-pub fn peak_from(c: &[(u32, &SummaryRow)], reference: f64) -> Option<(u32, Estimate)> {
+pub fn peak_from(c: &[(i32, &SummaryRow)], reference: f64) -> Option<(i32, Estimate)> {
     let effect = |r: &SummaryRow| (r.mean.value - reference).abs();
     // `max_by` keeps the last of equal elements, so reversing keeps the earliest layer.
     c.iter().rev().max_by(|a, b| effect(a.1).total_cmp(&effect(b.1))).map(|(l, r)| (*l, r.mean))
 }
 
-pub fn peak(c: &[(u32, &SummaryRow)]) -> Option<(u32, Estimate)> {
+pub fn peak(c: &[(i32, &SummaryRow)]) -> Option<(i32, Estimate)> {
     peak_from(c, 0.0)
 }
 
 /// The knockout effect of one set, from its curve over centre layers.
 pub fn knockout_effect(t: &SummaryTable, block: &str) -> Option<KnockoutEffect> {
-    let c = curve(t, &[("block", Key::s(block))], "layer");
+    let c = curve(t, &[("positions", Key::s(block))], "layer");
     let (peak_layer, peak) = peak(&c)?;
     let i = c.iter().position(|(l, _)| *l == peak_layer)?;
     let (mut lo, mut hi) = (i, i);
@@ -273,7 +273,7 @@ fn has(t: &SummaryTable, column: &str, value: &str) -> bool {
 const BLOCK_ORDER: [&str; 5] = ["subject", "non_subject", "last", "bos", "non_subject_no_bos"];
 const POSITION_ORDER: [&str; 5] = ["first", "subject_first", "subject_last", "after_subject", "last"];
 
-fn layers_1(band: (u32, u32)) -> String {
+fn layers_1(band: (i32, i32)) -> String {
     if band.0 == band.1 {
         format!("layer {}", band.0 + 1)
     } else {
@@ -295,8 +295,8 @@ fn set_label(block: &str) -> &str {
 /// Whether the tables show a model that prepends BOS: the knockout (or extraction) table has
 /// the BOS sets, which the experiments stage measures on such models.
 fn bos_model(t: &Tables) -> bool {
-    let knockout = t.knockout.as_ref().is_some_and(|k| has(k, "block", "non_subject_no_bos") || has(k, "block", "bos"));
-    let extraction = t.extraction.as_ref().is_some_and(|x| has(x, "blocked", "non_subject_no_bos") || has(x, "blocked", "bos"));
+    let knockout = t.knockout.as_ref().is_some_and(|k| has(k, "positions", "non_subject_no_bos") || has(k, "positions", "bos"));
+    let extraction = t.extraction.as_ref().is_some_and(|x| has(x, "positions", "non_subject_no_bos") || has(x, "positions", "bos"));
     knockout || extraction
 }
 
@@ -307,7 +307,7 @@ pub struct Report {
 
 /// The three findings. `n_layers` is the model's depth as the experiments recorded it
 /// (`None`: as the tables show it).
-pub fn findings(t: &Tables, n_layers: Option<u32>) -> Report {
+pub fn findings(t: &Tables, n_layers: Option<i32>) -> Report {
     let depth = n_layers.or(t.n_layers);
     let mut numbers = Numbers::default();
     let f1_ = information_flow(t, depth, &mut numbers);
@@ -316,15 +316,15 @@ pub fn findings(t: &Tables, n_layers: Option<u32>) -> Report {
     Report { findings: vec![f1_, f2, f3], numbers }
 }
 
-fn depth_text(depth: Option<u32>) -> String {
+fn depth_text(depth: Option<i32>) -> String {
     depth.map_or_else(|| "?".into(), |d| d.to_string())
 }
 
-fn information_flow(t: &Tables, depth: Option<u32>, numbers: &mut Numbers) -> Finding {
+fn information_flow(t: &Tables, depth: Option<i32>, numbers: &mut Numbers) -> Finding {
     let mut evidence = Vec::new();
     let mut criteria = Vec::new();
     if let Some(k) = &t.knockout {
-        for block in ordered(k, "block", &BLOCK_ORDER) {
+        for block in ordered(k, "positions", &BLOCK_ORDER) {
             if let Some(e) = knockout_effect(k, &block) {
                 let band = if e.peak.value < 0.0 { "drop" } else { "rise" };
                 evidence.push(format!(
@@ -341,7 +341,7 @@ fn information_flow(t: &Tables, depth: Option<u32>, numbers: &mut Numbers) -> Fi
         let get = |b: &str| numbers.knockout.iter().find(|e| e.block == b).cloned();
         // BOS is an attention sink on models that prepend it: there the relation words proper
         // are the non-subject positions without it.
-        let ns_set = if has(k, "block", "non_subject_no_bos") { "non_subject_no_bos" } else { "non_subject" };
+        let ns_set = if has(k, "positions", "non_subject_no_bos") { "non_subject_no_bos" } else { "non_subject" };
         numbers.flow_non_subject_set = Some(ns_set.into());
         let (s, ns, last) = (get("subject"), get(ns_set), get("last"));
         let at = |e: &Option<KnockoutEffect>| e.as_ref().map_or_else(|| "n/a".into(), |e| format!("layer {} ({})", e.peak_layer + 1, est_pct(&e.peak)));
@@ -417,16 +417,16 @@ fn information_flow(t: &Tables, depth: Option<u32>, numbers: &mut Numbers) -> Fi
     }
 }
 
-fn extraction(t: &Tables, depth: Option<u32>, numbers: &mut Numbers) -> Finding {
+fn extraction(t: &Tables, depth: Option<i32>, numbers: &mut Numbers) -> Finding {
     let mut evidence = Vec::new();
     let mut criteria = Vec::new();
     if let Some(x) = &t.extraction {
-        let clean = |sub: &str| curve(x, &[("sublayer", Key::s(sub)), ("blocked", Key::s("none"))], "layer");
+        let clean = |sub: &str| curve(x, &[("sublayer", Key::s(sub)), ("positions", Key::s("none"))], "layer");
         numbers.mhsa_peak = peak(&clean("attn"));
         numbers.mlp_peak = peak(&clean("mlp"));
         let (a, m) = (numbers.mhsa_peak.map(|p| p.1), numbers.mlp_peak.map(|p| p.1));
         let la = numbers.mhsa_peak.map(|p| p.0);
-        let layer_1 = |l: Option<u32>| l.map_or_else(|| "n/a".into(), |l| (l + 1).to_string());
+        let layer_1 = |l: Option<i32>| l.map_or_else(|| "n/a".into(), |l| (l + 1).to_string());
         evidence.push(format!(
             "The clean MHSA extraction rate peaks at layer {} of {}: {}; the MLP rate peaks at layer {}: {}.",
             layer_1(la),
@@ -462,7 +462,7 @@ fn extraction(t: &Tables, depth: Option<u32>, numbers: &mut Numbers) -> Finding 
         let ns_set = if bos { "non_subject_no_bos" } else { "non_subject" };
         numbers.extraction_non_subject_set = Some(ns_set.into());
         let at_peak = |blocked: &str| {
-            la.and_then(|la| x.select(&[("sublayer", Key::s("attn")), ("blocked", Key::s(blocked)), ("layer", Key::u(la))]).first().map(|r| r.mean))
+            la.and_then(|la| x.select(&[("sublayer", Key::s("attn")), ("positions", Key::s(blocked)), ("layer", Key::u(la))]).first().map(|r| r.mean))
         };
         let (bs, bn) = (at_peak("subject"), at_peak(ns_set));
         if let (Some(la), Some(a), Some(bs), Some(bn)) = (la, a, bs, bn) {
@@ -544,7 +544,7 @@ fn extraction(t: &Tables, depth: Option<u32>, numbers: &mut Numbers) -> Finding 
             evidence.push(format!("Patching early representations: unpatched, MHSA extracts at some layer in {}.", est_pct(&base)));
         }
         for set in ordered(p, "positions", &BLOCK_ORDER).iter().filter(|s| *s != "none") {
-            let c = curve(p, &[("positions", Key::s(set))], "source_layer");
+            let c = curve(p, &[("positions", Key::s(set))], "source_hidden_state");
             let parts: Vec<String> = c.iter().map(|(src, r)| format!("ℓ'={src}: {}%", f1(r.mean.value))).collect();
             evidence.push(format!(
                 "With the {} positions of one block's input replaced by the hidden state ℓ' (block by block), MHSA extracts at some block in: {}.",
@@ -552,7 +552,7 @@ fn extraction(t: &Tables, depth: Option<u32>, numbers: &mut Numbers) -> Finding 
                 parts.join(", ")
             ));
         }
-        let c = curve(p, &[("positions", Key::s("subject"))], "source_layer");
+        let c = curve(p, &[("positions", Key::s("subject"))], "source_hidden_state");
         numbers.patching_subject_peak = base.and_then(|b| peak_from(&c, b.value));
         let src = numbers.patching_subject_peak.map(|(s, _)| s);
         let patched = numbers.patching_subject_peak.map(|(_, e)| e);
@@ -579,18 +579,19 @@ fn extraction(t: &Tables, depth: Option<u32>, numbers: &mut Numbers) -> Finding 
     }
 }
 
-fn enrichment(t: &Tables, depth: Option<u32>, numbers: &mut Numbers) -> Finding {
+fn enrichment(t: &Tables, depth: Option<i32>, numbers: &mut Numbers) -> Finding {
     let mut evidence = Vec::new();
     let mut criteria = Vec::new();
     if let Some(e) = &t.enrichment {
         // Rows the experiments stage marks `extra` are beyond the notebook's measurements.
-        let pos =
-            |p: &str| curve(e, &[("position", Key::s(p))], "layer").into_iter().filter(|(l, _)| !t.enrichment_extra_layers.contains(l)).collect::<Vec<_>>();
+        let pos = |p: &str| {
+            curve(e, &[("position", Key::s(p))], "hidden_state").into_iter().filter(|(l, _)| !t.enrichment_extra_layers.contains(l)).collect::<Vec<_>>()
+        };
         let sl = pos("subject_last");
         numbers.subject_last_peak = peak(&sl);
         let peak_layer = numbers.subject_last_peak.map(|p| p.0);
         let pk = numbers.subject_last_peak.map(|p| p.1);
-        let at = |p: &str| peak_layer.and_then(|l| e.select(&[("position", Key::s(p)), ("layer", Key::u(l))]).first().map(|r| r.mean));
+        let at = |p: &str| peak_layer.and_then(|l| e.select(&[("position", Key::s(p)), ("hidden_state", Key::u(l))]).first().map(|r| r.mean));
         numbers.last_at_subject_peak = at("last");
         numbers.enrichment_baseline = t.enrichment_baseline.as_ref().and_then(|b| b.rows.first()).map(|r| r.mean);
         if let (Some(l), Some(p)) = (peak_layer, pk) {
@@ -606,7 +607,7 @@ fn enrichment(t: &Tables, depth: Option<u32>, numbers: &mut Numbers) -> Finding 
             ));
         }
         if !t.enrichment_extra_layers.is_empty() {
-            let l: Vec<String> = t.enrichment_extra_layers.iter().map(u32::to_string).collect();
+            let l: Vec<String> = t.enrichment_extra_layers.iter().map(i32::to_string).collect();
             evidence.push(format!(
                 "Rows marked extra (hidden state {}, beyond the notebook's measurements) are in the table and figure but not in these criteria.",
                 l.join(", ")
@@ -674,11 +675,11 @@ fn enrichment(t: &Tables, depth: Option<u32>, numbers: &mut Numbers) -> Finding 
         ));
     }
     if let Some(s) = &t.sublayer_knockout {
-        let read = t.read_layer.unwrap_or(0);
+        let read = t.read_hidden_state.unwrap_or(0);
         let none = s.select(&[("sublayer", Key::s("none"))]).first().map(|r| r.mean);
         numbers.no_intervention = none;
         // "Early" = start layers in the first half of the layers before the one read.
-        let early = |sub: &str, mode: &str| -> Vec<(u32, &SummaryRow)> {
+        let early = |sub: &str, mode: &str| -> Vec<(i32, &SummaryRow)> {
             curve(s, &[("sublayer", Key::s(sub)), ("mode", Key::s(mode))], "start_layer").into_iter().filter(|(l, _)| 2 * l < read).collect()
         };
         let modes = ordered(s, "mode", &["notebook", "zero"]);
@@ -705,7 +706,7 @@ fn enrichment(t: &Tables, depth: Option<u32>, numbers: &mut Numbers) -> Finding 
         }
         let mode = criteria_mode.unwrap_or_else(|| "n/a".into());
         let (m, a) = (numbers.mlp_knockout_peak, numbers.attn_knockout_peak);
-        let change = |e: Option<(u32, Estimate)>| match (e, none) {
+        let change = |e: Option<(i32, Estimate)>| match (e, none) {
             (Some((l, e)), Some(n)) => format!("{} points from start layer {}", f1(e.value - n.value), l + 1),
             _ => "n/a".into(),
         };
@@ -756,15 +757,15 @@ mod tests {
 
     /// A knockout table with one curve per `(block, per-layer mean)`: n records per cell,
     /// values spread ±`spread` around the mean.
-    fn knockout(curves: &[(&str, &[f64])], n: u64, spread: f64) -> SummaryTable {
+    fn knockout(curves: &[(&str, &[f64])], n: i64, spread: f64) -> SummaryTable {
         let mut cells = Cells::new();
         for (block, means) in curves {
             for (layer, &m) in means.iter().enumerate() {
                 let v = (0..n).map(|id| (id, m + spread * if id % 2 == 0 { 1.0 } else { -1.0 } * (1.0 + (id % 5) as f64 / 5.0))).collect();
-                cells.insert(vec![Key::s(block), Key::u(layer as u32)], v);
+                cells.insert(vec![Key::s(block), Key::u(layer as i32)], v);
             }
         }
-        SummaryTable::build("knockout", "pct_change", &[("block", KeyType::Str), ("layer", KeyType::U32)], cells, false, &boot()).unwrap()
+        SummaryTable::build("knockout", "pct_change", &[("positions", KeyType::Str), ("layer", KeyType::I32)], cells, false, &boot()).unwrap()
     }
 
     #[test]

@@ -22,9 +22,9 @@
 //!
 //! Intervals are seeded percentile bootstraps over examples ([`bootstrap`] documents the
 //! method), so a rerun writes identical files, and a sharded input gives the same tables as
-//! an unsharded one. Layer columns keep the input's convention (0-based blocks; hidden-state
-//! indices with 0 = embeddings for `enrichment` and `source_layer`); the figures and the
-//! report show blocks 1-based like the paper.
+//! an unsharded one. Layer columns keep the input's convention (`layer` a 0-based block;
+//! `hidden_state` and `source_hidden_state` indices into `hidden_states`, 0 = embeddings); the
+//! figures and the report show blocks 1-based like the paper.
 
 pub mod bootstrap;
 pub mod error;
@@ -96,7 +96,7 @@ impl AggregateConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Summary {
     pub model: String,
-    pub n_layers: Option<u32>,
+    pub n_layers: Option<i32>,
     pub tables: Vec<PathBuf>,
     pub figures: Vec<PathBuf>,
     pub report_md: PathBuf,
@@ -394,7 +394,7 @@ fn report_blocks(
     rows.push(vec!["tables/counts.parquet, .csv".into(), "name".into(), "value".into(), tables.counts.len().to_string()]);
     b.push(Block::Table { header: vec!["file".into(), "keys".into(), "metric".into(), "rows".into()], rows });
     b.push(Block::Para(
-        "Layer columns keep the experiments' convention: `layer` and `start_layer` are 0-based blocks, `enrichment.layer` and `source_layer` are hidden-state indices (0 = embeddings); `ranks.layer` ℓ pairs the subject-last state after block ℓ (hidden_states[ℓ + 1]) with block ℓ's MHSA output, and the sublayer knockout reads hidden_states[R + 1]. Figures and this report show blocks 1-based, like the paper. Rates are percentages.".into(),
+        "Layer columns keep the experiments' convention: `layer` and `start_layer` are 0-based blocks, `hidden_state` and `source_hidden_state` are indices into hidden_states (0 = embeddings); `ranks.layer` ℓ pairs the subject-last state after block ℓ (hidden_states[ℓ + 1]) with block ℓ's MHSA output, and the sublayer knockout reads hidden_states[R + 1]. Figures and this report show blocks 1-based, like the paper. Rates are percentages.".into(),
     ));
     b.push(Block::Para(format!(
         "Bootstrap: for each cell the per-example values are sorted by record id; {} resamples of n examples drawn with replacement by a SplitMix64 stream seeded from seed {} and the cell's name; the interval is the 2.5th and 97.5th percentiles (linear interpolation) of the resampled statistic.",

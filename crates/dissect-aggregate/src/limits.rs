@@ -15,12 +15,12 @@ use crate::input::TableProvenance;
 use crate::tables::Tables;
 
 /// The notebook's constants for GPT-2 XL, as the report compares them with this run.
-pub const PAPER_DEPTH: u32 = 48;
-pub const PAPER_KNOCKOUT_WINDOW: u32 = 9;
+pub const PAPER_DEPTH: i32 = 48;
+pub const PAPER_KNOCKOUT_WINDOW: i32 = 9;
 /// The notebook's R (0-based block whose output `hidden_states[R + 1]` is read) on GPT-2 XL.
-pub const PAPER_REPR_LAYER: u32 = 40;
-pub const PAPER_SUBLAYER_SPAN: u32 = 11;
-pub const PAPER_PATCHING_SOURCES: [u32; 5] = [0, 1, 5, 10, 20];
+pub const PAPER_REPR_LAYER: i32 = 40;
+pub const PAPER_SUBLAYER_SPAN: i32 = 11;
+pub const PAPER_PATCHING_SOURCES: [i32; 5] = [0, 1, 5, 10, 20];
 
 /// Where a value of [`Limits`] was read.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,23 +73,23 @@ pub struct Limits {
     pub experiments_limit: Setting<Option<u64>>,
     /// `--limit` of the filter stage.
     pub filter_limit: Setting<Option<u64>>,
-    pub n_layers: Setting<u32>,
-    pub paper_depth: u32,
+    pub n_layers: Setting<i32>,
+    pub paper_depth: i32,
     /// `notebook` (h·Eᵀ) or `logit-lens`.
     pub projection: Setting<String>,
-    pub knockout_window: Setting<u32>,
+    pub knockout_window: Setting<i32>,
     /// R: the 0-based block whose output the sublayer knockout reads.
-    pub sublayer_repr_layer: Setting<u32>,
+    pub sublayer_repr_layer: Setting<i32>,
     /// The `hidden_states` index read, R + 1.
-    pub sublayer_read_hidden_state: Setting<u32>,
-    pub sublayer_span: Setting<u32>,
-    pub patching_sources: Setting<Vec<u32>>,
+    pub sublayer_read_hidden_state: Setting<i32>,
+    pub sublayer_span: Setting<i32>,
+    pub patching_sources: Setting<Vec<i32>>,
     /// Sources beyond the model's depth, not run.
-    pub patching_sources_dropped: Setting<Vec<u32>>,
+    pub patching_sources_dropped: Setting<Vec<i32>>,
     /// `pre_softmax` or `notebook`.
     pub extraction_blocking: Setting<String>,
     /// Enrichment hidden-state indices marked `extra` (left out of the findings).
-    pub enrichment_extra_layers: Vec<u32>,
+    pub enrichment_extra_layers: Vec<i32>,
     /// Where the subject paragraphs come from and what that does to the attributes rate.
     pub paragraphs: String,
     /// sha256 of the paragraphs file the experiments read, as recorded.
@@ -102,15 +102,15 @@ pub struct Limits {
 /// The paragraph data's provenance (see `data/SOURCES.md`).
 pub const PARAGRAPHS: &str = "The subject paragraphs (data/subject_paragraphs.csv) are not the paper's: Geva et al. retrieved Wikipedia paragraphs with BM25 and never released them. Most of this file's text comes from LAMA (T-REx) Wikipedia evidence sentences, which were selected because they mention the fact's object, so they often name the attribute itself: attributes rates can read higher than the paper's (data/SOURCES.md has the details).";
 
-fn u32_of(v: Option<&Value>) -> Option<u32> {
-    v.and_then(Value::as_u64).and_then(|x| u32::try_from(x).ok())
+fn u32_of(v: Option<&Value>) -> Option<i32> {
+    v.and_then(Value::as_i64).and_then(|x| i32::try_from(x).ok())
 }
 
 fn str_of(v: Option<&Value>) -> Option<String> {
     v.and_then(Value::as_str).map(String::from)
 }
 
-fn u32s_of(v: Option<&Value>) -> Option<Vec<u32>> {
+fn u32s_of(v: Option<&Value>) -> Option<Vec<i32>> {
     v.and_then(Value::as_array).and_then(|a| a.iter().map(|x| u32_of(Some(x))).collect())
 }
 
@@ -165,11 +165,11 @@ pub fn limits(provenance: &[TableProvenance], tables: &Tables) -> Limits {
     let read = first([
         Setting::from(u32_of(e("sublayer_read_hidden_state")), Source::Effective),
         Setting::from(u32_of(c(&["sublayer", "repr_layer"])).map(|r| r + 1), Source::Config),
-        Setting::from(tables.read_layer, Source::Tables),
+        Setting::from(tables.read_hidden_state, Source::Tables),
     ]);
-    if let (Some(recorded), Some(column)) = (read.value, tables.read_layer) {
+    if let (Some(recorded), Some(column)) = (read.value, tables.read_hidden_state) {
         if read.source != Source::Tables && recorded != column {
-            notes.push(format!("The sublayer_knockout table's read_layer column is {column}, but the provenance records hidden_states[{recorded}]."));
+            notes.push(format!("The sublayer_knockout table's read_hidden_state column is {column}, but the provenance records hidden_states[{recorded}]."));
         }
     }
     let window = first([
@@ -230,11 +230,11 @@ fn show<T>(s: &Setting<T>, f: impl Fn(&T) -> String) -> String {
     }
 }
 
-fn list(v: &[u32]) -> String {
+fn list(v: &[i32]) -> String {
     if v.is_empty() {
         "none".into()
     } else {
-        v.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+        v.iter().map(i32::to_string).collect::<Vec<_>>().join(", ")
     }
 }
 
@@ -279,14 +279,14 @@ impl Limits {
             show(&self.n_layers, |n| format!("{n} layers")),
             self.paper_depth
         ));
-        let share = |x: u32| depth.filter(|&d| d > 0).map(|d| format!(", {}% of the depth", (100.0 * f64::from(x) / f64::from(d)).round())).unwrap_or_default();
+        let share = |x: i32| depth.filter(|&d| d > 0).map(|d| format!(", {}% of the depth", (100.0 * f64::from(x) / f64::from(d)).round())).unwrap_or_default();
         out.push(format!(
             "Attention knockout window: {} (the notebook: {PAPER_KNOCKOUT_WINDOW} of {PAPER_DEPTH} layers).",
             show(&self.knockout_window, |w| format!("{w} layers{}", share(*w)))
         ));
         out.push(format!(
             "Sublayer knockout: R = {} (0-based block; the notebook's {PAPER_REPR_LAYER} of {PAPER_DEPTH} scaled to the depth), reading {} at the last subject token; {} knocked out from each start layer (the notebook: {PAPER_SUBLAYER_SPAN} of {PAPER_DEPTH}).",
-            show(&self.sublayer_repr_layer, u32::to_string),
+            show(&self.sublayer_repr_layer, i32::to_string),
             show(&self.sublayer_read_hidden_state, |r| format!("hidden_states[{r}]")),
             show(&self.sublayer_span, |s| format!("{s} layers{}", share(*s)))
         ));

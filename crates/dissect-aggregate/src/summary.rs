@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
-use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray, UInt32Array, UInt64Array};
+use arrow_array::{ArrayRef, Float64Array, Int32Array, RecordBatch, StringArray, UInt64Array};
 use arrow_schema::{DataType, Field, Schema};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -18,7 +18,7 @@ use crate::error::AggregateError;
 #[serde(untagged)]
 pub enum Key {
     /// A layer index or a source layer; `None` for "not applicable" (the no-intervention row).
-    U32(Option<u32>),
+    I32(Option<i32>),
     Str(String),
 }
 
@@ -26,19 +26,19 @@ impl Key {
     pub fn s(v: &str) -> Key {
         Key::Str(v.to_string())
     }
-    pub fn u(v: u32) -> Key {
-        Key::U32(Some(v))
+    pub fn u(v: i32) -> Key {
+        Key::I32(Some(v))
     }
-    pub fn as_u32(&self) -> Option<u32> {
+    pub fn as_i32(&self) -> Option<i32> {
         match self {
-            Key::U32(v) => *v,
+            Key::I32(v) => *v,
             Key::Str(_) => None,
         }
     }
     pub fn as_str(&self) -> Option<&str> {
         match self {
             Key::Str(s) => Some(s),
-            Key::U32(_) => None,
+            Key::I32(_) => None,
         }
     }
 }
@@ -46,8 +46,8 @@ impl Key {
 impl fmt::Display for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Key::U32(Some(v)) => write!(f, "{v}"),
-            Key::U32(None) => f.write_str(""),
+            Key::I32(Some(v)) => write!(f, "{v}"),
+            Key::I32(None) => f.write_str(""),
             Key::Str(s) => f.write_str(s),
         }
     }
@@ -55,7 +55,7 @@ impl fmt::Display for Key {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KeyType {
-    U32,
+    I32,
     Str,
 }
 
@@ -79,7 +79,7 @@ pub struct SummaryTable {
 }
 
 /// Per-example values of every cell, keyed by the cell's key values.
-pub type Cells = BTreeMap<Vec<Key>, Vec<(u64, f64)>>;
+pub type Cells = BTreeMap<Vec<Key>, Vec<(i64, f64)>>;
 
 impl SummaryTable {
     /// Bootstraps every cell (in parallel: each cell has its own seeded stream, so the result
@@ -160,16 +160,16 @@ impl SummaryTable {
         h
     }
 
-    /// The Arrow batch: key columns (UInt32 or Utf8, nullable), `metric`, `n` (UInt64), and
+    /// The Arrow batch: key columns (Int32 or Utf8, nullable), `metric`, `n` (UInt64), and
     /// Float64 `mean`, `ci_low`, `ci_high` (+ `median`, `median_ci_low`, `median_ci_high`).
     pub fn to_batch(&self) -> RecordBatch {
         let mut fields = Vec::new();
         let mut cols: Vec<ArrayRef> = Vec::new();
         for (i, (name, ty)) in self.key_columns.iter().enumerate() {
             match ty {
-                KeyType::U32 => {
-                    fields.push(Field::new(name, DataType::UInt32, true));
-                    cols.push(Arc::new(UInt32Array::from_iter(self.rows.iter().map(|r| r.keys[i].as_u32()))));
+                KeyType::I32 => {
+                    fields.push(Field::new(name, DataType::Int32, true));
+                    cols.push(Arc::new(Int32Array::from_iter(self.rows.iter().map(|r| r.keys[i].as_i32()))));
                 }
                 KeyType::Str => {
                     fields.push(Field::new(name, DataType::Utf8, true));
@@ -261,7 +261,7 @@ mod tests {
 
     #[test]
     fn cells_are_order_independent_and_duplicates_are_errors() {
-        let cols = [("block", KeyType::Str), ("layer", KeyType::U32)];
+        let cols = [("block", KeyType::Str), ("layer", KeyType::I32)];
         let mut a = Cells::new();
         a.insert(vec![Key::s("subject"), Key::u(0)], vec![(1, 1.0), (2, 5.0), (3, -2.0)]);
         let mut b = Cells::new();
@@ -280,14 +280,14 @@ mod tests {
 
     #[test]
     fn batch_and_csv_agree() {
-        let cols = [("sublayer", KeyType::Str), ("start_layer", KeyType::U32)];
+        let cols = [("sublayer", KeyType::Str), ("start_layer", KeyType::I32)];
         let mut c = Cells::new();
-        c.insert(vec![Key::s("none"), Key::U32(None)], vec![(1, 10.0), (2, 30.0)]);
+        c.insert(vec![Key::s("none"), Key::I32(None)], vec![(1, 10.0), (2, 30.0)]);
         c.insert(vec![Key::s("mlp"), Key::u(4)], vec![(1, 0.1), (2, 0.2)]);
         let t = SummaryTable::build("s", "rate", &cols, c, false, &boot()).unwrap();
         let b = t.to_batch();
         assert_eq!(b.num_rows(), 2);
-        let starts = b.column_by_name("start_layer").unwrap().as_any().downcast_ref::<UInt32Array>().unwrap();
+        let starts = b.column_by_name("start_layer").unwrap().as_any().downcast_ref::<Int32Array>().unwrap();
         let csv = String::from_utf8(t.to_csv().unwrap()).unwrap();
         let lines: Vec<&str> = csv.lines().collect();
         assert_eq!(lines[0], "sublayer,start_layer,metric,n,mean,ci_low,ci_high");

@@ -7,36 +7,35 @@ use serde::{Deserialize, Serialize};
 
 use crate::bootstrap::Bootstrap;
 use crate::error::AggregateError;
+use dissect_data::table::SkipReason;
+
 use crate::input::Inputs;
 use crate::summary::{Cells, Count, Key, KeyType, SummaryTable};
 
 /// "Among the top tokens" in the parameters table: the top 10, the experiment's default list.
-pub const PARAMETERS_TOP: u32 = 10;
-
-/// The reason the experiments stage gives when a subject has no paragraphs.
-const NO_PARAGRAPHS: &str = "no paragraphs";
+pub const PARAMETERS_TOP: i32 = 10;
 
 /// Every aggregated table; `None` where the experiment was not in the input.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Tables {
-    /// `block`, `layer` (0-based centre of the window): mean `pct_change`.
+    /// `positions`, `layer` (0-based centre of the window): mean `pct_change`.
     pub knockout: Option<SummaryTable>,
-    /// `sublayer`, `blocked`, `layer` (0-based block): extraction rate (%).
+    /// `sublayer`, `positions` (blocked; `none` = clean), `layer` (0-based block): extraction rate (%).
     pub extraction: Option<SummaryTable>,
     /// Per-example statistics of the clean (and blocked) extraction runs: `statistic`, `unit`.
     pub extraction_summary: Option<SummaryTable>,
-    /// `source_layer` (hidden-state index), `positions`, `layer`: extraction rate (%).
+    /// `source_hidden_state`, `positions` (patched), `layer` (0-based block): extraction rate (%).
     pub patching: Option<SummaryTable>,
-    /// `source_layer`, `positions`: rate of examples where MHSA extracts at any layer (%); the
+    /// `source_hidden_state`, `positions`: rate of examples where MHSA extracts at any layer (%); the
     /// row with no source layer and positions `none` is the unpatched baseline (clean
     /// extraction table, same examples).
     pub patching_any: Option<SummaryTable>,
-    /// `position`, `layer` (hidden-state index, 0 = embeddings): attributes rate (%).
+    /// `position`, `hidden_state` (0 = embeddings): attributes rate (%).
     pub enrichment: Option<SummaryTable>,
     /// The `enrichment` layers (hidden-state indices) whose rows the experiments stage marked
     /// `extra` (beyond the notebook's measurements): in the table and figure, not in the
     /// findings.
-    pub enrichment_extra_layers: BTreeSet<u32>,
+    pub enrichment_extra_layers: BTreeSet<i32>,
     /// No keys: attributes rate of the mean subject input embedding (%).
     pub enrichment_baseline: Option<SummaryTable>,
     /// `sublayer`, `mode`, `start_layer` (0-based; null with sublayer `none` = no
@@ -52,11 +51,11 @@ pub struct Tables {
     pub parameters: Option<SummaryTable>,
     pub counts: Vec<Count>,
     /// The model's depth as the tables show it.
-    pub n_layers: Option<u32>,
+    pub n_layers: Option<i32>,
     /// The knockout window (layers).
-    pub window: Option<u32>,
+    pub window: Option<i32>,
     /// The hidden-state index the sublayer knockout reads.
-    pub read_layer: Option<u32>,
+    pub read_hidden_state: Option<i32>,
 }
 
 impl Tables {
@@ -93,95 +92,98 @@ fn pct(b: bool) -> f64 {
 }
 
 pub fn build_tables(inputs: &Inputs, boot: &Bootstrap) -> Result<Tables, AggregateError> {
-    use KeyType::{Str, U32};
+    use KeyType::{Str, I32};
     let mut t = Tables::default();
-    let mut depth: Option<u32> = None;
-    let mut see_layer = |n: u32| depth = Some(depth.map_or(n, |d| d.max(n)));
+    let mut depth: Option<i32> = None;
+    let mut see_layer = |n: i32| depth = Some(depth.map_or(n, |d| d.max(n)));
 
     if let Some(rows) = &inputs.knockout {
         let mut cells = Cells::new();
         for r in rows {
-            cells.entry(vec![Key::s(&r.block), Key::u(r.layer)]).or_default().push((r.id, r.pct_change));
+            cells.entry(vec![Key::s(&r.positions), Key::u(r.layer)]).or_default().push((r.id, f64::from(r.pct_change)));
             see_layer(r.layer + 1);
             t.window = Some(r.window);
         }
-        t.knockout = Some(SummaryTable::build("knockout", "pct_change", &[("block", Str), ("layer", U32)], cells, false, boot)?);
+        t.knockout = Some(SummaryTable::build("knockout", "pct_change", &[("positions", Str), ("layer", I32)], cells, false, boot)?);
     }
 
     // Per example: the layers where each (sublayer, blocked) extracts.
-    let mut extracting: BTreeMap<(String, String), BTreeMap<u64, BTreeSet<u32>>> = BTreeMap::new();
+    let mut extracting: BTreeMap<(String, String), BTreeMap<i64, BTreeSet<i32>>> = BTreeMap::new();
     if let Some(rows) = &inputs.extraction {
         let mut cells = Cells::new();
         for r in rows {
-            cells.entry(vec![Key::s(&r.sublayer), Key::s(&r.blocked), Key::u(r.layer)]).or_default().push((r.id, pct(r.extracted)));
-            let layers = extracting.entry((r.sublayer.clone(), r.blocked.clone())).or_default().entry(r.id).or_default();
+            cells.entry(vec![Key::s(&r.sublayer), Key::s(&r.positions), Key::u(r.layer)]).or_default().push((r.id, pct(r.extracted)));
+            let layers = extracting.entry((r.sublayer.clone(), r.positions.clone())).or_default().entry(r.id).or_default();
             if r.extracted {
                 layers.insert(r.layer);
             }
             see_layer(r.layer + 1);
         }
         t.extraction =
-            Some(SummaryTable::build("extraction", "extraction_rate_pct", &[("sublayer", Str), ("blocked", Str), ("layer", U32)], cells, false, boot)?);
+            Some(SummaryTable::build("extraction", "extraction_rate_pct", &[("sublayer", Str), ("positions", Str), ("layer", I32)], cells, false, boot)?);
         t.extraction_summary = Some(extraction_summary(&extracting, boot)?);
     }
 
     if let Some(rows) = &inputs.patching {
         let mut cells = Cells::new();
-        let mut any: BTreeMap<(u32, String), BTreeMap<u64, bool>> = BTreeMap::new();
+        let mut any: BTreeMap<(i32, String), BTreeMap<i64, bool>> = BTreeMap::new();
         for r in rows {
-            cells.entry(vec![Key::u(r.source_layer), Key::s(&r.positions), Key::u(r.layer)]).or_default().push((r.id, pct(r.extracted)));
-            *any.entry((r.source_layer, r.positions.clone())).or_default().entry(r.id).or_default() |= r.extracted;
+            cells.entry(vec![Key::u(r.source_hidden_state), Key::s(&r.positions), Key::u(r.layer)]).or_default().push((r.id, pct(r.extracted)));
+            *any.entry((r.source_hidden_state, r.positions.clone())).or_default().entry(r.id).or_default() |= r.extracted;
             see_layer(r.layer + 1);
         }
-        t.patching =
-            Some(SummaryTable::build("patching", "extraction_rate_pct", &[("source_layer", U32), ("positions", Str), ("layer", U32)], cells, false, boot)?);
+        t.patching = Some(SummaryTable::build(
+            "patching",
+            "extraction_rate_pct",
+            &[("source_hidden_state", I32), ("positions", Str), ("layer", I32)],
+            cells,
+            false,
+            boot,
+        )?);
         let mut cells = Cells::new();
-        let patched_ids: BTreeSet<u64> = any.values().flat_map(|m| m.keys().copied()).collect();
+        let patched_ids: BTreeSet<i64> = any.values().flat_map(|m| m.keys().copied()).collect();
         for ((source, set), per_id) in any {
             cells.insert(vec![Key::u(source), Key::s(&set)], per_id.into_iter().map(|(id, e)| (id, pct(e))).collect());
         }
         // The unpatched baseline: clean MHSA extraction at any layer, on the same examples.
         if let Some(clean) = extracting.get(&("attn".to_string(), "none".to_string())) {
-            let base: Vec<(u64, f64)> = clean.iter().filter(|(id, _)| patched_ids.contains(id)).map(|(&id, l)| (id, pct(!l.is_empty()))).collect();
-            cells.insert(vec![Key::U32(None), Key::s("none")], base);
+            let base: Vec<(i64, f64)> = clean.iter().filter(|(id, _)| patched_ids.contains(id)).map(|(&id, l)| (id, pct(!l.is_empty()))).collect();
+            cells.insert(vec![Key::I32(None), Key::s("none")], base);
         }
         t.patching_any =
-            Some(SummaryTable::build("patching_any", "any_layer_extraction_pct", &[("source_layer", U32), ("positions", Str)], cells, false, boot)?);
+            Some(SummaryTable::build("patching_any", "any_layer_extraction_pct", &[("source_hidden_state", I32), ("positions", Str)], cells, false, boot)?);
     }
 
     if let Some(rows) = &inputs.enrichment {
         let mut cells = Cells::new();
         for r in rows {
-            cells.entry(vec![Key::s(&r.position), Key::u(r.layer)]).or_default().push((r.id, r.rate));
-            match r.extra {
-                // With the `extra` column, unmarked rows are hidden_states[0..n_layers) and a
-                // marked one may be hidden_states[n_layers].
-                Some(false) => see_layer(r.layer + 1),
-                Some(true) => {
-                    see_layer(r.layer);
-                    t.enrichment_extra_layers.insert(r.layer);
-                }
-                // Older tables: hidden_states[0..=n_layers], unmarked.
-                None => see_layer(r.layer),
+            cells.entry(vec![Key::s(&r.position), Key::u(r.hidden_state)]).or_default().push((r.id, f64::from(r.rate_pct)));
+            // Unmarked rows are hidden_states[0..n_layers); a marked one may be
+            // hidden_states[n_layers].
+            if r.extra {
+                see_layer(r.hidden_state);
+                t.enrichment_extra_layers.insert(r.hidden_state);
+            } else {
+                see_layer(r.hidden_state + 1);
             }
         }
-        t.enrichment = Some(SummaryTable::build("enrichment", "attributes_rate_pct", &[("position", Str), ("layer", U32)], cells, false, boot)?);
+        t.enrichment = Some(SummaryTable::build("enrichment", "attributes_rate_pct", &[("position", Str), ("hidden_state", I32)], cells, false, boot)?);
     }
     if let Some(rows) = &inputs.enrichment_baseline {
         let mut cells = Cells::new();
-        cells.insert(vec![], rows.iter().map(|r| (r.id, r.rate)).collect());
+        cells.insert(vec![], rows.iter().map(|r| (r.id, f64::from(r.rate_pct))).collect());
         t.enrichment_baseline = Some(SummaryTable::build("enrichment_baseline", "attributes_rate_pct", &[], cells, false, boot)?);
     }
     if let Some(rows) = &inputs.sublayer {
         let mut cells = Cells::new();
         for r in rows {
-            cells.entry(vec![Key::s(&r.sublayer), Key::s(&r.mode), Key::U32(r.start_layer)]).or_default().push((r.id, r.rate));
-            t.read_layer = Some(r.read_layer);
+            cells.entry(vec![Key::s(&r.sublayer), Key::s(&r.mode), Key::I32(r.start_layer)]).or_default().push((r.id, f64::from(r.rate_pct)));
+            t.read_hidden_state = Some(r.read_hidden_state);
         }
         t.sublayer_knockout = Some(SummaryTable::build(
             "sublayer_knockout",
             "attributes_rate_pct",
-            &[("sublayer", Str), ("mode", Str), ("start_layer", U32)],
+            &[("sublayer", Str), ("mode", Str), ("start_layer", I32)],
             cells,
             false,
             boot,
@@ -190,7 +192,7 @@ pub fn build_tables(inputs: &Inputs, boot: &Bootstrap) -> Result<Tables, Aggrega
     if let Some(rows) = &inputs.ranks {
         let mut cells = Cells::new();
         for r in rows {
-            let rank = |x: u32| f64::from(x) + 1.0;
+            let rank = |x: i32| f64::from(x) + 1.0;
             cells.entry(vec![Key::s("subject_last"), Key::u(r.layer)]).or_default().push((r.id, rank(r.subject_last_rank)));
             cells.entry(vec![Key::s("attn_last"), Key::u(r.layer)]).or_default().push((r.id, rank(r.attn_last_rank)));
             if r.attn_last_rank == 0 {
@@ -198,23 +200,25 @@ pub fn build_tables(inputs: &Inputs, boot: &Bootstrap) -> Result<Tables, Aggrega
             }
             see_layer(r.layer + 1);
         }
-        t.ranks = Some(SummaryTable::build("ranks", "target_rank_1based", &[("measure", Str), ("layer", U32)], cells, true, boot)?);
+        t.ranks = Some(SummaryTable::build("ranks", "target_rank_1based", &[("measure", Str), ("layer", I32)], cells, true, boot)?);
     }
-    let views = [("head_ov", &inputs.parameters_heads), ("mlp_value", &inputs.parameters_mlp)];
+    let heads = inputs.parameters_heads.as_ref().map(|rows| rows.iter().map(|r| (r.layer, r.id, r.target_rank)).collect::<Vec<_>>());
+    let mlp = inputs.parameters_mlp.as_ref().map(|rows| rows.iter().map(|r| (r.layer, r.id, r.target_rank)).collect::<Vec<_>>());
+    let views = [("head_ov", heads), ("mlp_value", mlp)];
     if views.iter().any(|(_, rows)| rows.is_some()) {
         let mut cells = Cells::new();
         for (view, rows) in views {
-            let mut best: BTreeMap<(u32, u64), u32> = BTreeMap::new();
-            for r in rows.iter().flat_map(|r| r.iter()) {
-                let b = best.entry((r.layer, r.id)).or_insert(u32::MAX);
-                *b = (*b).min(r.target_rank);
-                see_layer(r.layer + 1);
+            let mut best: BTreeMap<(i32, i64), i32> = BTreeMap::new();
+            for &(layer, id, target_rank) in rows.iter().flatten() {
+                let b = best.entry((layer, id)).or_insert(i32::MAX);
+                *b = (*b).min(target_rank);
+                see_layer(layer + 1);
             }
             for ((layer, id), rank) in best {
                 cells.entry(vec![Key::s(view), Key::u(layer)]).or_default().push((id, pct(rank < PARAMETERS_TOP)));
             }
         }
-        t.parameters = Some(SummaryTable::build("parameters", "target_in_top10_pct", &[("view", Str), ("layer", U32)], cells, false, boot)?);
+        t.parameters = Some(SummaryTable::build("parameters", "target_in_top10_pct", &[("view", Str), ("layer", I32)], cells, false, boot)?);
     }
     t.n_layers = depth;
     t.counts = counts(inputs);
@@ -222,10 +226,10 @@ pub fn build_tables(inputs: &Inputs, boot: &Bootstrap) -> Result<Tables, Aggrega
 }
 
 /// The notebook's per-example extraction statistics.
-fn extraction_summary(extracting: &BTreeMap<(String, String), BTreeMap<u64, BTreeSet<u32>>>, boot: &Bootstrap) -> Result<SummaryTable, AggregateError> {
+fn extraction_summary(extracting: &BTreeMap<(String, String), BTreeMap<i64, BTreeSet<i32>>>, boot: &Bootstrap) -> Result<SummaryTable, AggregateError> {
     let get = |sub: &str, blocked: &str| extracting.get(&(sub.to_string(), blocked.to_string()));
     let mut cells = Cells::new();
-    let mut put = |stat: String, unit: &str, values: Vec<(u64, f64)>| {
+    let mut put = |stat: String, unit: &str, values: Vec<(i64, f64)>| {
         cells.insert(vec![Key::Str(stat), Key::s(unit)], values);
     };
     for (sub, label) in [("attn", "mhsa"), ("mlp", "mlp")] {
@@ -235,7 +239,7 @@ fn extraction_summary(extracting: &BTreeMap<(String, String), BTreeMap<u64, BTre
         }
     }
     if let (Some(attn), Some(mlp)) = (get("attn", "none"), get("mlp", "none")) {
-        let both: Vec<(u64, f64)> = attn
+        let both: Vec<(i64, f64)> = attn
             .iter()
             .filter_map(|(id, a)| {
                 let m = mlp.get(id)?;
@@ -265,7 +269,7 @@ fn counts(inputs: &Inputs) -> Vec<Count> {
             push(format!("rejected:{kind}"), *n, "rejected records of this kind");
         }
     }
-    let distinct = |ids: &mut dyn Iterator<Item = u64>| ids.collect::<BTreeSet<u64>>().len();
+    let distinct = |ids: &mut dyn Iterator<Item = i64>| ids.collect::<BTreeSet<i64>>().len();
     let tables: [(&str, Option<usize>); 9] = [
         ("knockout", inputs.knockout.as_ref().map(|r| distinct(&mut r.iter().map(|x| x.id)))),
         ("extraction", inputs.extraction.as_ref().map(|r| distinct(&mut r.iter().map(|x| x.id)))),
@@ -291,9 +295,9 @@ fn counts(inputs: &Inputs) -> Vec<Count> {
         for (e, n) in per {
             push(format!("skipped:{e}"), n, "records skipped in this experiment");
         }
-        let ids: BTreeSet<u64> = skipped
+        let ids: BTreeSet<i64> = skipped
             .iter()
-            .filter(|s| matches!(s.experiment.as_str(), "enrichment" | "sublayer_knockout") && s.reason.contains(NO_PARAGRAPHS))
+            .filter(|s| matches!(s.experiment.as_str(), "enrichment" | "sublayer_knockout") && s.reason == SkipReason::NoParagraphs)
             .map(|s| s.id)
             .collect();
         push("excluded_no_paragraphs:records".into(), ids.len(), "records excluded from enrichment: their subject has no paragraphs");

@@ -5,7 +5,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use arrow_array::{Array, Float64Array, RecordBatch, StringArray, UInt32Array, UInt64Array};
+use arrow_array::{Array, Float64Array, Int32Array, RecordBatch, StringArray, UInt64Array};
 use common::{Synth, MODEL};
 use dissect_aggregate::findings::{est_pct, f1};
 use dissect_aggregate::{aggregate, outputs_are_current, AggregateConfig, AggregateError, Criterion, Finding, Status, Summary, Verdict};
@@ -59,8 +59,8 @@ fn strs(b: &RecordBatch, col: &str) -> Vec<Option<String>> {
     let a = b.column_by_name(col).unwrap().as_any().downcast_ref::<StringArray>().unwrap();
     (0..a.len()).map(|i| a.is_valid(i).then(|| a.value(i).to_string())).collect()
 }
-fn u32s(b: &RecordBatch, col: &str) -> Vec<Option<u32>> {
-    let a = b.column_by_name(col).unwrap().as_any().downcast_ref::<UInt32Array>().unwrap();
+fn i32s(b: &RecordBatch, col: &str) -> Vec<Option<i32>> {
+    let a = b.column_by_name(col).unwrap().as_any().downcast_ref::<Int32Array>().unwrap();
     (0..a.len()).map(|i| a.is_valid(i).then(|| a.value(i))).collect()
 }
 fn u64s(b: &RecordBatch, col: &str) -> Vec<u64> {
@@ -153,7 +153,8 @@ fn report_numbers_equal_the_tables() {
 
     // Knockout: the peak of each set is its largest |mean| over layers, sign kept, as printed.
     let k = table(&out, "knockout");
-    let (blocks, layers, means, lo, hi, n) = (strs(&k, "block"), u32s(&k, "layer"), f64s(&k, "mean"), f64s(&k, "ci_low"), f64s(&k, "ci_high"), u64s(&k, "n"));
+    let (blocks, layers, means, lo, hi, n) =
+        (strs(&k, "positions"), i32s(&k, "layer"), f64s(&k, "mean"), f64s(&k, "ci_low"), f64s(&k, "ci_high"), u64s(&k, "n"));
     for set in ["subject", "non_subject", "last", "bos", "non_subject_no_bos"] {
         let rows: Vec<usize> = (0..k.num_rows()).filter(|&i| blocks[i].as_deref() == Some(set)).collect();
         let best = *rows.iter().rev().max_by(|&&a, &&b| means[a].abs().total_cmp(&means[b].abs())).unwrap();
@@ -168,7 +169,7 @@ fn report_numbers_equal_the_tables() {
 
     // Extraction: peak MHSA and MLP layers from the table.
     let x = table(&out, "extraction");
-    let (sub, blocked, layers, means) = (strs(&x, "sublayer"), strs(&x, "blocked"), u32s(&x, "layer"), f64s(&x, "mean"));
+    let (sub, blocked, layers, means) = (strs(&x, "sublayer"), strs(&x, "positions"), i32s(&x, "layer"), f64s(&x, "mean"));
     for (s, got) in [("attn", summary.numbers.mhsa_peak), ("mlp", summary.numbers.mlp_peak)] {
         let rows: Vec<usize> = (0..x.num_rows()).filter(|&i| sub[i].as_deref() == Some(s) && blocked[i].as_deref() == Some("none")).collect();
         let max = rows.iter().map(|&i| means[i]).fold(f64::NEG_INFINITY, f64::max);
@@ -189,7 +190,7 @@ fn report_numbers_equal_the_tables() {
 
     // Enrichment: subject-last peak and the last position at that layer.
     let e = table(&out, "enrichment");
-    let (pos, layers, means) = (strs(&e, "position"), u32s(&e, "layer"), f64s(&e, "mean"));
+    let (pos, layers, means) = (strs(&e, "position"), i32s(&e, "hidden_state"), f64s(&e, "mean"));
     let (pl, pe) = summary.numbers.subject_last_peak.unwrap();
     // Hidden state 12 is marked extra: not a candidate.
     let rows: Vec<usize> = (0..e.num_rows()).filter(|&i| pos[i].as_deref() == Some("subject_last") && layers[i] != Some(12)).collect();
@@ -200,7 +201,7 @@ fn report_numbers_equal_the_tables() {
 
     // Sublayer knockout: the no-intervention row and the early minima.
     let k = table(&out, "sublayer_knockout");
-    let (sub, mode, start, means) = (strs(&k, "sublayer"), strs(&k, "mode"), u32s(&k, "start_layer"), f64s(&k, "mean"));
+    let (sub, mode, start, means) = (strs(&k, "sublayer"), strs(&k, "mode"), i32s(&k, "start_layer"), f64s(&k, "mean"));
     let none = (0..k.num_rows()).find(|&i| sub[i].as_deref() == Some("none")).unwrap();
     assert_eq!(start[none], None);
     assert_eq!(summary.numbers.no_intervention.unwrap().value, means[none]);
@@ -506,7 +507,7 @@ fn enrichment_rows_marked_extra_are_left_out_of_the_findings() {
     assert!(md.contains("Enrichment rows at hidden_states[12] are marked extra"));
     // Still in the table.
     let t = table(&out, "enrichment");
-    assert!(u32s(&t, "layer").contains(&Some(12)));
+    assert!(i32s(&t, "hidden_state").contains(&Some(12)));
 }
 
 #[test]

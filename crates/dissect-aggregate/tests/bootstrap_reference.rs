@@ -4,10 +4,11 @@
 
 use std::path::Path;
 
-use arrow_array::{Float64Array, StringArray, UInt32Array};
+use arrow_array::Float64Array;
 use dissect_aggregate::bootstrap::{bootstrap, stream_seed, SplitMix64, Statistic};
 use dissect_aggregate::{aggregate, AggregateConfig};
 use dissect_data::parquet_io::{read_parquet, write_parquet_atomic};
+use dissect_data::table::{KnockoutRow, Row};
 use serde_json::Value;
 
 fn reference() -> Value {
@@ -70,18 +71,21 @@ fn a_table_cell_reproduces_the_reference() {
     let ids: Vec<u64> = (0..n as u64).map(|i| (i * 17) % n as u64).collect();
     for shard in 0..2u64 {
         let rows: Vec<usize> = (0..n).filter(|&i| ids[i] % 2 == shard).collect();
-        let batch = arrow_array::RecordBatch::try_from_iter([
-            ("id", std::sync::Arc::new(arrow_array::UInt64Array::from_iter_values(rows.iter().map(|&i| ids[i]))) as arrow_array::ArrayRef),
-            ("layer", std::sync::Arc::new(UInt32Array::from_iter_values(rows.iter().map(|_| 3)))),
-            ("block", std::sync::Arc::new(StringArray::from_iter_values(rows.iter().map(|_| "subject")))),
-            ("window", std::sync::Arc::new(UInt32Array::from_iter_values(rows.iter().map(|_| 9)))),
-            ("target_id", std::sync::Arc::new(UInt32Array::from_iter_values(rows.iter().map(|_| 1)))),
-            ("p_base", std::sync::Arc::new(arrow_array::Float32Array::from_iter_values(rows.iter().map(|_| 0.5)))),
-            ("p_new", std::sync::Arc::new(arrow_array::Float32Array::from_iter_values(rows.iter().map(|_| 0.5)))),
-            // Record k carries the reference's k-th value, so in id order they are its list.
-            ("pct_change", std::sync::Arc::new(arrow_array::Float32Array::from_iter_values(rows.iter().map(|&i| values[ids[i] as usize])))),
-        ])
-        .unwrap();
+        // Record k carries the reference's k-th value, so in id order they are its list.
+        let knockout: Vec<KnockoutRow> = rows
+            .iter()
+            .map(|&i| KnockoutRow {
+                id: ids[i] as i64,
+                layer: 3,
+                positions: "subject".into(),
+                window: 9,
+                target_id: 1,
+                p_base: 0.5,
+                p_new: 0.5,
+                pct_change: values[ids[i] as usize],
+            })
+            .collect();
+        let batch = KnockoutRow::to_batch(&knockout);
         write_parquet_atomic(&input.join(format!("knockout/shard={shard:05}/part-0.parquet")), &[batch], &[]).unwrap();
     }
     let out = dir.path().join("out");

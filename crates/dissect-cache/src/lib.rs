@@ -12,6 +12,8 @@
 //! position still run the model; the cache serves enrichment, extraction's clean rows and
 //! ranks.
 
+#![warn(missing_docs)]
+
 pub mod compute;
 pub mod error;
 pub mod reader;

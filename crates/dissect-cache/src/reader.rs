@@ -22,6 +22,7 @@ type Part = Arc<HashMap<u64, RecordActivations>>;
 /// One record's cached activations as tensors on a device.
 #[derive(Debug, Clone)]
 pub struct CachedRecord<B: Backend> {
+    /// The record's `known_id`.
     pub id: u64,
     residual: BTreeMap<PositionKind, (usize, Tensor<B, 2>)>,
     attn_out: Tensor<B, 2>,
@@ -29,6 +30,7 @@ pub struct CachedRecord<B: Backend> {
 }
 
 impl<B: Backend> CachedRecord<B> {
+    /// Uploads a record read on the host (e.g. by [`CacheReader::get_host`]) to `device`.
     pub fn from_host(a: &RecordActivations, device: &B::Device) -> Self {
         let t = |v: &[f32], rows: usize| Tensor::<B, 2>::from_data(TensorData::new(v.to_vec(), [rows, a.hidden]), device);
         CachedRecord {
@@ -66,10 +68,12 @@ impl<B: Backend> CachedRecord<B> {
         self.mlp_out.clone()
     }
 
+    /// Number of transformer blocks (HF `num_hidden_layers` / `n_layer`).
     pub fn n_layers(&self) -> usize {
         self.attn_out.dims()[0]
     }
 
+    /// Width of every vector (HF `hidden_size` / `n_embd`).
     pub fn hidden(&self) -> usize {
         self.attn_out.dims()[1]
     }
@@ -144,18 +148,22 @@ impl CacheReader {
         &self.root
     }
 
+    /// The part files, in path order (shard, then chunk).
     pub fn files(&self) -> &[PathBuf] {
         &self.files
     }
 
+    /// Number of cached records (not rows).
     pub fn len(&self) -> usize {
         self.index.len()
     }
 
+    /// Whether no record is cached.
     pub fn is_empty(&self) -> bool {
         self.index.is_empty()
     }
 
+    /// Whether the record with this `known_id` is cached; reads nothing.
     pub fn contains(&self, id: u64) -> bool {
         self.index.contains_key(&id)
     }
@@ -167,6 +175,7 @@ impl CacheReader {
         ids
     }
 
+    /// Width of the cached vectors (HF `hidden_size` / `n_embd`), the same in every part.
     pub fn hidden(&self) -> usize {
         self.hidden
     }

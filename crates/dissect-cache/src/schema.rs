@@ -30,8 +30,10 @@ pub enum Site {
 }
 
 impl Site {
+    /// Every site, in the order a part lists them for a record.
     pub const ALL: [Site; 3] = [Site::Residual, Site::AttnOut, Site::MlpOut];
 
+    /// The value of the `site` column: `residual`, `attn_out` or `mlp_out`.
     pub fn name(self) -> &'static str {
         match self {
             Site::Residual => "residual",
@@ -59,12 +61,15 @@ impl FromStr for Site {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StoreDtype {
+    /// 4 bytes a value, exactly what the model computed; the default.
     #[default]
     F32,
+    /// 2 bytes a value (IEEE half); a finite value beyond f16's range (about ±65504) is refused, not stored as infinity.
     F16,
 }
 
 impl StoreDtype {
+    /// `f32` or `f16`, as `--dtype` takes it and the `dissect.cache.vector_dtype` footer entry records it.
     pub fn name(self) -> &'static str {
         match self {
             StoreDtype::F32 => "f32",
@@ -109,15 +114,18 @@ pub struct KindResidual {
 /// Everything the cache holds about one record, on the host.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecordActivations {
+    /// The record's `known_id`.
     pub id: u64,
+    /// Number of transformer blocks (HF `num_hidden_layers` / `n_layer`); the residual has `n_layers + 1` rows.
     pub n_layers: usize,
+    /// Width of every vector (HF `hidden_size` / `n_embd`).
     pub hidden: usize,
     /// Every position kind the prompt has ([`PositionKind::AfterSubject`] is absent when the
     /// subject ends the prompt). Kinds may share a token index.
     pub residual: BTreeMap<PositionKind, KindResidual>,
-    /// `[n_layers, hidden]` at the last position.
+    /// `[n_layers, hidden]` at the last position, row `l` what block `l`'s MHSA added ([`Site::AttnOut`]).
     pub attn_out: Vec<f32>,
-    /// `[n_layers, hidden]` at the last position.
+    /// `[n_layers, hidden]` at the last position, row `l` what block `l`'s MLP added ([`Site::MlpOut`]).
     pub mlp_out: Vec<f32>,
 }
 

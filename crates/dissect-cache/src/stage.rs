@@ -22,17 +22,19 @@ use crate::schema::{to_batch, RecordActivations, StoreDtype};
 /// than misread (it is part of the parameter hash).
 pub const FORMAT_VERSION: u32 = 1;
 
+/// The cache stage's options; all of them go into the parameter hash, so changing one recomputes every part.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CacheConfig {
     /// Prompts per forward pass. 1 by default: a record's vectors are then bit for bit what the
-    /// experiments stage computes for it without a cache ([`crate::compute`] on that record
+    /// experiments stage computes for it without a cache ([`crate::compute()`] on that record
     /// alone), so its tables do not depend on whether the cache was used. A larger batch pads
     /// prompts to one length, which changes the matmuls' shapes and with them the last bits.
     pub batch_size: usize,
     /// Records per Parquet part: each part is written when its records are done, so a killed
     /// run loses at most one part's work.
     pub chunk_size: usize,
+    /// How the vectors are stored on disk; computation is f32 either way.
     pub dtype: StoreDtype,
 }
 

@@ -25,7 +25,7 @@ pub struct Args {
     #[arg(long)]
     full_recompute: bool,
     /// Print {"target_token", "target_id", "p_base", "layers", "window", "rows": [{"layer"
-    /// (0-based block index), "layer_1based", "block", "pct_change"}]} instead of a table.
+    /// (0-based block index), "layer_1based", "positions", "pct_change"}]} instead of a table.
     #[arg(long)]
     json: bool,
 }
@@ -64,7 +64,7 @@ pub fn run(args: Args) -> Result<()> {
             let rows: Vec<_> = r
                 .rows
                 .iter()
-                .map(|row| serde_json::json!({"layer": row.layer, "layer_1based": row.layer + 1, "block": row.block.name(), "pct_change": row.pct_change}))
+                .map(|row| serde_json::json!({"layer": row.layer, "layer_1based": row.layer + 1, "positions": row.block.name(), "pct_change": row.pct_change}))
                 .collect();
             let v = serde_json::json!({"target_token": target, "target_id": r.target_id, "p_base": r.p_base,
                 "layers": r.layers, "window": r.window, "rows": rows});

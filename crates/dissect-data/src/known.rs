@@ -13,17 +13,23 @@ use crate::span::subject_byte_range;
 /// One record of `known_1000.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KnownFact {
+    /// The record's id in the dataset, unique per file; every later table keys records by it.
     pub known_id: u64,
+    /// The subject as it occurs in the prompt (e.g. `Vinson Massif`); its first occurrence gives the subject span.
     pub subject: String,
+    /// The object the prompt should be completed with (e.g. `Antarctica`); the model must predict its first token.
     pub attribute: String,
-    /// Only `known_id`, `subject`, `attribute` and `prompt` are required, so that other
-    /// datasets of subject/attribute prompts load without inventing the `prediction` text (the
-    /// original model's generation).
+    /// The relation's template with `{}` for the subject (in `known_1000.json` not always worded exactly
+    /// like the prompt). Only `known_id`, `subject`, `attribute` and `prompt` are required, so that other
+    /// datasets of subject/attribute prompts load without inventing the optional fields; those default to empty.
     #[serde(default)]
     pub template: String,
+    /// The continuation the original model (GPT-2 XL) generated when the dataset was made; kept for reference, never used.
     #[serde(default)]
     pub prediction: String,
+    /// The text the model reads; the attribute is its expected continuation.
     pub prompt: String,
+    /// The Wikidata relation (e.g. `P30`, continent); empty when the dataset has none.
     #[serde(default)]
     pub relation_id: String,
 }
@@ -106,6 +112,7 @@ pub struct FactChecker {
 }
 
 impl FactChecker {
+    /// Why `f` is left out, or `None` to keep it; a kept fact's id counts as seen from then on.
     pub fn check(&mut self, f: &KnownFact) -> Option<RejectReason> {
         f.problem().or_else(|| (!self.seen.insert(f.known_id)).then_some(RejectReason::DuplicateId))
     }

@@ -17,6 +17,7 @@ pub mod provenance;
 pub mod reject;
 pub mod shard;
 pub mod span;
+pub mod table;
 
 pub use error::DataError;
 pub use filtered::KeptRecord;

@@ -11,7 +11,9 @@ pub type Paragraphs = BTreeMap<String, Vec<String>>;
 /// A CSV row that was left out, by its line number in the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SkippedRow {
+    /// 1-based line in the file where the row starts (the header is line 1; 0 if unknown).
     pub line: u64,
+    /// Why it was skipped (the CSV reader's error, or `empty subject`).
     pub reason: String,
 }
 

@@ -19,18 +19,23 @@ pub enum PositionKind {
     /// The first token of the text (after any BOS).
     #[serde(rename = "first")]
     FirstToken,
+    /// The first token of the subject span (`subject_first`).
     SubjectFirst,
+    /// The last token of the subject span (`subject_last`), where the paper finds the attributes are enriched.
     SubjectLast,
     /// The token right after the subject (the notebook's "subject subseq."); it may be the
     /// last token, which the notebook keeps under both names.
     AfterSubject,
+    /// The prompt's last token, whose next-token prediction is the attribute.
     Last,
 }
 
 impl PositionKind {
+    /// Every kind in prompt order; tables and caches list kinds in this order.
     pub const ALL: [PositionKind; 5] =
         [PositionKind::FirstToken, PositionKind::SubjectFirst, PositionKind::SubjectLast, PositionKind::AfterSubject, PositionKind::Last];
 
+    /// The on-disk name (`first`, `subject_first`, `subject_last`, `after_subject`, `last`), also the serde form.
     pub fn name(self) -> &'static str {
         match self {
             PositionKind::FirstToken => "first",
@@ -63,14 +68,17 @@ impl FromStr for PositionKind {
 /// The positions of one tokenized prompt, in input-id indexing (BOS, if any, is index 0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenPositions {
+    /// The first token of the text: the number of leading special tokens (1 after a BOS, else 0).
     pub first_token: usize,
+    /// The subject's tokens.
     pub subject: SubjectSpan,
+    /// The last input id, `n_tokens - 1`.
     pub last: usize,
 }
 
 impl TokenPositions {
-    /// `n_special` is the number of special tokens before the text
-    /// ([`crate::span::leading_special_tokens`]).
+    /// The positions of a prompt of `n_tokens` input ids. `n_special` is the number of special tokens
+    /// before the text ([`crate::span::leading_special_tokens`]). Panics if the span ends past the prompt.
     pub fn new(subject: SubjectSpan, n_tokens: usize, n_special: usize) -> Self {
         assert!(subject.last < n_tokens, "subject span {subject:?} past the {n_tokens} tokens");
         TokenPositions { first_token: n_special, subject, last: n_tokens - 1 }

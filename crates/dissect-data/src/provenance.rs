@@ -15,17 +15,21 @@ use crate::parquet_io::{parquet_files, read_kv_metadata};
 /// The metadata key holding [`Provenance::params_hash`].
 pub const PARAMS_HASH_KEY: &str = "dissect.params_sha256";
 
+/// What produced a file: stage, model, weights, code version and parameters, written to every Parquet footer
+/// ([`Provenance::to_kv`]) and compared by [`Provenance::params_hash`] to decide whether an output can be reused.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Provenance {
     /// The stage that wrote the file (`filter`, `cache`, ...).
     pub stage: String,
     /// The model as the user named it.
     pub model_spec: String,
+    /// The Hugging Face revision (branch, tag or commit) from an `hf:<repo>@<revision>` spec; `None` when none was given.
     pub model_revision: Option<String>,
     /// sha256 of the weight file(s); several files are hashed one by one and joined with `,`.
     pub weights_sha256: Option<String>,
     /// The dtype the model computed in.
     pub dtype: String,
+    /// The version of dissect that wrote the file (the crate version).
     pub dissect_version: String,
     /// Everything the output depends on besides the code: a stage puts its options *and* the
     /// hashes of its inputs here, because [`Provenance::params_hash`] is what decides whether
@@ -34,6 +38,8 @@ pub struct Provenance {
 }
 
 impl Provenance {
+    /// A provenance for `stage` with computation dtype `f32`, this dissect version and no revision or weight
+    /// hash; callers set those fields when they know them.
     pub fn new(stage: &str, model_spec: &str, params: Json) -> Self {
         Provenance {
             stage: stage.into(),
@@ -129,6 +135,7 @@ fn write_canonical(value: &Json, out: &mut String) {
     }
 }
 
+/// sha256 of `bytes` as 64 lowercase hex digits.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }

@@ -7,44 +7,65 @@ use serde::{Deserialize, Serialize};
 pub struct Rejected {
     /// The record's `known_id`; `None` only when the record is too malformed to have one.
     pub id: Option<u64>,
+    /// Why it was left out.
     pub reason: RejectReason,
 }
 
+/// Why a record was left out. Its serde form is tagged by [`RejectReason::kind`] (the `kind` field); every
+/// variant but [`RejectReason::WrongPrediction`] is bad input rather than a fact the model does not know.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum RejectReason {
     /// The record is not an object with the expected fields and types.
     Malformed {
+        /// 0-based index of the record in the file's JSON array.
         record: usize,
+        /// serde_json's description of what is missing or mistyped.
         message: String,
     },
+    /// The prompt is empty or only whitespace.
     EmptyPrompt,
+    /// The subject is empty or only whitespace.
     EmptySubject,
+    /// The attribute is empty or only whitespace, or tokenizes to no token after the leading space.
     EmptyAttribute,
+    /// The subject is not a byte-exact, case-sensitive substring of the prompt.
     SubjectNotInPrompt {
+        /// The subject as given.
         subject: String,
     },
     /// The subject occurs in the prompt but no token covers it (a tokenizer without offsets).
     SubjectNotTokenized {
+        /// The subject as given.
         subject: String,
     },
     /// A record with this id came earlier in the file; the first one is kept.
     DuplicateId,
     /// The tokenizer failed on the prompt or the attribute.
     Untokenizable {
+        /// The tokenizer's error.
         message: String,
     },
+    /// The prompt has more tokens than the model's context window.
     PromptTooLong {
+        /// Input ids of the prompt, special tokens included.
         n_tokens: usize,
+        /// The model's maximum sequence length (HF `max_position_embeddings` or `n_positions`).
         context_length: usize,
     },
     /// The model's greedy next token is not the first token of `" " + attribute`.
     WrongPrediction {
+        /// The argmax token at the last position.
         predicted_id: u32,
+        /// That token decoded on its own.
         predicted: String,
+        /// Its softmax probability at the last position.
         predicted_prob: f32,
+        /// The first token of `" " + attribute`.
         expected_id: u32,
+        /// That token decoded on its own.
         expected: String,
+        /// Its softmax probability at the last position (0 if the model has no output for it).
         expected_prob: f32,
     },
 }

@@ -20,11 +20,14 @@ pub fn shard_of(id: u64, n: u32) -> u32 {
 /// Shard `index` of `count` (0-based).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ShardSpec {
+    /// Which shard, `0..count`.
     pub index: u32,
+    /// How many shards the run is split into, at least 1.
     pub count: u32,
 }
 
 impl ShardSpec {
+    /// Shard `index` of `count`; an error unless `count >= 1` and `index < count`.
     pub fn new(index: u32, count: u32) -> Result<Self, DataError> {
         let spec = format!("{index}/{count}");
         if count == 0 {
@@ -36,7 +39,7 @@ impl ShardSpec {
         Ok(ShardSpec { index, count })
     }
 
-    /// `"i/n"`.
+    /// Parses `"i/n"` (as `--shard` takes it; spaces around the numbers are allowed).
     pub fn parse(spec: &str) -> Result<Self, DataError> {
         let bad = |message: &str| DataError::Shard { spec: spec.to_string(), message: message.to_string() };
         let (i, n) = spec.split_once('/').ok_or_else(|| bad("expected i/n"))?;
@@ -66,6 +69,7 @@ impl ShardSpec {
         Ok(None)
     }
 
+    /// Whether the record with this `known_id` belongs to this shard ([`shard_of`]).
     pub fn contains(&self, id: u64) -> bool {
         shard_of(id, self.count) == self.index
     }

@@ -20,23 +20,29 @@ use crate::reject::RejectReason;
 /// ids (a prepended BOS counts as index 0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct SubjectSpan {
+    /// Index of the subject's first token.
     pub first: usize,
+    /// Index of the subject's last token (inclusive; equals `first` for a one-token subject).
     pub last: usize,
 }
 
 impl SubjectSpan {
+    /// Number of subject tokens, at least 1.
     pub fn len(&self) -> usize {
         self.last - self.first + 1
     }
 
+    /// Always `false`: a span covers at least one token.
     pub fn is_empty(&self) -> bool {
         false
     }
 
+    /// Whether token index `position` is one of the subject's tokens.
     pub fn contains(&self, position: usize) -> bool {
         (self.first..=self.last).contains(&position)
     }
 
+    /// The subject's token indices, `first..=last`.
     pub fn positions(&self) -> std::ops::RangeInclusive<usize> {
         self.first..=self.last
     }

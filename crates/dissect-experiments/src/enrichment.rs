@@ -211,3 +211,35 @@ fn rates<B: Backend>(
     let out = labels.into_iter().zip(&rows).map(|((layer, position), r)| EnrichmentRow { layer, position, rate: rate(r), extra: layer == n_layers }).collect();
     (out, rate(rows.last().expect("baseline row")))
 }
+
+/// The `enrichment` and `enrichment_baseline` tables ([`dissect_data::table::EnrichmentRow`],
+/// [`dissect_data::table::EnrichmentBaselineRow`]).
+pub struct Enrichment;
+
+impl crate::record::Measure for Enrichment {
+    fn declare(out: &mut crate::rows::TableRows) {
+        out.declare::<dissect_data::table::EnrichmentRow>();
+        out.declare::<dissect_data::table::EnrichmentBaselineRow>();
+    }
+
+    fn measure<B: Backend>(run: &crate::record::RecordRun<'_, B>, out: &mut crate::rows::TableRows) -> Result<(), ExperimentError> {
+        let para = run.paragraph()?;
+        let rec = run.rec;
+        let base_ids = baseline_subject_ids(run.tokenizer, &rec.prompt, &rec.subject)?;
+        let (cfg, stopwords) = (run.cfg, run.inputs.stopwords);
+        let residuals = run.cached()?.residuals();
+        let (rows, base) = enrichment_at(run.model, run.tokenizer, &residuals, &base_ids, &para, stopwords, &cfg.attributes, &cfg.enrichment, cfg.projection);
+        for r in rows {
+            out.push(dissect_data::table::EnrichmentRow {
+                id: run.id(),
+                subject: rec.subject.clone(),
+                hidden_state: r.layer as i32,
+                position: r.position.name().into(),
+                rate_pct: r.rate,
+                extra: r.extra,
+            });
+        }
+        out.push(dissect_data::table::EnrichmentBaselineRow { id: run.id(), subject: rec.subject.clone(), rate_pct: base });
+        Ok(())
+    }
+}

@@ -113,3 +113,27 @@ pub fn extraction_from<B: Backend>(
         .map(|((layer, sublayer, blocked), (target_rank, top1))| ExtractionRow { layer, sublayer, blocked, target_rank, top1, extracted: target_rank == 0 })
         .collect())
 }
+
+/// The `extraction` table ([`dissect_data::table::ExtractionRow`]).
+pub struct Extraction;
+
+impl crate::record::Measure for Extraction {
+    fn declare(out: &mut crate::rows::TableRows) {
+        out.declare::<dissect_data::table::ExtractionRow>();
+    }
+
+    fn measure<B: Backend>(run: &crate::record::RecordRun<'_, B>, out: &mut crate::rows::TableRows) -> Result<(), ExperimentError> {
+        for r in run.extraction_rows()? {
+            out.push(dissect_data::table::ExtractionRow {
+                id: run.id(),
+                layer: r.layer as i32,
+                sublayer: r.sublayer.name().into(),
+                positions: r.blocked.map_or("none", BlockSet::name).into(),
+                target_rank: r.target_rank as i32,
+                top1_id: r.top1 as i32,
+                extracted: r.extracted,
+            });
+        }
+        Ok(())
+    }
+}

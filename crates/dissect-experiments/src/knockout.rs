@@ -145,3 +145,29 @@ pub fn knockout_sweep_from<B: Backend>(
     }
     Ok(KnockoutResult { target_id: target as u32, p_base, layers: n_layers, window: cfg.window, rows })
 }
+
+/// The `knockout` table ([`dissect_data::table::KnockoutRow`]).
+pub struct Knockout;
+
+impl crate::record::Measure for Knockout {
+    fn declare(out: &mut crate::rows::TableRows) {
+        out.declare::<dissect_data::table::KnockoutRow>();
+    }
+
+    fn measure<B: Backend>(run: &crate::record::RecordRun<'_, B>, out: &mut crate::rows::TableRows) -> Result<(), ExperimentError> {
+        let r = knockout_sweep_from(run.model, &run.clean, run.subject(), &run.cfg.knockout)?;
+        for row in r.rows {
+            out.push(dissect_data::table::KnockoutRow {
+                id: run.id(),
+                layer: row.layer as i32,
+                positions: row.block.name().into(),
+                window: r.window as i32,
+                target_id: r.target_id as i32,
+                p_base: r.p_base,
+                p_new: row.p_new,
+                pct_change: row.pct_change,
+            });
+        }
+        Ok(())
+    }
+}

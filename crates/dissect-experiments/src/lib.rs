@@ -8,9 +8,10 @@ pub mod knockout;
 pub mod parameters;
 pub mod patching;
 pub mod ranks;
+pub mod record;
+pub mod rows;
 pub mod stage;
 pub mod sublayer;
-pub mod table;
 pub mod vocab;
 
 use burn_tensor::activation::softmax;
@@ -28,6 +29,22 @@ pub enum ExperimentError {
     Baseline(String),
     #[error("record {id}: {message}")]
     Record { id: String, message: String },
+    #[error("record {id}: no paragraphs for subject {subject:?}: excluded from enrichment, as in the paper")]
+    NoParagraphs { id: u64, subject: String },
+    #[error("record {id}: tokenizes to {tokens} tokens, the filter stage saw {filtered}\nhint: was it filtered with another model? rerun the filter stage with this one")]
+    TokenizationMismatch { id: u64, tokens: usize, filtered: usize },
+}
+
+impl ExperimentError {
+    /// The `skipped` table's reason for a record that failed with this error.
+    pub fn skip_reason(&self) -> dissect_data::table::SkipReason {
+        use dissect_data::table::SkipReason;
+        match self {
+            ExperimentError::NoParagraphs { .. } => SkipReason::NoParagraphs,
+            ExperimentError::TokenizationMismatch { .. } => SkipReason::TokenizationMismatch,
+            _ => SkipReason::Error,
+        }
+    }
 }
 
 /// Softmax probabilities `[n][vocab]` of final residuals `[n, hidden]`.

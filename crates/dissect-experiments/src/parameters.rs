@@ -261,3 +261,45 @@ pub fn matrices<B: Backend>(model: &Model<B>, tokenizer: &Tokenizer, cfg: &Param
     }
     out
 }
+
+/// The `parameters_heads` and `parameters_mlp` tables ([`dissect_data::table::ParametersHeadRow`],
+/// [`dissect_data::table::ParametersMlpRow`]); the model-level `parameters_matrices` is written
+/// once per run by the stage.
+pub struct Parameters;
+
+impl crate::record::Measure for Parameters {
+    fn declare(out: &mut crate::rows::TableRows) {
+        out.declare::<dissect_data::table::ParametersHeadRow>();
+        out.declare::<dissect_data::table::ParametersMlpRow>();
+    }
+
+    fn measure<B: Backend>(run: &crate::record::RecordRun<'_, B>, out: &mut crate::rows::TableRows) -> Result<(), ExperimentError> {
+        let (pc, projection, last, target) = (&run.cfg.parameters, run.cfg.projection, run.subject_last(), run.target());
+        let ids = |top: &[u32]| top.iter().map(|&t| t as i32).collect::<Vec<i32>>();
+        let words = |top: &[u32]| top.iter().map(|&t| run.tokenizer.decode_token(t)).collect::<Vec<String>>();
+        for r in head_ov(run.model, run.hidden()?, last, target, pc, projection) {
+            out.push(dissect_data::table::ParametersHeadRow {
+                id: run.id(),
+                layer: r.layer as i32,
+                head: r.head as i32,
+                target_rank: r.target_rank as i32,
+                top_ids: ids(&r.top),
+                top_tokens: words(&r.top),
+            });
+        }
+        for r in mlp_values(run.model, &run.ids, last, target, pc, projection)? {
+            out.push(dissect_data::table::ParametersMlpRow {
+                id: run.id(),
+                layer: r.layer as i32,
+                update_rank: r.rank as i32,
+                neuron: r.neuron as i32,
+                coefficient: r.coefficient,
+                value_norm: r.value_norm,
+                target_rank: r.target_rank as i32,
+                top_ids: ids(&r.top),
+                top_tokens: words(&r.top),
+            });
+        }
+        Ok(())
+    }
+}

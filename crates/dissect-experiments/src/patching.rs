@@ -99,3 +99,26 @@ pub fn patching<B: Backend>(
 pub fn baseline(extraction: &[ExtractionRow]) -> Vec<(usize, bool)> {
     extraction.iter().filter(|r| r.sublayer == Sublayer::Attn && r.blocked.is_none()).map(|r| (r.layer, r.extracted)).collect()
 }
+
+/// The `patching` table ([`dissect_data::table::PatchingRow`]).
+pub struct Patching;
+
+impl crate::record::Measure for Patching {
+    fn declare(out: &mut crate::rows::TableRows) {
+        out.declare::<dissect_data::table::PatchingRow>();
+    }
+
+    fn measure<B: Backend>(run: &crate::record::RecordRun<'_, B>, out: &mut crate::rows::TableRows) -> Result<(), ExperimentError> {
+        for r in patching(run.model, run.hidden()?, &run.ids, &run.subject(), run.target(), &run.cfg.patching)? {
+            out.push(dissect_data::table::PatchingRow {
+                id: run.id(),
+                layer: r.layer as i32,
+                source_hidden_state: r.source as i32,
+                positions: r.set.name().into(),
+                target_rank: r.target_rank as i32,
+                extracted: r.extracted,
+            });
+        }
+        Ok(())
+    }
+}

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::extraction::ExtractionRow;
 use crate::vocab::{logits_rows, rank_and_top1};
+use crate::ExperimentError;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RankRow {
@@ -48,4 +49,27 @@ pub fn ranks_at<B: Backend>(model: &Model<B>, subject_last: Tensor<B, 2>, target
             Some(RankRow { layer, subject_last_rank: subject[layer].0, attn_last_rank: attn.target_rank })
         })
         .collect()
+}
+
+/// The `ranks` table ([`dissect_data::table::RanksRow`]).
+pub struct Ranks;
+
+impl crate::record::Measure for Ranks {
+    fn declare(out: &mut crate::rows::TableRows) {
+        out.declare::<dissect_data::table::RanksRow>();
+    }
+
+    fn measure<B: Backend>(run: &crate::record::RecordRun<'_, B>, out: &mut crate::rows::TableRows) -> Result<(), ExperimentError> {
+        let extraction = run.extraction_rows()?;
+        let subject_last = run.cached()?.residual(dissect_data::PositionKind::SubjectLast).expect("the cache holds every position kind");
+        for r in ranks_at(run.model, subject_last, run.target(), extraction, run.cfg.projection) {
+            out.push(dissect_data::table::RanksRow {
+                id: run.id(),
+                layer: r.layer as i32,
+                subject_last_rank: r.subject_last_rank as i32,
+                attn_last_rank: r.attn_last_rank as i32,
+            });
+        }
+        Ok(())
+    }
 }

@@ -5,75 +5,88 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
-use arrow_schema::DataType;
 use burn_tensor::backend::Backend;
 use dissect_data::filtered::KeptRecord;
 use dissect_data::parts::{Parts, RunSummary};
-use dissect_data::{PositionKind, Provenance, ShardSpec};
-use dissect_model::intervene::{CleanRun, KnockoutMode, Sublayer};
+use dissect_data::table::{id_value, ParametersMatrixRow, Row, SkippedRow};
+use dissect_data::{Provenance, ShardSpec};
 use dissect_model::project::Projection;
 use dissect_model::source::ModelInfo;
 use dissect_model::tokenizer::Tokenizer;
 use dissect_model::Model;
 use serde::{Deserialize, Serialize};
 
-use crate::enrichment::{baseline_subject_ids, enrichment_at, paragraph_tokens, AttributesConfig, EnrichmentConfig};
-use crate::extraction::{extraction_from, ExtractionConfig};
-use crate::knockout::{knockout_sweep_from, BlockSet, KnockoutConfig};
-use crate::parameters::{head_ov, mlp_values, ParametersConfig};
-use crate::patching::{patching, PatchingConfig};
-use crate::ranks::ranks_at;
-use crate::sublayer::{sublayer_knockout, SublayerConfig};
-use crate::table::{Cell, Table};
-use crate::{clean_hidden, ExperimentError};
+use crate::enrichment::{AttributesConfig, EnrichmentConfig};
+use crate::extraction::ExtractionConfig;
+use crate::knockout::KnockoutConfig;
+use crate::parameters::ParametersConfig;
+use crate::patching::PatchingConfig;
+use crate::record::{Measure, RecordRun};
+use crate::rows::TableRows;
+use crate::sublayer::SublayerConfig;
+use crate::ExperimentError;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Experiment {
-    Knockout,
-    Extraction,
-    Patching,
-    Enrichment,
-    SublayerKnockout,
-    Ranks,
+/// Declares the experiments: each line registers one, as `Variant = "label" => its Measure`.
+/// The label is what users type and the `skipped` table records.
+macro_rules! experiments {
+    ($( $(#[$doc:meta])* $variant:ident = $label:literal => $measure:path; )+) => {
+        /// An experiment of the paper.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(rename_all = "kebab-case")]
+        pub enum Experiment {
+            $( $(#[$doc])* $variant, )+
+        }
+
+        impl Experiment {
+            /// Every experiment, in the order a run measures them.
+            pub const ALL: &'static [Experiment] = &[$(Experiment::$variant,)+];
+
+            /// The name users type (`dissect experiments <label>`, pipeline files, the
+            /// `skipped` table).
+            pub fn label(self) -> &'static str {
+                match self {
+                    $(Experiment::$variant => $label,)+
+                }
+            }
+
+            fn declare(self, out: &mut TableRows) {
+                match self {
+                    $(Experiment::$variant => <$measure as Measure>::declare(out),)+
+                }
+            }
+
+            fn measure<B: Backend>(self, run: &RecordRun<'_, B>, out: &mut TableRows) -> Result<(), ExperimentError> {
+                match self {
+                    $(Experiment::$variant => <$measure as Measure>::measure(run, out),)+
+                }
+            }
+        }
+    };
+}
+
+experiments! {
+    /// Attention knockout (the paper's §3).
+    Knockout = "knockout" => crate::knockout::Knockout;
+    /// Attribute extraction (§5).
+    Extraction = "extraction" => crate::extraction::Extraction;
+    /// Extraction with early representations patched in (§5.2).
+    Patching = "patching" => crate::patching::Patching;
+    /// Subject enrichment (§4).
+    Enrichment = "enrichment" => crate::enrichment::Enrichment;
+    /// Sublayer knockout (§4.2).
+    SublayerKnockout = "sublayer_knockout" => crate::sublayer::SublayerKnockout;
+    /// The target's ranks in the subject and in the MHSA output.
+    Ranks = "ranks" => crate::ranks::Ranks;
     /// Parameters in vocabulary space (see [`crate::parameters`]).
-    Parameters,
+    Parameters = "parameters" => crate::parameters::Parameters;
 }
 
 impl Experiment {
-    pub const ALL: [Experiment; 7] = [
-        Experiment::Knockout,
-        Experiment::Extraction,
-        Experiment::Patching,
-        Experiment::Enrichment,
-        Experiment::SublayerKnockout,
-        Experiment::Ranks,
-        Experiment::Parameters,
-    ];
-
-    /// The table (directory) name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Experiment::Knockout => "knockout",
-            Experiment::Extraction => "extraction",
-            Experiment::Patching => "patching",
-            Experiment::Enrichment => "enrichment",
-            Experiment::SublayerKnockout => "sublayer_knockout",
-            Experiment::Ranks => "ranks",
-            // Its per-record table; it also writes `parameters_mlp` and, once per run,
-            // `parameters_matrices`.
-            Experiment::Parameters => "parameters_heads",
-        }
-    }
-}
-
-impl Experiment {
-    /// The name users type (`dissect experiment <label>`, pipeline files, the `skipped` table).
-    pub fn label(self) -> &'static str {
-        match self {
-            Experiment::Parameters => "parameters",
-            e => e.name(),
-        }
+    /// The tables the experiment writes, by name.
+    pub fn tables(self) -> Vec<&'static str> {
+        let mut t = TableRows::default();
+        self.declare(&mut t);
+        t.names()
     }
 }
 
@@ -82,8 +95,9 @@ impl std::str::FromStr for Experiment {
     fn from_str(s: &str) -> Result<Self, String> {
         let norm = s.replace('_', "-");
         Experiment::ALL
-            .into_iter()
-            .find(|e| [e.name(), e.label()].iter().any(|n| n.replace('_', "-") == norm))
+            .iter()
+            .copied()
+            .find(|e| std::iter::once(e.label()).chain(e.tables()).any(|n| n.replace('_', "-") == norm))
             .ok_or_else(|| format!("unknown experiment `{s}`\nhint: one of knockout, extraction, patching, enrichment, sublayer-knockout, ranks, parameters"))
     }
 }
@@ -191,348 +205,88 @@ pub struct Inputs<'a> {
     pub cache: Option<&'a dissect_cache::CacheReader>,
 }
 
-/// The stage's tables, by name, plus `skipped` (record, experiment, reason).
-pub struct Tables {
-    pub tables: BTreeMap<&'static str, (Table, Vec<DataType>)>,
-}
-
-fn schema(e: Experiment) -> (Vec<&'static str>, Vec<DataType>) {
-    use DataType::*;
-    let (names, types): (Vec<&'static str>, Vec<DataType>) = match e {
-        Experiment::Knockout => vec![
-            ("id", UInt64),
-            ("layer", UInt32),
-            ("block", Utf8),
-            ("window", UInt32),
-            ("target_id", UInt32),
-            ("p_base", Float32),
-            ("p_new", Float32),
-            ("pct_change", Float32),
-        ],
-        Experiment::Extraction => {
-            vec![("id", UInt64), ("layer", UInt32), ("sublayer", Utf8), ("blocked", Utf8), ("target_rank", UInt32), ("top1", UInt32), ("extracted", Boolean)]
-        }
-        Experiment::Patching => {
-            vec![("id", UInt64), ("layer", UInt32), ("source_layer", UInt32), ("positions", Utf8), ("target_rank", UInt32), ("extracted", Boolean)]
-        }
-        Experiment::Enrichment => vec![("id", UInt64), ("subject", Utf8), ("layer", UInt32), ("position", Utf8), ("rate", Float32), ("extra", Boolean)],
-        Experiment::SublayerKnockout => {
-            vec![("id", UInt64), ("start_layer", UInt32), ("end_layer", UInt32), ("sublayer", Utf8), ("mode", Utf8), ("read_layer", UInt32), ("rate", Float32)]
-        }
-        Experiment::Ranks => vec![("id", UInt64), ("layer", UInt32), ("subject_last_rank", UInt32), ("attn_last_rank", UInt32)],
-        Experiment::Parameters => {
-            vec![("id", UInt64), ("layer", UInt32), ("head", UInt32), ("target_rank", UInt32), ("top_ids", list_u32()), ("top_tokens", list_utf8())]
-        }
-    }
-    .into_iter()
-    .unzip();
-    (names, types)
-}
-
-fn list_u32() -> DataType {
-    DataType::List(std::sync::Arc::new(arrow_schema::Field::new("item", DataType::UInt32, true)))
-}
-
-fn list_utf8() -> DataType {
-    DataType::List(std::sync::Arc::new(arrow_schema::Field::new("item", DataType::Utf8, true)))
-}
-
-/// The MLP table of the `parameters` experiment.
-fn mlp_schema() -> (Vec<&'static str>, Vec<DataType>) {
-    use DataType::*;
-    [
-        ("id", UInt64),
-        ("layer", UInt32),
-        ("rank", UInt32),
-        ("neuron", UInt32),
-        ("coefficient", Float32),
-        ("value_norm", Float32),
-        ("target_rank", UInt32),
-        ("top_ids", list_u32()),
-        ("top_tokens", list_utf8()),
-    ]
-    .into_iter()
-    .unzip()
-}
-
-/// The model-level table of the `parameters` experiment.
-fn matrices_schema() -> (Vec<&'static str>, Vec<DataType>) {
-    use DataType::*;
-    [
-        ("layer", UInt32),
-        ("head", UInt32),
-        ("circuit", Utf8),
-        ("rank", UInt32),
-        ("source_id", UInt32),
-        ("source", Utf8),
-        ("destination_id", UInt32),
-        ("destination", Utf8),
-        ("value", Float32),
-    ]
-    .into_iter()
-    .unzip()
-}
-
 /// `parameters_matrices`: written once per output directory, by shard 0, as
 /// `<out>/parameters_matrices/shard=…/part-00000.parquet`.
-pub const MATRICES_TABLE: &str = "parameters_matrices";
+pub const MATRICES_TABLE: &str = ParametersMatrixRow::TABLE;
 
-/// The OV/QK matrix view as a table.
-pub fn matrices_table<B: Backend>(model: &Model<B>, tokenizer: &Tokenizer, cfg: &ParametersConfig) -> (Table, Vec<DataType>) {
-    let (names, types) = matrices_schema();
-    let mut t = Table::new(&names);
-    for r in crate::parameters::matrices(model, tokenizer, cfg) {
-        t.push(vec![
-            r.layer.into(),
-            r.head.into(),
-            r.circuit.name().into(),
-            r.rank.into(),
-            r.source.into(),
-            tokenizer.decode_token(r.source).into(),
-            r.destination.into(),
-            tokenizer.decode_token(r.destination).into(),
-            r.value.into(),
-        ]);
-    }
-    (t, types)
+/// The OV/QK matrix view as table rows.
+pub fn matrices_rows<B: Backend>(model: &Model<B>, tokenizer: &Tokenizer, cfg: &ParametersConfig) -> Vec<ParametersMatrixRow> {
+    crate::parameters::matrices(model, tokenizer, cfg)
+        .into_iter()
+        .map(|r| ParametersMatrixRow {
+            layer: r.layer as i32,
+            head: r.head as i32,
+            circuit: r.circuit.name().into(),
+            pair_rank: r.rank as i32,
+            source_id: r.source as i32,
+            source: tokenizer.decode_token(r.source),
+            destination_id: r.destination as i32,
+            destination: tokenizer.decode_token(r.destination),
+            value: r.value,
+        })
+        .collect()
 }
 
-/// Runs the stage. `progress` is called after each record with (done, total).
+/// Runs the stage on `inputs.records`: every table of every requested experiment, plus
+/// `skipped`. `progress` is called after each record with (done, total).
 pub fn run<B: Backend>(
     model: &Model<B>,
     tokenizer: &Tokenizer,
     inputs: &Inputs<'_>,
     cfg: &ExperimentsConfig,
     mut progress: impl FnMut(usize, usize),
-) -> Tables {
+) -> TableRows {
     let cfg = &cfg.effective(model.n_layers());
-    let mut tables: BTreeMap<&'static str, (Table, Vec<DataType>)> = BTreeMap::new();
+    let mut out = TableRows::default();
     for &e in &cfg.experiments {
-        let (names, types) = schema(e);
-        tables.insert(e.name(), (Table::new(&names), types));
+        e.declare(&mut out);
     }
-    use DataType::*;
-    let mut skipped = Table::new(&["id", "experiment", "reason"]);
-    let mut baseline = Table::new(&["id", "subject", "rate"]);
-    let (mlp_names, mlp_types) = mlp_schema();
-    let mut mlp = Table::new(&mlp_names);
+    out.declare::<SkippedRow>();
     for (i, rec) in inputs.records.iter().enumerate() {
-        for (exp, result) in run_record(model, tokenizer, inputs, cfg, rec) {
-            match result {
-                Ok(Output::Rows(t)) => tables.get_mut(exp.name()).expect("requested").0.extend(t),
-                Ok(Output::Enrichment(t, base)) => {
-                    tables.get_mut(exp.name()).expect("requested").0.extend(t);
-                    baseline.push(vec![rec.id.into(), rec.subject.as_str().into(), base.into()]);
-                }
-                Ok(Output::Parameters(heads, neurons)) => {
-                    tables.get_mut(exp.name()).expect("requested").0.extend(heads);
-                    mlp.extend(neurons);
-                }
-                Err(e) => skipped.push(vec![rec.id.into(), exp.label().into(), e.to_string().into()]),
-            }
-        }
+        run_record(model, tokenizer, inputs, cfg, rec, &mut out);
         progress(i + 1, inputs.records.len());
-    }
-    if cfg.experiments.contains(&Experiment::Enrichment) {
-        tables.insert("enrichment_baseline", (baseline, vec![UInt64, Utf8, Float32]));
-    }
-    if cfg.experiments.contains(&Experiment::Parameters) {
-        tables.insert("parameters_mlp", (mlp, mlp_types));
-    }
-    tables.insert("skipped", (skipped, vec![UInt64, Utf8, Utf8]));
-    Tables { tables }
-}
-
-enum Output {
-    Rows(Table),
-    Enrichment(Table, f32),
-    /// The heads' and the MLPs' tables.
-    Parameters(Table, Table),
-}
-
-fn run_record<B: Backend>(
-    model: &Model<B>,
-    tokenizer: &Tokenizer,
-    inputs: &Inputs<'_>,
-    cfg: &ExperimentsConfig,
-    rec: &KeptRecord,
-) -> Vec<(Experiment, Result<Output, ExperimentError>)> {
-    let fail = |message: String| ExperimentError::Record { id: rec.id.to_string(), message };
-    let prepared = (|| {
-        let ids = tokenizer.encode(&rec.prompt)?.ids;
-        if ids.len() != rec.n_tokens {
-            return Err(fail(format!("tokenizes to {} tokens, the filter stage saw {}: was it filtered with another model?", ids.len(), rec.n_tokens)));
-        }
-        let clean = CleanRun::new(model, &ids)?;
-        // Enrichment, ranks and extraction's clean rows read the clean activations the cache
-        // holds; without a cache they are computed here by the cache's own code.
-        let uses_cached = cfg.experiments.iter().any(|e| matches!(e, Experiment::Enrichment | Experiment::Ranks | Experiment::Extraction));
-        let cached = match inputs.cache {
-            Some(c) => Some(crate::cached::cached_record(c, model, rec)?),
-            None if uses_cached => Some(crate::cached::computed_record(model, tokenizer, rec)?),
-            None => None,
-        };
-        let served = |e: &Experiment| matches!(e, Experiment::Enrichment | Experiment::Ranks);
-        let needs_hidden = cfg.experiments.iter().any(|e| {
-            !served(e) && matches!(e, Experiment::Patching | Experiment::Enrichment | Experiment::SublayerKnockout | Experiment::Ranks | Experiment::Parameters)
-        });
-        let hidden = if needs_hidden { clean_hidden(model, &ids)? } else { Vec::new() };
-        Ok((ids, clean, hidden, cached))
-    })();
-    let (ids, clean, hidden, cached) = match prepared {
-        Ok(p) => p,
-        Err(e) => {
-            let msg = e.to_string();
-            return cfg.experiments.iter().map(|&x| (x, Err(fail(msg.clone())))).collect();
-        }
-    };
-    let positions = rec.positions();
-    let subject = positions.subject.first..positions.subject.last + 1;
-    let target = rec.target_id;
-    let id = rec.id;
-    let mut extraction_rows = None;
-    let paragraph = || -> Result<HashSet<String>, ExperimentError> {
-        let paras = inputs
-            .paragraphs
-            .get(&rec.subject)
-            .filter(|p| !p.is_empty())
-            .ok_or_else(|| fail(format!("no paragraphs for subject {:?}: excluded from enrichment, as in the paper", rec.subject)))?;
-        paragraph_tokens(tokenizer, model.config.bos_token_id, paras, inputs.stopwords, &cfg.attributes)
-    };
-    let mut out = Vec::new();
-    for &exp in &cfg.experiments {
-        let (names, _) = schema(exp);
-        let mut t = Table::new(&names);
-        let t0 = std::time::Instant::now();
-        let result: Result<Output, ExperimentError> = (|| match exp {
-            Experiment::Knockout => {
-                let r = knockout_sweep_from(model, &clean, subject.clone(), &cfg.knockout)?;
-                for row in r.rows {
-                    t.push(vec![
-                        id.into(),
-                        row.layer.into(),
-                        row.block.name().into(),
-                        r.window.into(),
-                        r.target_id.into(),
-                        r.p_base.into(),
-                        row.p_new.into(),
-                        row.pct_change.into(),
-                    ]);
-                }
-                Ok(Output::Rows(t))
-            }
-            Experiment::Extraction | Experiment::Ranks => {
-                // Ranks reuse extraction's clean rows when both run.
-                if extraction_rows.is_none() {
-                    let sites = cached.as_ref().map(|c| (c.attn_out(), c.mlp_out()));
-                    extraction_rows = Some(extraction_from(model, &clean, &subject, target, &cfg.extraction, sites)?);
-                }
-                let rows = extraction_rows.as_deref().unwrap_or_default();
-                self_extraction_or_ranks(exp, model, cached.as_ref(), target, rows, cfg.projection, id, t)
-            }
-            Experiment::Patching => {
-                for r in patching(model, &hidden, &ids, &subject, target, &cfg.patching)? {
-                    t.push(vec![id.into(), r.layer.into(), r.source.into(), r.set.name().into(), r.target_rank.into(), r.extracted.into()]);
-                }
-                Ok(Output::Rows(t))
-            }
-            Experiment::Enrichment => {
-                let para = paragraph()?;
-                let base_ids = baseline_subject_ids(tokenizer, &rec.prompt, &rec.subject)?;
-                let (ac, ec) = (&cfg.attributes, &cfg.enrichment);
-                let c = cached.as_ref().expect("computed when enrichment runs");
-                let (rows, base) = enrichment_at(model, tokenizer, &c.residuals(), &base_ids, &para, inputs.stopwords, ac, ec, cfg.projection);
-                for r in rows {
-                    t.push(vec![id.into(), rec.subject.as_str().into(), r.layer.into(), r.position.name().into(), r.rate.into(), r.extra.into()]);
-                }
-                Ok(Output::Enrichment(t, base))
-            }
-            Experiment::SublayerKnockout => {
-                let para = paragraph()?;
-                let last = positions.get(PositionKind::SubjectLast).expect("always present");
-                for r in sublayer_knockout(model, tokenizer, &hidden, last, &para, inputs.stopwords, &cfg.attributes, &cfg.sublayer) {
-                    t.push(vec![
-                        id.into(),
-                        r.start.into(),
-                        r.end.into(),
-                        r.sublayer.map_or("none", Sublayer::name).into(),
-                        r.mode.map_or("none", KnockoutMode::name).into(),
-                        r.read_layer.into(),
-                        r.rate.into(),
-                    ]);
-                }
-                Ok(Output::Rows(t))
-            }
-            Experiment::Parameters => {
-                let pc = &cfg.parameters;
-                let last = positions.get(PositionKind::SubjectLast).expect("always present");
-                let words = |top: &[u32]| Cell::Strs(top.iter().map(|&i| tokenizer.decode_token(i)).collect());
-                for r in head_ov(model, &hidden, last, target, pc, cfg.projection) {
-                    t.push(vec![id.into(), r.layer.into(), r.head.into(), r.target_rank.into(), Cell::U32s(r.top.clone()), words(&r.top)]);
-                }
-                let (names, _) = mlp_schema();
-                let mut m = Table::new(&names);
-                for r in mlp_values(model, &ids, last, target, pc, cfg.projection)? {
-                    m.push(vec![
-                        id.into(),
-                        r.layer.into(),
-                        r.rank.into(),
-                        r.neuron.into(),
-                        r.coefficient.into(),
-                        r.value_norm.into(),
-                        r.target_rank.into(),
-                        Cell::U32s(r.top.clone()),
-                        words(&r.top),
-                    ]);
-                }
-                Ok(Output::Parameters(t, m))
-            }
-        })();
-        if std::env::var_os("DISSECT_PROFILE").is_some() {
-            // Per-record, per-experiment wall time on stderr, for the README's cost table.
-            eprintln!("profile: record {id} {} {:.3}s", exp.label(), t0.elapsed().as_secs_f64());
-        }
-        out.push((exp, result));
     }
     out
 }
 
-#[allow(clippy::too_many_arguments)]
-fn self_extraction_or_ranks<B: Backend>(
-    exp: Experiment,
-    model: &Model<B>,
-    cached: Option<&dissect_cache::CachedRecord<B>>,
-    target: u32,
-    rows: &[crate::extraction::ExtractionRow],
-    projection: Projection,
-    id: u64,
-    mut t: Table,
-) -> Result<Output, ExperimentError> {
-    if exp == Experiment::Extraction {
-        for r in rows {
-            let blocked = r.blocked.map_or("none", BlockSet::name);
-            t.push(vec![id.into(), r.layer.into(), r.sublayer.name().into(), blocked.into(), r.target_rank.into(), r.top1.into(), r.extracted.into()]);
+/// Every experiment on one record; a failure becomes a `skipped` row and the others go on.
+fn run_record<B: Backend>(model: &Model<B>, tokenizer: &Tokenizer, inputs: &Inputs<'_>, cfg: &ExperimentsConfig, rec: &KeptRecord, out: &mut TableRows) {
+    let skip = |out: &mut TableRows, e: Experiment, err: &ExperimentError| {
+        let row = SkippedRow { id: id_value(rec.id), experiment: e.label().into(), reason: err.skip_reason(), message: err.to_string() };
+        out.push(row);
+    };
+    let run = match RecordRun::new(model, tokenizer, inputs, cfg, rec) {
+        Ok(r) => r,
+        Err(err) => {
+            for &e in &cfg.experiments {
+                skip(out, e, &err);
+            }
+            return;
         }
-    } else {
-        let c = cached.expect("computed when ranks run");
-        let rows = ranks_at(model, c.residual(PositionKind::SubjectLast).expect("always cached"), target, rows, projection);
-        for r in rows {
-            t.push(vec![id.into(), r.layer.into(), r.subject_last_rank.into(), r.attn_last_rank.into()]);
+    };
+    for &e in &cfg.experiments {
+        let t0 = std::time::Instant::now();
+        // Rows go to a table of their own first, so a failure halfway leaves none behind.
+        let mut rows = TableRows::default();
+        match e.measure(&run, &mut rows) {
+            Ok(()) => out.append(rows),
+            Err(err) => skip(out, e, &err),
+        }
+        if std::env::var_os("DISSECT_PROFILE").is_some() {
+            // Per-record, per-experiment wall time on stderr, for the README's cost table.
+            eprintln!("profile: record {} {} {:.3}s", rec.id, e.label(), t0.elapsed().as_secs_f64());
         }
     }
-    Ok(Output::Rows(t))
 }
 
 /// The table names a configuration writes (`skipped` last: it marks a finished chunk).
 pub fn table_names(cfg: &ExperimentsConfig) -> Vec<&'static str> {
-    let mut names: Vec<&'static str> = cfg.experiments.iter().map(|e| e.name()).collect();
-    if cfg.experiments.contains(&Experiment::Enrichment) {
-        names.push("enrichment_baseline");
+    let mut t = TableRows::default();
+    for &e in &cfg.experiments {
+        e.declare(&mut t);
     }
-    if cfg.experiments.contains(&Experiment::Parameters) {
-        names.push("parameters_mlp");
-    }
-    names.push("skipped");
+    let mut names = t.names();
+    names.push(SkippedRow::TABLE);
     names
 }
 
@@ -567,6 +321,7 @@ pub fn provenance(run: &RunInputs<'_>, cfg: &ExperimentsConfig) -> Provenance {
         "shard": run.shard.to_string(),
         "config": cfg.effective(run.n_layers),
         "effective": cfg.depth_scaling(run.n_layers),
+        "layout": dissect_data::table::LAYOUT_VERSION,
     });
     if let Some(c) = &run.cache_hashes {
         // Only with a cache, so that runs without one keep their parameter hash.
@@ -627,10 +382,7 @@ pub fn run_resumable<B: Backend>(
         m.run::<(), dissect_data::DataError>(
             &[()],
             1,
-            |_, _| {
-                let (table, types) = matrices_table(model, tokenizer, &cfg.parameters);
-                Ok(vec![(table.to_batch(&types), vec![])])
-            },
+            |_, _| Ok(vec![(ParametersMatrixRow::to_batch(&matrices_rows(model, tokenizer, &cfg.parameters)), vec![])]),
             |_, _| {},
         )?;
     }
@@ -643,7 +395,7 @@ pub fn run_resumable<B: Backend>(
         |c, chunk| {
             let sub = Inputs { records: chunk, paragraphs: inputs.paragraphs, stopwords: inputs.stopwords, cache: inputs.cache };
             let tables = run(model, tokenizer, &sub, cfg, |d, _| (progress.borrow_mut())(c * size + d, total));
-            Ok(names.iter().map(|n| (tables.tables[n].0.to_batch(&tables.tables[n].1), vec![])).collect())
+            Ok(names.iter().map(|n| (tables.batch(n).expect("every table is declared"), vec![])).collect())
         },
         |d, t| (progress.borrow_mut())(d, t),
     )

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::enrichment::{attributes_rate, top_tokens, AttributesConfig};
 use crate::vocab::logits_rows;
+use crate::ExperimentError;
 
 /// GPT-2 XL's depth and the notebook's `subject_repr_layer` there: the block whose output,
 /// `hidden_states[40 + 1]`, is read.
@@ -117,4 +118,30 @@ pub fn sublayer_knockout<B: Backend>(
             rate: attributes_rate(&top_tokens(&logits, tokenizer, stopwords, attrs), paragraph),
         })
         .collect()
+}
+
+/// The `sublayer_knockout` table ([`dissect_data::table::SublayerKnockoutRow`]).
+pub struct SublayerKnockout;
+
+impl crate::record::Measure for SublayerKnockout {
+    fn declare(out: &mut crate::rows::TableRows) {
+        out.declare::<dissect_data::table::SublayerKnockoutRow>();
+    }
+
+    fn measure<B: Backend>(run: &crate::record::RecordRun<'_, B>, out: &mut crate::rows::TableRows) -> Result<(), ExperimentError> {
+        let para = run.paragraph()?;
+        let (cfg, stopwords) = (run.cfg, run.inputs.stopwords);
+        for r in sublayer_knockout(run.model, run.tokenizer, run.hidden()?, run.subject_last(), &para, stopwords, &cfg.attributes, &cfg.sublayer) {
+            out.push(dissect_data::table::SublayerKnockoutRow {
+                id: run.id(),
+                start_layer: r.start.map(|l| l as i32),
+                end_layer: r.end.map(|l| l as i32),
+                sublayer: r.sublayer.map_or("none", Sublayer::name).into(),
+                mode: r.mode.map_or("none", KnockoutMode::name).into(),
+                read_hidden_state: r.read_layer as i32,
+                rate_pct: r.rate,
+            });
+        }
+        Ok(())
+    }
 }

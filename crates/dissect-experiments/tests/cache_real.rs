@@ -49,7 +49,7 @@ fn kept(m: &Loaded<Cpu>, paragraphs: &BTreeMap<String, Vec<String>>, n: usize, d
 }
 
 fn tables(m: &Loaded<Cpu>, inputs: &Inputs<'_>, cfg: &ExperimentsConfig) -> BTreeMap<&'static str, RecordBatch> {
-    run(&m.model, &m.tokenizer, inputs, cfg, |_, _| {}).tables.into_iter().map(|(name, (t, types))| (name, t.to_batch(&types))).collect()
+    run(&m.model, &m.tokenizer, inputs, cfg, |_, _| {}).batches()
 }
 
 /// Every column equal; with `deep_ties`, except that a rank deeper than 1000 may move by a few
@@ -57,7 +57,7 @@ fn tables(m: &Loaded<Cpu>, inputs: &Inputs<'_>, cfg: &ExperimentsConfig) -> BTre
 /// batched, padded forward and a forward of the prompt alone, so their order at that depth is a
 /// near-tie. Returns how many ranks moved.
 fn assert_same_tables(name: &str, a: &RecordBatch, b: &RecordBatch, deep_ties: bool) -> usize {
-    use arrow_array::{Array, UInt32Array};
+    use arrow_array::{Array, Int32Array};
     assert_eq!(a.schema(), b.schema(), "{name}");
     assert_eq!(a.num_rows(), b.num_rows(), "{name}");
     let mut moved = 0;
@@ -66,11 +66,11 @@ fn assert_same_tables(name: &str, a: &RecordBatch, b: &RecordBatch, deep_ties: b
             assert_eq!(a.column(c), b.column(c), "{name}: column {} differs when read from the cache", field.name());
             continue;
         }
-        let (x, y) = (a.column(c).as_any().downcast_ref::<UInt32Array>().unwrap(), b.column(c).as_any().downcast_ref::<UInt32Array>().unwrap());
+        let (x, y) = (a.column(c).as_any().downcast_ref::<Int32Array>().unwrap(), b.column(c).as_any().downcast_ref::<Int32Array>().unwrap());
         assert_eq!(x.nulls(), y.nulls(), "{name}: {}", field.name());
         for (i, (p, q)) in x.values().iter().zip(y.values()).enumerate() {
             if p != q {
-                let deep = (*p).min(*q) >= 1000 && p.abs_diff(*q) <= 2.max(p / 10_000);
+                let deep = (*p).min(*q) >= 1000 && p.abs_diff(*q) <= 2.max(p / 10_000) as u32;
                 assert!(deep, "{name} row {i}: {} {p} without the cache, {q} with it", field.name());
                 moved += 1;
             }

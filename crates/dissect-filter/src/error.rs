@@ -1,13 +1,21 @@
+//! The filter stage's error type.
+
 use dissect_data::DataError;
 use dissect_model::ModelError;
 
 /// Failures of the filter stage as a whole. A bad record is not one of them: it is rejected.
 #[derive(Debug, thiserror::Error)]
 pub enum FilterError {
+    /// Loading or running the model failed (a tokenizer failure on one fact is a rejection instead).
     #[error(transparent)]
     Model(#[from] ModelError),
+    /// Reading the facts or writing the output tables failed.
     #[error(transparent)]
     Data(#[from] DataError),
+    /// A batch size of 0 was asked for.
     #[error("batch size {batch_size} is not allowed\nhint: use a batch size of at least 1, e.g. 16")]
-    BatchSize { batch_size: usize },
+    BatchSize {
+        /// The rejected value.
+        batch_size: usize,
+    },
 }

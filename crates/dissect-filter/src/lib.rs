@@ -1,6 +1,8 @@
 //! Stage 1, filtering (Meng et al. 2022): keep the known facts whose attribute the model
 //! predicts, i.e. whose greedy next token is the first token of `" " + attribute`.
 
+#![warn(missing_docs)]
+
 pub mod error;
 pub mod output;
 pub mod prepare;

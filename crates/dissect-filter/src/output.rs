@@ -18,11 +18,14 @@ use crate::run::{FilterConfig, FilterOutput};
 /// reads back whole as a directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutputPaths {
+    /// The kept records' table.
     pub filtered: PathBuf,
+    /// The rejected records' table, with the reason for each.
     pub rejected: PathBuf,
 }
 
 impl OutputPaths {
+    /// The tables under `out_dir`, as one file each or, for a shard, as its partition.
     pub fn new(out_dir: &Path, shard: Option<ShardSpec>) -> Self {
         match shard {
             None => OutputPaths { filtered: out_dir.join("filtered.parquet"), rejected: out_dir.join("rejected.parquet") },

@@ -8,8 +8,11 @@ use dissect_model::tokenizer::Tokenizer;
 /// A fact ready for the model.
 #[derive(Debug, Clone)]
 pub struct Prepared {
+    /// The prompt's input ids, special tokens (BOS) included, as the model receives them.
     pub ids: Vec<u32>,
+    /// The subject's tokens, indexed into `ids`.
     pub subject_span: SubjectSpan,
+    /// Index in `ids` of the first token of the text: the number of leading special tokens (1 after a BOS, else 0).
     pub first_token: usize,
     /// First token of `" " + attribute`.
     pub expected_id: u32,

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::FilterError;
 use crate::prepare::{prepare, Prepared};
 
+/// The filter stage's options; they are part of the output's parameter hash (padding can move a probability's last bits).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FilterConfig {
@@ -28,7 +29,9 @@ impl Default for FilterConfig {
 /// The decision on every fact, each list in input order.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct FilterOutput {
+    /// The facts the model predicts, ready for the later stages (the `filtered` table).
     pub kept: Vec<KeptRecord>,
+    /// Every other fact with its reason, invalid input and wrong predictions alike (the `rejected` table).
     pub rejected: Vec<Rejected>,
 }
 

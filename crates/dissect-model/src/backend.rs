@@ -24,11 +24,14 @@ pub type Cpu = burn_flex::Flex;
 #[cfg(feature = "cuda")]
 pub type Cuda = burn_cuda::Cuda<f32, i32>;
 
+/// Which burn backend runs the model: the `--backend` / pipeline setting, written `cpu` or `cuda`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendKind {
+    /// burn-flex on the host ([`Cpu`]): always built, the reference for the numerical tests.
     #[default]
     Cpu,
+    /// burn-cuda (the `Cuda` alias, TF32 matmuls): needs the `cuda` cargo feature, and an NVIDIA driver, NVRTC and the toolkit headers at run time.
     Cuda,
 }
 

@@ -14,18 +14,31 @@ use crate::quant::GgmlType;
 /// A metadata value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
+    /// GGUF type 0.
     U8(u8),
+    /// GGUF type 1.
     I8(i8),
+    /// GGUF type 2.
     U16(u16),
+    /// GGUF type 3.
     I16(i16),
+    /// GGUF type 4.
     U32(u32),
+    /// GGUF type 5.
     I32(i32),
+    /// GGUF type 10.
     U64(u64),
+    /// GGUF type 11.
     I64(i64),
+    /// GGUF type 6.
     F32(f32),
+    /// GGUF type 12.
     F64(f64),
+    /// GGUF type 7, one byte, nonzero is true.
     Bool(bool),
+    /// GGUF type 8, UTF-8 with a u64 length.
     String(String),
+    /// GGUF type 9: elements of one type (e.g. `tokenizer.ggml.tokens`).
     Array(Vec<Value>),
 }
 
@@ -45,6 +58,7 @@ impl Value {
         }
     }
 
+    /// The value as a float; integers convert too.
     pub fn as_f64(&self) -> Option<f64> {
         match *self {
             Value::F32(v) => Some(v.into()),
@@ -53,6 +67,7 @@ impl Value {
         }
     }
 
+    /// The text of a `String`.
     pub fn as_str(&self) -> Option<&str> {
         match self {
             Value::String(s) => Some(s),
@@ -60,6 +75,7 @@ impl Value {
         }
     }
 
+    /// The elements of an `Array`.
     pub fn as_array(&self) -> Option<&[Value]> {
         match self {
             Value::Array(a) => Some(a),
@@ -71,15 +87,18 @@ impl Value {
 /// Where one tensor lives in the file.
 #[derive(Debug, Clone)]
 pub struct TensorInfo {
+    /// llama.cpp's tensor name, e.g. `blk.0.attn_q.weight`.
     pub name: String,
     /// ggml order: `dims[0]` is the fastest-varying (row length).
     pub dims: Vec<u64>,
+    /// Storage format of the data.
     pub ty: GgmlType,
     /// Offset from the start of the data section.
     pub offset: u64,
 }
 
 impl TensorInfo {
+    /// Number of values: the product of the dimensions.
     pub fn n_elements(&self) -> u64 {
         self.dims.iter().product()
     }
@@ -90,11 +109,15 @@ impl TensorInfo {
     }
 }
 
+/// An open, memory-mapped GGUF file: its header parsed, its tensors' extents checked.
 pub struct GgufFile {
     path: PathBuf,
     mmap: Mmap,
+    /// GGUF format version, 2 or 3.
     pub version: u32,
+    /// Every metadata key-value pair (`general.architecture`, `gemma3.block_count`, `tokenizer.ggml.*`, …).
     pub metadata: BTreeMap<String, Value>,
+    /// Every tensor's location, by llama.cpp name.
     pub tensors: BTreeMap<String, TensorInfo>,
     data_start: usize,
 }
@@ -182,6 +205,8 @@ impl<'a> Cursor<'a> {
 }
 
 impl GgufFile {
+    /// Maps the file and parses its header; fails on a bad magic, an unsupported version or
+    /// tensor type, or a tensor whose data runs past the end of the file.
     pub fn open(path: &Path) -> Result<Self, ModelError> {
         let file = File::open(path).map_err(|e| ModelError::io(path, e))?;
         // SAFETY: the map is read-only; a file truncated underneath us would fault, which is
@@ -226,26 +251,32 @@ impl GgufFile {
         Ok(out)
     }
 
+    /// The path the file was opened from.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    /// A metadata value, if present.
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.metadata.get(key)
     }
 
+    /// A metadata value that must be present.
     pub fn require(&self, key: &str) -> Result<&Value, ModelError> {
         self.get(key).ok_or_else(|| ModelError::MissingMetadata { path: self.path.clone(), key: key.to_string() })
     }
 
+    /// A required integer metadata value, whatever its stored width.
     pub fn u64(&self, key: &str) -> Result<u64, ModelError> {
         self.require(key)?.as_u64().ok_or_else(|| self.bad(key))
     }
 
+    /// A required numeric metadata value as f64.
     pub fn f64(&self, key: &str) -> Result<f64, ModelError> {
         self.require(key)?.as_f64().ok_or_else(|| self.bad(key))
     }
 
+    /// A required array of strings (e.g. `tokenizer.ggml.tokens`).
     pub fn strings(&self, key: &str) -> Result<Vec<String>, ModelError> {
         let arr = self.require(key)?.as_array().ok_or_else(|| self.bad(key))?;
         arr.iter().map(|v| v.as_str().map(str::to_string).ok_or_else(|| self.bad(key))).collect()

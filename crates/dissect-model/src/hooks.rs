@@ -25,29 +25,45 @@ use burn_tensor::Tensor;
 
 use crate::model::{AttnScoresInfo, KvCache};
 
+/// Callbacks at every hook site of the forward pass (see the module docs for their order). Each
+/// gets the 0-based block index and the tensor at the site, and returns what the forward pass
+/// continues with; the defaults pass everything through unchanged. Tensors are
+/// `[batch, seq, ·]` over the positions being computed, which are all positions or, in
+/// [`Model::forward_suffix`](crate::Model::forward_suffix), only those after the cached prefix.
 #[allow(unused_variables)]
 pub trait Hooks<B: Backend> {
+    /// The residual stream `[batch, seq, hidden]` entering block `layer` (HF `hidden_states[layer]`).
     fn block_input(&mut self, layer: usize, h: Tensor<B, 3>) -> Tensor<B, 3> {
         h
     }
     /// Keys and values of the positions being computed `[batch, kv_heads, q, head_dim]`,
-    /// after rotary embedding and key norm (what a [`KvCache`](crate::model::KvCache) holds).
+    /// after rotary embedding and key norm (what a [`KvCache`] holds).
     fn attn_kv(&mut self, layer: usize, k: &Tensor<B, 4>, v: &Tensor<B, 4>) {}
+    /// Pre-softmax scores `[batch, heads, query, key]`: scaled, softcapped, causal and window mask
+    /// already added; keys span the cached prefix too.
     fn attn_scores(&mut self, layer: usize, scores: Tensor<B, 4>, info: &AttnScoresInfo<'_, B>) -> Tensor<B, 4> {
         scores
     }
+    /// Attention probabilities `[batch, heads, query, key]` (rows sum to 1), before they weight the values.
     fn attn_probs(&mut self, layer: usize, probs: Tensor<B, 4>) -> Tensor<B, 4> {
         probs
     }
+    /// What attention adds to the residual `[batch, seq, hidden]`: after the output projection and
+    /// its bias, and the post-attention norm if any (the paper's MHSA output).
     fn attn_out(&mut self, layer: usize, out: Tensor<B, 3>) -> Tensor<B, 3> {
         out
     }
+    /// The MLP's hidden activations `[batch, seq, intermediate]`, the down projection's input
+    /// (`act(gate) · up` when gated).
     fn mlp_act(&mut self, layer: usize, act: Tensor<B, 3>) -> Tensor<B, 3> {
         act
     }
+    /// What the MLP adds to the residual `[batch, seq, hidden]`: after the down projection's bias
+    /// and the post-MLP norm if any.
     fn mlp_out(&mut self, layer: usize, out: Tensor<B, 3>) -> Tensor<B, 3> {
         out
     }
+    /// The residual stream `[batch, seq, hidden]` after the last block, before the final norm.
     fn final_residual(&mut self, h: Tensor<B, 3>) -> Tensor<B, 3> {
         h
     }
@@ -63,8 +79,11 @@ impl<B: Backend> Hooks<B> for NoHooks {}
 pub struct RecordAll<B: Backend> {
     /// `n_layers + 1` entries: block inputs, then the final residual.
     pub residual: Vec<Tensor<B, 3>>,
+    /// Each block's attention output `[batch, seq, hidden]`, one entry per layer.
     pub attn_out: Vec<Tensor<B, 3>>,
+    /// Each block's MLP output `[batch, seq, hidden]`, one entry per layer.
     pub mlp_out: Vec<Tensor<B, 3>>,
+    /// Each block's attention probabilities `[batch, heads, query, key]`, one entry per layer.
     pub attn_probs: Vec<Tensor<B, 4>>,
 }
 
@@ -94,6 +113,7 @@ impl<B: Backend> Hooks<B> for RecordAll<B> {
 /// Records each layer's keys and values: the prefix cache for [`Model::forward_suffix`](crate::Model::forward_suffix).
 #[derive(Default)]
 pub struct RecordKv<B: Backend> {
+    /// One cache per block, in layer order.
     pub layers: Vec<KvCache<B>>,
 }
 

@@ -15,10 +15,13 @@ use crate::model::{AttnScoresInfo, KvCache, Model};
 /// `torch.finfo(float32).min`): the edge gets exactly zero weight and the other keys renormalise.
 pub const BLOCKED: f32 = f32::MIN;
 
+/// The two sublayers of a block that write to the residual stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Sublayer {
+    /// Multi-head self-attention (MHSA), read at the `attn_out` hook.
     Attn,
+    /// The MLP, read at the `mlp_out` hook.
     Mlp,
 }
 
@@ -86,9 +89,13 @@ pub const NOTEBOOK_BLOCKED_PROB: f32 = -1e6;
 /// Block the edges from `query` to `keys` at `layers`, in `heads` (all when `None`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BlockEdges {
+    /// 0-based blocks, end exclusive.
     pub layers: Range<usize>,
+    /// The attending position.
     pub query: usize,
+    /// The positions it may no longer attend to; keys after the query are already masked.
     pub keys: Vec<usize>,
+    /// 0-based query heads; `None` for every head.
     pub heads: Option<Vec<usize>>,
     /// Before the softmax (default) or the notebook's second softmax over probabilities.
     #[serde(default)]
@@ -98,29 +105,40 @@ pub struct BlockEdges {
 /// Knock out a sublayer at `layers`, at `positions` (all when `None`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Knockout {
+    /// Attention or MLP.
     pub sublayer: Sublayer,
+    /// 0-based blocks, end exclusive.
     pub layers: Range<usize>,
+    /// The positions whose sublayer output is removed; `None` for every position.
     pub positions: Option<Vec<usize>>,
+    /// What removing it means.
     pub mode: KnockoutMode,
 }
 
 /// Replace the residual stream entering block `layer` at `position` with `value`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Patch {
+    /// 0-based block whose input is replaced (HF `hidden_states[layer]`), `0..n_layers`: the final residual cannot be patched.
     pub layer: usize,
+    /// The position patched.
     pub position: usize,
+    /// The new residual vector, `hidden` values.
     pub value: Vec<f32>,
 }
 
 /// Everything done to one batch row.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
+    /// Attention edges to block.
     pub edges: Vec<BlockEdges>,
+    /// Sublayers to knock out.
     pub knockouts: Vec<Knockout>,
+    /// Residual-stream values to overwrite.
     pub patches: Vec<Patch>,
 }
 
 impl Plan {
+    /// Whether the plan does nothing, so the row computes the unmodified forward pass.
     pub fn is_clean(&self) -> bool {
         self.edges.is_empty() && self.knockouts.is_empty() && self.patches.is_empty()
     }
@@ -145,9 +163,14 @@ impl Plan {
 /// Which sites to record, at which positions (absolute, one list per row, equal lengths).
 #[derive(Debug, Clone, Default)]
 pub struct RecordSpec {
+    /// Record the residual stream at every block input and after the last block.
     pub residual: bool,
+    /// Record every block's attention output.
     pub attn_out: bool,
+    /// Record every block's MLP output.
     pub mlp_out: bool,
+    /// `positions[row]` lists the absolute positions to keep for that batch row, each computed
+    /// in the pass; empty records nothing.
     pub positions: Vec<Vec<usize>>,
 }
 
@@ -155,8 +178,11 @@ pub struct RecordSpec {
 /// (block inputs, then the final residual before the final norm).
 #[derive(Debug, Default)]
 pub struct Recorded<B: Backend> {
+    /// Block inputs `0..n_layers` (after patches), then the final residual; empty unless requested.
     pub residual: Vec<Tensor<B, 3>>,
+    /// One entry per layer (after any knockout); empty unless requested.
     pub attn_out: Vec<Tensor<B, 3>>,
+    /// One entry per layer (after any knockout); empty unless requested.
     pub mlp_out: Vec<Tensor<B, 3>>,
 }
 
@@ -176,6 +202,7 @@ pub struct PlanHooks<B: Backend> {
     gather: Option<Tensor<B, 1, Int>>,
     n_gather: usize,
     spec: RecordSpec,
+    /// What the [`RecordSpec`] asked for, filled as the forward pass runs.
     pub recorded: Recorded<B>,
 }
 
@@ -409,12 +436,15 @@ pub enum ExecPath {
 
 /// A prompt's clean run, kept for the fast path.
 pub struct CleanRun<B: Backend> {
+    /// The prompt's token ids, at least two.
     pub ids: Vec<u32>,
     /// Keys/values of positions `0..len-1` at every layer.
     pub prefix: Vec<KvCache<B>>,
 }
 
 impl<B: Backend> CleanRun<B> {
+    /// Runs every position but the last once, without interventions, keeping its keys and values;
+    /// fails on a prompt shorter than two tokens.
     pub fn new(model: &Model<B>, ids: &[u32]) -> Result<Self, crate::ModelError> {
         let s = ids.len();
         let mut kv = RecordKv::default();

@@ -1,6 +1,8 @@
 //! `dissect-model`: a decoder-only transformer forward pass in burn that matches Hugging Face
 //! transformers, the weight sources it loads from, and the tokenizers.
 
+#![warn(missing_docs)]
+
 pub mod arch;
 pub mod backend;
 pub mod config;

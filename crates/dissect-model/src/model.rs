@@ -14,10 +14,13 @@ fn to_device<B: Backend, const D: usize>(t: HostTensor, device: &B::Device) -> T
     Tensor::from_data(TensorData::new(t.data, shape), device)
 }
 
+/// An affine map `y = x · W + b` over the last dimension; the weight is stored `[in, out]`
+/// (transposed from PyTorch's `nn.Linear`).
 #[derive(Debug, Clone)]
 pub struct Linear<B: Backend> {
     /// `[in, out]`
     pub weight: Tensor<B, 2>,
+    /// `[out]`; `None` when the checkpoint has no bias for this projection.
     pub bias: Option<Tensor<B, 1>>,
 }
 
@@ -28,6 +31,7 @@ impl<B: Backend> Linear<B> {
         Ok(Linear { weight, bias })
     }
 
+    /// `[batch, seq, in]` to `[batch, seq, out]`.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let [b, s, d_in] = x.dims();
         let d_out = self.weight.dims()[1];
@@ -40,11 +44,16 @@ impl<B: Backend> Linear<B> {
     }
 }
 
+/// A LayerNorm or RMSNorm over the last dimension, with its learned scale (and LayerNorm's shift).
 #[derive(Debug, Clone)]
 pub struct Norm<B: Backend> {
+    /// LayerNorm or RMSNorm, the model's [`ModelConfig::norm`].
     pub kind: NormKind,
+    /// Added to the variance or mean square, the model's [`ModelConfig::norm_eps`].
     pub eps: f64,
+    /// The scale `[dim]`, applied as it is (Gemma's `1 + w` already folded in on load).
     pub weight: Tensor<B, 1>,
+    /// The shift `[dim]` of a LayerNorm that has one; `None` for RMSNorm.
     pub bias: Option<Tensor<B, 1>>,
 }
 
@@ -85,38 +94,61 @@ impl<B: Backend> Norm<B> {
     }
 }
 
+/// One transformer block's weights: attention then MLP (sequential), or both on one norm's output
+/// (parallel, GPT-J). Optional norms are those only some architectures have (Gemma 3 has all).
 #[derive(Debug, Clone)]
 pub struct Block<B: Backend> {
+    /// Pre-attention norm (HF `input_layernorm` / `ln_1`).
     pub attn_norm: Norm<B>,
+    /// Query projection `[hidden, n_heads · head_dim]`.
     pub q: Linear<B>,
+    /// Key projection `[hidden, n_kv_heads · head_dim]`.
     pub k: Linear<B>,
+    /// Value projection `[hidden, n_kv_heads · head_dim]`.
     pub v: Linear<B>,
+    /// Attention output projection `[n_heads · head_dim, hidden]` (HF `o_proj` / `c_proj` / `out_proj`).
     pub o: Linear<B>,
+    /// Per-head norm of the queries over `head_dim`, before RoPE (Gemma 3 `q_norm`).
     pub q_norm: Option<Norm<B>>,
+    /// Per-head norm of the keys over `head_dim`, before RoPE (Gemma 3 `k_norm`).
     pub k_norm: Option<Norm<B>>,
+    /// Norm of the attention output before it joins the residual (Gemma 3 `post_attention_layernorm`).
     pub post_attn_norm: Option<Norm<B>>,
+    /// Pre-MLP norm (Llama `post_attention_layernorm`, Gemma 3 `pre_feedforward_layernorm`, GPT-2 `ln_2`).
     /// Absent for parallel blocks, whose MLP reads `attn_norm`'s output.
     pub mlp_norm: Option<Norm<B>>,
+    /// MLP input projection `[hidden, intermediate]` (HF `up_proj` / `c_fc` / `fc_in`).
     pub up: Linear<B>,
+    /// Gate projection `[hidden, intermediate]` of a gated MLP, the one the activation is applied to.
     pub gate: Option<Linear<B>>,
+    /// MLP output projection `[intermediate, hidden]`; its input is what the `mlp_act` hook sees.
     pub down: Linear<B>,
+    /// Norm of the MLP output before it joins the residual (Gemma 3 `post_feedforward_layernorm`).
     pub post_mlp_norm: Option<Norm<B>>,
 }
 
+/// A decoder-only transformer whose weights live on one device of backend `B`.
 #[derive(Debug, Clone)]
 pub struct Model<B: Backend> {
+    /// The hyperparameters the weights were loaded with.
     pub config: ModelConfig,
     /// `[vocab, hidden]`
     pub embed: Tensor<B, 2>,
+    /// Learned position embeddings `[max_positions, hidden]` (GPT-2); `None` with rotary positions.
     pub pos_embed: Option<Tensor<B, 2>>,
+    /// The transformer blocks, indexed by 0-based layer.
     pub blocks: Vec<Block<B>>,
+    /// The norm between the last block and the unembedding (HF `norm` / `ln_f`).
     pub final_norm: Norm<B>,
     /// Untied unembedding `[hidden, vocab]`; `None` means `embed` is used transposed.
     pub lm_head: Option<Linear<B>>,
+    /// Where every weight lives and where input tensors are created.
     pub device: B::Device,
 }
 
 impl<B: Backend> Model<B> {
+    /// Uploads canonical-name weights to `device`, checking every shape against `config`; a weight
+    /// missing, misshapen or left unplaced is an error.
     pub fn from_host(config: ModelConfig, mut w: HostWeights, device: &B::Device) -> Result<Self, ModelError> {
         let c = &config;
         let (d, hd) = (c.hidden, c.head_dim);
@@ -154,6 +186,7 @@ impl<B: Backend> Model<B> {
         Ok(Model { config, embed, pos_embed, blocks, final_norm, lm_head, device: device.clone() })
     }
 
+    /// The number of blocks ([`ModelConfig::n_layers`]).
     pub fn n_layers(&self) -> usize {
         self.config.n_layers
     }
@@ -369,7 +402,9 @@ impl<B: Backend> Model<B> {
 /// (after rotary embedding and key norm).
 #[derive(Debug, Clone)]
 pub struct KvCache<B: Backend> {
+    /// Keys `[1 or batch, kv_heads, prefix_len, head_dim]`, rotated and normed.
     pub k: Tensor<B, 4>,
+    /// Values `[1 or batch, kv_heads, prefix_len, head_dim]`.
     pub v: Tensor<B, 4>,
 }
 

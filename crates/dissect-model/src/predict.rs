@@ -10,17 +10,25 @@ use crate::hooks::NoHooks;
 use crate::model::Model;
 use crate::tokenizer::Tokenizer;
 
+/// One candidate next token.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct TokenProb {
+    /// Vocabulary id.
     pub token_id: u32,
+    /// Its text, as HF's `tokenizer.decode([id])` gives it.
     pub token: String,
+    /// Softmax probability at the last position, in `[0, 1]`.
     pub prob: f32,
 }
 
+/// The model's most likely next tokens after a prompt.
 #[derive(Debug, Clone, Serialize)]
 pub struct Prediction {
+    /// The prompt text as given.
     pub prompt: String,
+    /// Its token ids, special tokens (e.g. BOS) included.
     pub input_ids: Vec<u32>,
+    /// The `k` most probable next tokens, most probable first.
     pub top: Vec<TokenProb>,
 }
 
@@ -84,6 +92,7 @@ pub fn last_position_probs<B: Backend>(model: &Model<B>, rows: &[Vec<u32>]) -> R
     Ok(flat.chunks(v).map(<[f32]>::to_vec).collect())
 }
 
+/// Tokenizes `prompt` as HF does by default, runs it, and returns the `k` most probable next tokens.
 pub fn predict<B: Backend>(model: &Model<B>, tokenizer: &Tokenizer, prompt: &str, k: usize) -> Result<Prediction, ModelError> {
     let enc = tokenizer.encode(prompt)?;
     let probs = last_position_probs(model, std::slice::from_ref(&enc.ids))?.remove(0);

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::Model;
 
+/// How hidden states are mapped to vocabulary logits; written `notebook` or `logit-lens` in configurations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum Projection {

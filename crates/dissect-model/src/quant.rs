@@ -10,20 +10,32 @@ const QK_K: usize = 256;
 /// The ggml tensor types this crate reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum GgmlType {
+    /// Plain little-endian f32.
     F32,
+    /// IEEE half precision.
     F16,
+    /// bfloat16.
     BF16,
+    /// 32 4-bit values with one f16 scale, offset −8.
     Q4_0,
+    /// 32 4-bit values with an f16 scale and an f16 minimum.
     Q4_1,
+    /// 32 5-bit values with one f16 scale, offset −16.
     Q5_0,
+    /// 32 5-bit values with an f16 scale and an f16 minimum.
     Q5_1,
+    /// 32 signed 8-bit values with one f16 scale.
     Q8_0,
+    /// K-quant super-block of 256 4-bit values: 8 sub-blocks with 6-bit scales and minimums.
     Q4K,
+    /// K-quant super-block of 256 5-bit values: 8 sub-blocks with 6-bit scales and minimums.
     Q5K,
+    /// K-quant super-block of 256 6-bit values: 16 sub-blocks with 8-bit scales, offset −32.
     Q6K,
 }
 
 impl GgmlType {
+    /// The type for ggml's `ggml_type` number as GGUF stores it; `None` for a type this crate cannot read.
     pub fn from_id(id: u32) -> Option<Self> {
         Some(match id {
             0 => Self::F32,

@@ -15,22 +15,34 @@ use crate::model::Model;
 use crate::tokenizer::Tokenizer;
 use crate::weights::HostTensor;
 
-/// Models known by name, fetched by `cargo xtask fetch-model <name>`.
 /// The model every command uses when neither a flag nor a pipeline names one.
 pub const DEFAULT_MODEL: &str = "gemma3-270m";
 
+/// Models known by name, fetched by `cargo xtask fetch-model <name>`: `(name, GGUF file name)`,
+/// the file kept under `$DISSECT_HOME/models` (see [`named_model_path`]).
 pub const NAMED_MODELS: &[(&str, &str)] = &[("gemma3-270m", "gemma-3-270m-q4_k_m.gguf"), ("smollm2-135m", "SmolLM2-135M-Instruct.Q4_1.gguf")];
 
 /// A parsed model specification.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ModelSpec {
+    /// One of [`NAMED_MODELS`].
     Named(String),
+    /// A path ending in `.gguf`.
     Gguf(PathBuf),
+    /// A local Hugging Face directory: `config.json`, `model*.safetensors`, `tokenizer.json`.
     Dir(PathBuf),
-    Hub { repo: String, revision: Option<String> },
+    /// `hf:<repo>[@revision]`, resolved through the hf-hub cache.
+    Hub {
+        /// `owner/name` on the Hugging Face hub.
+        repo: String,
+        /// Branch, tag or commit; `None` means `main`.
+        revision: Option<String>,
+    },
 }
 
 impl ModelSpec {
+    /// Classifies a spec without touching the network: `hf:` prefix, then a known name, an
+    /// existing directory, a `.gguf` path (which need not exist yet).
     pub fn parse(spec: &str) -> Result<Self, ModelError> {
         if let Some(rest) = spec.strip_prefix("hf:") {
             let (repo, revision) = match rest.split_once('@') {
@@ -98,7 +110,9 @@ pub fn named_model_path(name: &str) -> Option<PathBuf> {
 pub struct ModelInfo {
     /// The spec as the user wrote it.
     pub spec: String,
+    /// The architecture name the config carries (`gemma3`, `llama`, `gpt2`, …).
     pub architecture: String,
+    /// The hub revision asked for, if the spec named one.
     pub revision: Option<String>,
     /// The weight files read.
     pub files: Vec<PathBuf>,
@@ -106,8 +120,11 @@ pub struct ModelInfo {
 
 /// A loaded model with its tokenizer.
 pub struct Loaded<B: Backend> {
+    /// The weights, on the requested device.
     pub model: Model<B>,
+    /// The tokenizer shipped with the weights (`tokenizer.json`, or rebuilt from GGUF metadata).
     pub tokenizer: Tokenizer,
+    /// Provenance: spec, architecture, revision, files.
     pub info: ModelInfo,
 }
 
@@ -151,6 +168,7 @@ fn locate(spec: &str) -> Result<Located, ModelError> {
 /// decide whether a stage's outputs are current without loading and dequantizing weights.
 #[derive(Debug, Clone, Serialize)]
 pub struct ModelHeader {
+    /// The same provenance [`load`] would report.
     pub info: ModelInfo,
     /// Transformer blocks.
     pub n_layers: usize,
@@ -173,6 +191,8 @@ pub fn describe(spec: &str) -> Result<ModelHeader, ModelError> {
     }
 }
 
+/// Loads the model and tokenizer a spec names (see [`ModelSpec`]) onto `device`, weights
+/// dequantized or converted to f32.
 pub fn load<B: Backend>(spec: &str, device: &B::Device) -> Result<Loaded<B>, ModelError> {
     match locate(spec)? {
         Located::Gguf(path) => load_gguf(spec, &path, device),

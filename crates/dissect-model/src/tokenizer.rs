@@ -12,10 +12,13 @@ use crate::gguf::GgufFile;
 /// One encoded text. Offsets are byte ranges into the text (Rust `str` indices).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Encoding {
+    /// Token ids, special tokens the tokenizer adds (e.g. BOS) included.
     pub ids: Vec<u32>,
+    /// `[start, end)` byte range of each token in the text; `(0, 0)` for an added special token.
     pub offsets: Vec<(usize, usize)>,
 }
 
+/// A Hugging Face `tokenizers` tokenizer, giving the same ids and offsets as transformers.
 #[derive(Clone)]
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
@@ -28,11 +31,13 @@ impl std::fmt::Debug for Tokenizer {
 }
 
 impl Tokenizer {
+    /// Loads a `tokenizer.json`.
     pub fn from_file(path: &Path) -> Result<Self, ModelError> {
         let inner = tokenizers::Tokenizer::from_file(path).map_err(|e| ModelError::tokenizer(format!("{}: {e}", path.display())))?;
         Ok(Tokenizer { inner })
     }
 
+    /// Parses the text of a `tokenizer.json`.
     pub fn from_json(json: &str) -> Result<Self, ModelError> {
         let inner: tokenizers::Tokenizer = json.parse().map_err(ModelError::tokenizer)?;
         Ok(Tokenizer { inner })
@@ -54,10 +59,12 @@ impl Tokenizer {
         self.inner.decode(&[id], false).unwrap_or_default()
     }
 
+    /// Number of ids, added tokens included; can differ from the model's [`vocab_size`](crate::ModelConfig::vocab_size).
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
     }
 
+    /// The id of a token given in its vocabulary spelling (`▁Paris`, `ĠParis`), not as plain text.
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)
     }

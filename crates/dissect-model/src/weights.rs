@@ -10,13 +10,17 @@ use std::collections::BTreeMap;
 
 use crate::error::ModelError;
 
+/// A dense f32 tensor in host memory.
 #[derive(Debug, Clone)]
 pub struct HostTensor {
+    /// The values, row-major (last dimension fastest).
     pub data: Vec<f32>,
+    /// Dimensions, outermost first, as PyTorch prints them.
     pub shape: Vec<usize>,
 }
 
 impl HostTensor {
+    /// Wraps row-major `data`; its length must be the product of `shape` (checked in debug builds).
     pub fn new(data: Vec<f32>, shape: Vec<usize>) -> Self {
         debug_assert_eq!(data.len(), shape.iter().product::<usize>());
         HostTensor { data, shape }
@@ -34,6 +38,7 @@ impl HostTensor {
         HostTensor::new(out, vec![c, r])
     }
 
+    /// Applies `f` to every value (e.g. Gemma's `1 + w` norm weights).
     pub fn map(mut self, f: impl Fn(f32) -> f32) -> HostTensor {
         self.data.iter_mut().for_each(|x| *x = f(*x));
         self
@@ -64,19 +69,24 @@ impl HostTensor {
 /// Weights by canonical name, plus where they came from (for error messages).
 #[derive(Debug, Default)]
 pub struct HostWeights {
+    /// The file or directory the weights were read from.
     pub source: String,
+    /// The weights not yet taken, by canonical name.
     pub tensors: BTreeMap<String, HostTensor>,
 }
 
 impl HostWeights {
+    /// No weights yet, from `source`.
     pub fn new(source: impl Into<String>) -> Self {
         HostWeights { source: source.into(), tensors: BTreeMap::new() }
     }
 
+    /// Adds or replaces a weight under its canonical name.
     pub fn insert(&mut self, name: impl Into<String>, t: HostTensor) {
         self.tensors.insert(name.into(), t);
     }
 
+    /// Removes and returns a required weight, which must have shape `expected`.
     pub fn take(&mut self, name: &str, expected: &[usize]) -> Result<HostTensor, ModelError> {
         let t = self.tensors.remove(name).ok_or_else(|| ModelError::MissingTensor { origin: self.source.clone(), name: name.to_string() })?;
         if t.shape != expected {
@@ -85,6 +95,7 @@ impl HostWeights {
         Ok(t)
     }
 
+    /// As [`take`](Self::take) for a weight some architectures lack: `Ok(None)` when absent, an error when misshapen.
     pub fn take_opt(&mut self, name: &str, expected: &[usize]) -> Result<Option<HostTensor>, ModelError> {
         if self.tensors.contains_key(name) {
             self.take(name, expected).map(Some)

@@ -5,11 +5,14 @@
 #![allow(dead_code)]
 
 use std::path::Path;
-use std::sync::Arc;
 
-use arrow_array::{ArrayRef, BooleanArray, Float32Array, RecordBatch, StringArray, UInt32Array, UInt64Array};
+use arrow_array::RecordBatch;
 use dissect_data::filtered::{kept_to_batch, rejected_to_batch};
 use dissect_data::parquet_io::write_parquet_atomic;
+use dissect_data::table::{
+    EnrichmentBaselineRow, EnrichmentRow, ExtractionRow, KnockoutRow, ParametersHeadRow, PatchingRow, RanksRow, Row, SkipReason, SkippedRow,
+    SublayerKnockoutRow,
+};
 use dissect_data::{KeptRecord, Provenance, RejectReason, Rejected, ShardSpec, SubjectSpan};
 use serde_json::json;
 
@@ -93,92 +96,15 @@ fn bump(x: f64, c: f64, w: f64) -> f64 {
     (-((x - c) / w).powi(2)).exp()
 }
 
-#[derive(Default)]
-struct Cols {
-    names: Vec<&'static str>,
-    cols: Vec<Col>,
-    ids: Vec<u64>,
+/// A table's rows, to be split by shard when written.
+struct Table {
+    name: &'static str,
+    batch: Box<dyn Fn(&dyn Fn(i64) -> bool) -> RecordBatch>,
 }
 
-enum Col {
-    U64(Vec<u64>),
-    U32(Vec<Option<u32>>),
-    F32(Vec<f32>),
-    Str(Vec<String>),
-    Bool(Vec<bool>),
-}
-
-enum V {
-    U64(u64),
-    U32(Option<u32>),
-    F32(f32),
-    S(String),
-    B(bool),
-}
-
-impl Cols {
-    fn new(names: &[&'static str]) -> Self {
-        Cols { names: names.to_vec(), cols: Vec::new(), ids: Vec::new() }
-    }
-
-    fn push(&mut self, row: Vec<V>) {
-        if self.cols.is_empty() {
-            self.cols = row
-                .iter()
-                .map(|v| match v {
-                    V::U64(_) => Col::U64(vec![]),
-                    V::U32(_) => Col::U32(vec![]),
-                    V::F32(_) => Col::F32(vec![]),
-                    V::S(_) => Col::Str(vec![]),
-                    V::B(_) => Col::Bool(vec![]),
-                })
-                .collect();
-        }
-        if let V::U64(id) = row[0] {
-            self.ids.push(id);
-        }
-        for (c, v) in self.cols.iter_mut().zip(row) {
-            match (c, v) {
-                (Col::U64(c), V::U64(v)) => c.push(v),
-                (Col::U32(c), V::U32(v)) => c.push(v),
-                (Col::F32(c), V::F32(v)) => c.push(v),
-                (Col::Str(c), V::S(v)) => c.push(v),
-                (Col::Bool(c), V::B(v)) => c.push(v),
-                _ => panic!("column type changed"),
-            }
-        }
-    }
-
-    /// The rows whose id is in the shard.
-    fn batch(&self, keep: impl Fn(u64) -> bool) -> RecordBatch {
-        let rows: Vec<usize> = (0..self.ids.len()).filter(|&i| keep(self.ids[i])).collect();
-        let arrays: Vec<(&str, ArrayRef)> = self
-            .names
-            .iter()
-            .zip(&self.cols)
-            .map(|(n, c)| {
-                let a: ArrayRef = match c {
-                    Col::U64(v) => Arc::new(UInt64Array::from_iter_values(rows.iter().map(|&i| v[i]))),
-                    Col::U32(v) => Arc::new(UInt32Array::from_iter(rows.iter().map(|&i| v[i]))),
-                    Col::F32(v) => Arc::new(Float32Array::from_iter_values(rows.iter().map(|&i| v[i]))),
-                    Col::Str(v) => Arc::new(StringArray::from_iter_values(rows.iter().map(|&i| v[i].as_str()))),
-                    Col::Bool(v) => Arc::new(BooleanArray::from_iter(rows.iter().map(|&i| Some(v[i])))),
-                };
-                (*n, a)
-            })
-            .collect();
-        RecordBatch::try_from_iter(arrays).unwrap()
-    }
-}
-
-fn u64v(v: u64) -> V {
-    V::U64(v)
-}
-fn u32v(v: u32) -> V {
-    V::U32(Some(v))
-}
-fn s(v: &str) -> V {
-    V::S(v.to_string())
+/// Rows of any table; `id` gives each row's record (for the shard split).
+fn table<R: Row + Clone + 'static>(rows: Vec<R>, id: fn(&R) -> i64) -> Table {
+    Table { name: R::TABLE, batch: Box::new(move |keep| R::to_batch(&rows.iter().filter(|r| keep(id(r))).cloned().collect::<Vec<_>>())) }
 }
 
 impl Synth {
@@ -268,9 +194,10 @@ impl Synth {
         let l = self.layers;
         let lf = f64::from(l);
         let ids: Vec<u64> = (0..self.n).collect();
-        let mut tables: Vec<(&str, Cols)> = Vec::new();
+        let mut tables: Vec<Table> = Vec::new();
+        let (i, ly) = (|id: u64| id as i64, |layer: u32| layer as i32);
 
-        let mut k = Cols::new(&["id", "layer", "block", "window", "target_id", "p_base", "p_new", "pct_change"]);
+        let mut k = Vec::new();
         let mut blocks = vec!["subject", "non_subject", "last"];
         if self.with_bos_sets {
             blocks.extend(["bos", "non_subject_no_bos"]);
@@ -300,13 +227,14 @@ impl Synth {
                         pct += self.last_spike;
                     }
                     let p_base = 0.5f32;
-                    k.push(vec![u64v(id), u32v(layer), s(b), u32v(9), u32v(7), V::F32(p_base), V::F32(p_base * (1.0 + pct / 100.0)), V::F32(pct)]);
+                    let p_new = p_base * (1.0 + pct / 100.0);
+                    k.push(KnockoutRow { id: i(id), layer: ly(layer), positions: b.to_string(), window: 9, target_id: 7, p_base, p_new, pct_change: pct });
                 }
             }
         }
-        tables.push(("knockout", k));
+        tables.push(table(k, |r| r.id));
 
-        let mut e = Cols::new(&["id", "layer", "sublayer", "blocked", "target_rank", "top1", "extracted"]);
+        let mut e = Vec::new();
         for &id in &ids {
             for layer in 0..l {
                 for (si, sub) in ["attn", "mlp"].into_iter().enumerate() {
@@ -322,15 +250,16 @@ impl Synth {
                             (_, "non_subject" | "non_subject_no_bos") => u(id, layer, (si * 4 + bi) as u32, 12) < p * 0.8,
                             _ => u(id, layer, si as u32, 13) < p,
                         };
-                        let rank = if extracted { 0 } else { 1 + (u(id, layer, 0, 14) * 100.0) as u32 };
-                        e.push(vec![u64v(id), u32v(layer), s(sub), s(blocked), u32v(rank), u32v(if extracted { 7 } else { 8 }), V::B(extracted)]);
+                        let target_rank = if extracted { 0 } else { 1 + (u(id, layer, 0, 14) * 100.0) as i32 };
+                        let (sublayer, positions, top1_id) = (sub.to_string(), blocked.to_string(), if extracted { 7 } else { 8 });
+                        e.push(ExtractionRow { id: i(id), layer: ly(layer), sublayer, positions, target_rank, top1_id, extracted });
                     }
                 }
             }
         }
-        tables.push(("extraction", e));
+        tables.push(table(e, |r| r.id));
 
-        let mut p = Cols::new(&["id", "layer", "source_layer", "positions", "target_rank", "extracted"]);
+        let mut p = Vec::new();
         for &id in &ids {
             for layer in 0..l {
                 for source in self.patching_sources() {
@@ -341,18 +270,19 @@ impl Synth {
                             _ => 0.95,
                         };
                         let extracted = u(id, layer, source * 3 + si as u32, 21) < self.attn_p(layer) * factor;
-                        p.push(vec![u64v(id), u32v(layer), u32v(source), s(set), u32v(if extracted { 0 } else { 5 }), V::B(extracted)]);
+                        let (source_hidden_state, positions, target_rank) = (ly(source), set.to_string(), if extracted { 0 } else { 5 });
+                        p.push(PatchingRow { id: i(id), layer: ly(layer), source_hidden_state, positions, target_rank, extracted });
                     }
                 }
             }
         }
-        tables.push(("patching", p));
+        tables.push(table(p, |r| r.id));
 
         let with_paragraphs: Vec<u64> = ids.iter().copied().filter(|i| !self.no_paragraphs.contains(i)).collect();
         // hidden_states[0..l) as the notebook, and hidden_states[l] marked extra with a
         // subject-last rate far above the rest (which the findings must leave out).
-        let mut en = Cols::new(&["id", "subject", "layer", "position", "rate", "extra"]);
-        let mut base = Cols::new(&["id", "subject", "rate"]);
+        let mut en = Vec::new();
+        let mut base = Vec::new();
         let top = self.enrichment_peak * lf;
         for &id in &with_paragraphs {
             let subject = subject_of(id);
@@ -371,74 +301,87 @@ impl Synth {
                     };
                     let rate = (mean + 12.0 * (u(id, layer, pi as u32, 31) - 0.5)).clamp(0.0, 100.0);
                     let rate = if self.zero_enrichment { 0.0 } else { ((rate / 2.0).round() * 2.0) as f32 };
-                    en.push(vec![u64v(id), s(&subject), u32v(layer), s(pos), V::F32(rate), V::B(extra)]);
+                    let (subject, position) = (subject.clone(), pos.to_string());
+                    en.push(EnrichmentRow { id: i(id), subject, hidden_state: ly(layer), position, rate_pct: rate, extra });
                 }
             }
             let b = (2.0 * (u(id, 0, 0, 32) * 4.0).round()) as f32 + self.baseline_shift;
-            base.push(vec![u64v(id), s(&subject), V::F32(if self.zero_enrichment { 0.0 } else { b })]);
+            base.push(EnrichmentBaselineRow { id: i(id), subject, rate_pct: if self.zero_enrichment { 0.0 } else { b } });
         }
-        tables.push(("enrichment", en));
-        tables.push(("enrichment_baseline", base));
+        tables.push(table(en, |r| r.id));
+        tables.push(table(base, |r| r.id));
 
-        // R scaled from the notebook's 40 of 48; the table's read_layer is hidden_states[R + 1].
+        // R scaled from the notebook's 40 of 48; the table reads hidden_states[R + 1].
         let repr = ((40.0 * lf) / 48.0).round() as u32;
         let read = repr + 1;
-        let mut sk = Cols::new(&["id", "start_layer", "end_layer", "sublayer", "mode", "read_layer", "rate"]);
+        let mut sk = Vec::new();
+        let row = |id: u64, range: Option<(u32, u32)>, sublayer: &str, mode: &str, rate: f64| SublayerKnockoutRow {
+            id: i(id),
+            start_layer: range.map(|r| ly(r.0)),
+            end_layer: range.map(|r| ly(r.1)),
+            sublayer: sublayer.into(),
+            mode: mode.into(),
+            read_hidden_state: ly(read),
+            rate_pct: rate as f32,
+        };
         for &id in &with_paragraphs {
             let none = 40.0 + 8.0 * (u(id, 0, 0, 41) - 0.5);
-            sk.push(vec![u64v(id), V::U32(None), V::U32(None), s("none"), s("none"), u32v(read), V::F32(none as f32)]);
+            sk.push(row(id, None, "none", "none", none));
             for start in 0..read {
                 let x = f64::from(start);
                 for (si, sub) in ["mlp", "attn"].into_iter().enumerate() {
                     for (mi, mode) in ["notebook", "zero"].into_iter().enumerate() {
                         let drop = if sub == "mlp" { 28.0 * (-x / (0.2 * lf)).exp() } else { 4.0 + 2.0 * mi as f64 };
                         let rate = (none - drop + 6.0 * (u(id, start, (si * 2 + mi) as u32, 42) - 0.5)).max(0.0);
-                        sk.push(vec![u64v(id), u32v(start), u32v((start + 11).min(read)), s(sub), s(mode), u32v(read), V::F32(rate as f32)]);
+                        sk.push(row(id, Some((start, (start + 11).min(read))), sub, mode, rate));
                     }
                 }
             }
         }
-        tables.push(("sublayer_knockout", sk));
+        tables.push(table(sk, |r| r.id));
 
-        let mut r = Cols::new(&["id", "layer", "subject_last_rank", "attn_last_rank"]);
+        let mut r = Vec::new();
         for &id in &ids {
             for layer in 0..l {
-                let sl = (1000.0 * (-f64::from(layer) / (0.3 * lf)).exp() * (0.5 + u(id, layer, 0, 51))) as u32;
-                let attn = if self.attn_extracts(id, layer) { 0 } else { 1 + (u(id, layer, 0, 52) * 50.0) as u32 };
-                r.push(vec![u64v(id), u32v(layer), u32v(sl), u32v(attn)]);
+                let subject_last_rank = (1000.0 * (-f64::from(layer) / (0.3 * lf)).exp() * (0.5 + u(id, layer, 0, 51))) as i32;
+                let attn_last_rank = if self.attn_extracts(id, layer) { 0 } else { 1 + (u(id, layer, 0, 52) * 50.0) as i32 };
+                r.push(RanksRow { id: i(id), layer: ly(layer), subject_last_rank, attn_last_rank });
             }
         }
-        tables.push(("ranks", r));
+        tables.push(table(r, |r| r.id));
 
-        let mut ph = Cols::new(&["id", "layer", "head", "target_rank"]);
+        let mut ph = Vec::new();
         for &id in &ids {
             for layer in 0..l {
                 for head in 0..PARAM_HEADS {
-                    ph.push(vec![u64v(id), u32v(layer), u32v(head), u32v(self.head_rank(id, layer, head))]);
+                    let target_rank = self.head_rank(id, layer, head) as i32;
+                    ph.push(ParametersHeadRow { id: i(id), layer: ly(layer), head: head as i32, target_rank, top_ids: vec![], top_tokens: vec![] });
                 }
             }
         }
-        tables.push(("parameters_heads", ph));
+        tables.push(table(ph, |r| r.id));
 
-        let mut sk_rows = Cols::new(&["id", "experiment", "reason"]);
+        let mut skipped = Vec::new();
         for &id in &self.no_paragraphs {
             for exp in ["enrichment", "sublayer_knockout"] {
-                sk_rows.push(vec![
-                    u64v(id),
-                    s(exp),
-                    s(&format!("record {id}: no paragraphs for subject {:?}: excluded from enrichment, as in the paper", subject_of(id))),
-                ]);
+                let message = format!("record {id}: no paragraphs for subject {:?}: excluded from enrichment, as in the paper", subject_of(id));
+                skipped.push(SkippedRow { id: i(id), experiment: exp.into(), reason: SkipReason::NoParagraphs, message });
             }
         }
-        sk_rows.push(vec![u64v(1), s("patching"), s("record 1: some other failure")]);
+        let message = "record 1: some other failure".to_string();
+        skipped.push(SkippedRow { id: 1, experiment: "patching".into(), reason: SkipReason::Error, message });
+        // A failure whose message mentions paragraphs: not an exclusion, which is told by the
+        // reason, never by the words.
+        let message = "record 1: no paragraphs could be read: the file is truncated".to_string();
+        skipped.push(SkippedRow { id: 1, experiment: "sublayer_knockout".into(), reason: SkipReason::Error, message });
 
         let prov = Provenance::new("experiments", &self.model, self.experiments_params());
         let kv = prov.to_kv();
         let shards: Vec<ShardSpec> = (0..self.shards).map(|i| ShardSpec::new(i, self.shards).unwrap()).collect();
-        for (name, cols) in tables.iter().filter(|(n, _)| self.tables.contains(n)).chain([("skipped", sk_rows)].iter()) {
+        for t in tables.iter().filter(|t| self.tables.contains(&t.name)).chain([table(skipped, |r| r.id)].iter()) {
             for sh in &shards {
-                let batch = cols.batch(|id| sh.contains(id));
-                write_parquet_atomic(&sh.part_path(&dir.join(name), 0), &[batch], &kv).unwrap();
+                let batch = (t.batch)(&|id| sh.contains(id as u64));
+                write_parquet_atomic(&sh.part_path(&dir.join(t.name), 0), &[batch], &kv).unwrap();
             }
         }
 

@@ -1,0 +1,139 @@
+//! One record's run: what every experiment reads about the record (its tokens, the clean run,
+//! the clean activations, the subject's paragraphs), computed once and only when an experiment
+//! asks for it, and the [`Measure`] trait each experiment implements in its own module.
+
+use std::cell::OnceCell;
+use std::collections::HashSet;
+use std::ops::Range;
+
+use burn_tensor::backend::Backend;
+use burn_tensor::Tensor;
+use dissect_cache::CachedRecord;
+use dissect_data::filtered::KeptRecord;
+use dissect_data::PositionKind;
+use dissect_model::intervene::CleanRun;
+use dissect_model::tokenizer::Tokenizer;
+use dissect_model::Model;
+
+use crate::extraction::{extraction_from, ExtractionRow};
+use crate::rows::TableRows;
+use crate::stage::{ExperimentsConfig, Inputs};
+use crate::{clean_hidden, ExperimentError};
+
+/// One experiment: the tables it writes and how it measures one record. An experiment's
+/// module implements it; `stage.rs` registers it with one line.
+pub(crate) trait Measure {
+    /// Declares (empty) every table the experiment writes, so that a chunk whose records all
+    /// fail still writes them.
+    fn declare(out: &mut TableRows);
+
+    /// Pushes the record's rows. On an error nothing pushed is kept and the record is listed in
+    /// `skipped` instead.
+    fn measure<B: Backend>(run: &RecordRun<'_, B>, out: &mut TableRows) -> Result<(), ExperimentError>;
+}
+
+/// Everything the experiments read about one record.
+pub struct RecordRun<'a, B: Backend> {
+    /// The model under study.
+    pub model: &'a Model<B>,
+    /// Its tokenizer.
+    pub tokenizer: &'a Tokenizer,
+    /// Paragraphs, stopwords and the activation cache.
+    pub inputs: &'a Inputs<'a>,
+    /// The configuration resolved for the model's depth.
+    pub cfg: &'a ExperimentsConfig,
+    /// The filtered record.
+    pub rec: &'a KeptRecord,
+    /// The prompt's token ids, as the filter stage saw them.
+    pub ids: Vec<u32>,
+    /// The clean forward pass, shared by the interventions' fast paths.
+    pub clean: CleanRun<B>,
+    hidden: OnceCell<Vec<Tensor<B, 2>>>,
+    cached: OnceCell<CachedRecord<B>>,
+    extraction: OnceCell<Vec<ExtractionRow>>,
+}
+
+impl<'a, B: Backend> RecordRun<'a, B> {
+    /// Tokenizes the prompt (checking it against the filter stage's token count) and runs the
+    /// clean forward pass.
+    pub fn new(
+        model: &'a Model<B>,
+        tokenizer: &'a Tokenizer,
+        inputs: &'a Inputs<'a>,
+        cfg: &'a ExperimentsConfig,
+        rec: &'a KeptRecord,
+    ) -> Result<Self, ExperimentError> {
+        let ids = tokenizer.encode(&rec.prompt)?.ids;
+        if ids.len() != rec.n_tokens {
+            return Err(ExperimentError::TokenizationMismatch { id: rec.id, tokens: ids.len(), filtered: rec.n_tokens });
+        }
+        let clean = CleanRun::new(model, &ids)?;
+        Ok(RecordRun { model, tokenizer, inputs, cfg, rec, ids, clean, hidden: OnceCell::new(), cached: OnceCell::new(), extraction: OnceCell::new() })
+    }
+
+    /// The `id` column's value.
+    pub fn id(&self) -> i64 {
+        dissect_data::table::id_value(self.rec.id)
+    }
+
+    /// The subject's token positions.
+    pub fn subject(&self) -> Range<usize> {
+        let s = self.rec.positions().subject;
+        s.first..s.last + 1
+    }
+
+    /// The last subject token's position.
+    pub fn subject_last(&self) -> usize {
+        self.rec.positions().get(PositionKind::SubjectLast).expect("every record has a subject")
+    }
+
+    /// The model's own prediction, the target every experiment tracks.
+    pub fn target(&self) -> u32 {
+        self.rec.target_id
+    }
+
+    /// The clean residual stream entering every block and after the last, at every position.
+    pub fn hidden(&self) -> Result<&[Tensor<B, 2>], ExperimentError> {
+        if self.hidden.get().is_none() {
+            let h = clean_hidden(self.model, &self.ids)?;
+            let _ = self.hidden.set(h);
+        }
+        Ok(self.hidden.get().expect("just set"))
+    }
+
+    /// The record's clean activations as the activation cache holds them: read from the cache
+    /// when the run has one, else computed by the cache's own code, so the tables are the same,
+    /// bit for bit, either way.
+    pub fn cached(&self) -> Result<&CachedRecord<B>, ExperimentError> {
+        if self.cached.get().is_none() {
+            let c = match self.inputs.cache {
+                Some(cache) => crate::cached::cached_record(cache, self.model, self.rec)?,
+                None => crate::cached::computed_record(self.model, self.tokenizer, self.rec)?,
+            };
+            let _ = self.cached.set(c);
+        }
+        Ok(self.cached.get().expect("just set"))
+    }
+
+    /// Extraction's rows, computed once: ranks reuse the clean ones.
+    pub fn extraction_rows(&self) -> Result<&[ExtractionRow], ExperimentError> {
+        if self.extraction.get().is_none() {
+            let c = self.cached()?;
+            let rows = extraction_from(self.model, &self.clean, &self.subject(), self.target(), &self.cfg.extraction, Some((c.attn_out(), c.mlp_out())))?;
+            let _ = self.extraction.set(rows);
+        }
+        Ok(self.extraction.get().expect("just set"))
+    }
+
+    /// The subject's paragraph tokens (the attributes rate's reference set); an error when the
+    /// subject has none, which excludes the record as the paper does.
+    pub fn paragraph(&self) -> Result<HashSet<String>, ExperimentError> {
+        let paras = self
+            .inputs
+            .paragraphs
+            .get(&self.rec.subject)
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| ExperimentError::NoParagraphs { id: self.rec.id, subject: self.rec.subject.clone() })?;
+        crate::enrichment::paragraph_tokens(self.tokenizer, self.model.config.bos_token_id, paras, self.inputs.stopwords, &self.cfg.attributes)
+    }
+}
