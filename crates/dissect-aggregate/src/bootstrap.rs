@@ -29,10 +29,12 @@ pub struct SplitMix64 {
 }
 
 impl SplitMix64 {
+    /// A generator in state `seed`; every value, 0 included, is a valid seed.
     pub fn new(seed: u64) -> Self {
         SplitMix64 { state: seed }
     }
 
+    /// The next 64 random bits; the reference Python script reproduces this sequence exactly.
     pub fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.state;
@@ -63,12 +65,15 @@ pub fn stream_seed(seed: u64, key: &str) -> u64 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Statistic {
+    /// The arithmetic mean: every summary table's `mean`, `ci_low`, `ci_high`.
     Mean,
+    /// The median (numpy's linear interpolation between the two middle values for even n):
+    /// the ranks table's `median`, `median_ci_low`, `median_ci_high`.
     Median,
 }
 
 impl Statistic {
-    /// `values` is reordered (the median sorts it).
+    /// The statistic of `values` (NaN when empty); `values` is reordered (the median sorts it).
     pub fn of(self, values: &mut [f64]) -> f64 {
         if values.is_empty() {
             return f64::NAN;
@@ -87,17 +92,24 @@ impl Statistic {
 /// NaN; with n = 1 the interval is the value itself.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Estimate {
+    /// Examples (distinct records) the estimate rests on.
     pub n: usize,
+    /// The statistic over all `n` examples, in the metric's unit (percent for rates).
     pub value: f64,
+    /// Lower end of the percentile interval, the `(1-level)/2` quantile of the resamples.
     pub ci_low: f64,
+    /// Upper end of the percentile interval, the `(1+level)/2` quantile of the resamples.
     pub ci_high: f64,
 }
 
 /// Bootstrap settings: resample count, interval level (0.95) and the run's seed.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Bootstrap {
+    /// Resamples per cell; 0 gives NaN intervals.
     pub resamples: usize,
+    /// Interval coverage, strictly between 0 and 1 (0.95 gives the 2.5th and 97.5th percentiles).
     pub level: f64,
+    /// The run's seed, combined with each cell's key by [`stream_seed`].
     pub seed: u64,
 }
 

@@ -10,15 +10,21 @@ use crate::tables::Tables;
 /// A figure: its file stem, a caption for the report, and the chart.
 #[derive(Debug, Clone)]
 pub struct Figure {
+    /// File stem under `figures/` (`knockout`, `extraction`, …).
     pub name: &'static str,
+    /// The report's caption: what is measured and, where there is one, the paper's figure it reproduces.
     pub caption: String,
+    /// The chart, rendered to `.svg` and `.png`.
     pub chart: Chart,
 }
 
 /// What every title says besides the figure's subject.
 pub struct Context<'a> {
+    /// The model's short name (a path's file name) shown in every title.
     pub model: &'a str,
+    /// Bootstrap resamples, stated in each note on the bands.
     pub resamples: usize,
+    /// Bootstrap seed, stated in each note on the bands.
     pub seed: u64,
 }
 
@@ -53,6 +59,8 @@ fn series(label: &str, color: RGBColor, dash: Dash, points: Vec<Point>, band: bo
     Series::curve(label, color, dash, points, band)
 }
 
+/// One figure per summary table present: knockout, extraction, patching, enrichment, sublayer
+/// knockout, ranks and parameters, in that order; absent experiments give no figure.
 pub fn figures(t: &Tables, cx: &Context<'_>) -> Vec<Figure> {
     [knockout(t, cx), extraction(t, cx), patching(t, cx), enrichment(t, cx), sublayer(t, cx), ranks(t, cx), parameters(t, cx)].into_iter().flatten().collect()
 }

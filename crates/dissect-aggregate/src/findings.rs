@@ -28,6 +28,7 @@ use crate::tables::Tables;
 /// bootstrap under-covers on small samples), so the criterion reads "insufficient evidence".
 pub const MIN_RECORDS: usize = 30;
 
+/// A finding's overall verdict on this model, from its criteria ([`Verdict::of`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
@@ -35,6 +36,7 @@ pub enum Verdict {
     Supported,
     /// No criterion holds.
     Contradicted,
+    /// Some criteria hold and some fail (all were evaluated).
     Mixed,
     /// Some criterion could not be evaluated (too few records, degenerate intervals, a
     /// missing curve).
@@ -60,6 +62,7 @@ impl Verdict {
         }
     }
 
+    /// The verdict as the report prints it, e.g. `insufficient evidence`.
     pub fn label(self) -> &'static str {
         match self {
             Verdict::Supported => "supported",
@@ -75,7 +78,9 @@ impl Verdict {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
+    /// Evaluated, and the rule is satisfied.
     Holds,
+    /// Evaluated, and the rule is not satisfied.
     Fails,
     /// Not evaluated: too few records, a degenerate interval or a missing curve (the text
     /// says which).
@@ -83,6 +88,7 @@ pub enum Status {
 }
 
 impl Status {
+    /// The status as the report prints it in brackets before the criterion.
     pub fn label(self) -> &'static str {
         match self {
             Status::Holds => "holds",
@@ -92,11 +98,14 @@ impl Status {
     }
 }
 
+/// One explicit check of a finding against this run's estimates.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Criterion {
+    /// The statement with its numbers and the rule applied, plus why it was not evaluated if so.
     pub text: String,
     /// `status == Holds`: true only for a criterion that was evaluated and holds.
     pub holds: bool,
+    /// Whether it holds, fails or could not be evaluated.
     pub status: Status,
 }
 
@@ -144,23 +153,29 @@ pub fn unusable(e: &Estimate) -> Option<String> {
     None
 }
 
+/// One of the paper's findings as checked on this run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Finding {
+    /// Numbered title, e.g. `1. Information flow (attention knockout)`.
     pub title: String,
     /// The paper's claim, in one sentence.
     pub claim: String,
     /// Computed statements with their numbers.
     pub evidence: Vec<String>,
+    /// The checks the verdict rests on; empty when the experiments behind the finding were not run.
     pub criteria: Vec<Criterion>,
+    /// [`Verdict::of`] the criteria.
     pub verdict: Verdict,
 }
 
 /// Where one knockout set acts most.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KnockoutEffect {
+    /// The blocked position set (`subject`, `non_subject`, `last`, `bos`, `non_subject_no_bos`).
     pub block: String,
     /// 0-based centre layer of the peak: the largest |mean % change|, with its sign.
     pub peak_layer: i32,
+    /// Mean % change of p(target) at the peak, with its interval.
     pub peak: Estimate,
     /// 0-based, inclusive: the contiguous layers around the peak whose mean has the peak's
     /// sign and at least half its magnitude.
@@ -171,31 +186,39 @@ pub struct KnockoutEffect {
 /// the written tables).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Numbers {
+    /// One effect per knockout position set, in the report's order.
     pub knockout: Vec<KnockoutEffect>,
     /// The knockout set finding 1 compares with the subject: `non_subject_no_bos` when the
     /// knockout table has it (models that prepend BOS), else `non_subject`.
     pub flow_non_subject_set: Option<String>,
-    /// (0-based layer, estimate) of the peak clean extraction rate.
+    /// (0-based layer, estimate) of the peak clean MHSA extraction rate (%).
     pub mhsa_peak: Option<(i32, Estimate)>,
+    /// (0-based layer, estimate) of the peak clean MLP extraction rate (%).
     pub mlp_peak: Option<(i32, Estimate)>,
     /// The set finding 2 compares with blocking the subject at the MHSA peak.
     pub extraction_non_subject_set: Option<String>,
+    /// % of examples where MHSA extracts the target at some layer (clean run).
     pub mhsa_any: Option<Estimate>,
+    /// % of examples where the MLP extracts the target at some layer (clean run).
     pub mlp_any: Option<Estimate>,
     /// (source hidden-state index, estimate): where patching the subject positions moves the
     /// any-layer MHSA extraction rate furthest from the unpatched rate.
     pub patching_subject_peak: Option<(i32, Estimate)>,
+    /// The unpatched any-layer MHSA extraction rate (%) on the patched examples.
     pub patching_unpatched: Option<Estimate>,
     /// Hidden-state index of the peak subject-last attributes rate (rows marked `extra` left
     /// out).
     pub subject_last_peak: Option<(i32, Estimate)>,
     /// The last position's rate at that same index.
     pub last_at_subject_peak: Option<Estimate>,
+    /// Attributes rate (%) of the mean subject input embedding.
     pub enrichment_baseline: Option<Estimate>,
     /// Over early start layers in the criteria's mode: (0-based start, estimate of the rate)
     /// where the rate moves furthest from no intervention.
     pub mlp_knockout_peak: Option<(i32, Estimate)>,
+    /// Like `mlp_knockout_peak`, with the MHSA sublayers knocked out instead.
     pub attn_knockout_peak: Option<(i32, Estimate)>,
+    /// Attributes rate (%) at subject-last in the read hidden state without any knockout.
     pub no_intervention: Option<Estimate>,
 }
 
@@ -235,6 +258,7 @@ pub fn peak_from(c: &[(i32, &SummaryRow)], reference: f64) -> Option<(i32, Estim
     c.iter().rev().max_by(|a, b| effect(a.1).total_cmp(&effect(b.1))).map(|(l, r)| (*l, r.mean))
 }
 
+/// [`peak_from`] with reference 0: the layer with the largest |mean| and its estimate.
 pub fn peak(c: &[(i32, &SummaryRow)]) -> Option<(i32, Estimate)> {
     peak_from(c, 0.0)
 }
@@ -300,8 +324,11 @@ fn bos_model(t: &Tables) -> bool {
     knockout || extraction
 }
 
+/// The findings and the numbers behind them, as [`findings`] computes them.
 pub struct Report {
+    /// The three findings, in the paper's order.
     pub findings: Vec<Finding>,
+    /// The peaks and rates the criteria used.
     pub numbers: Numbers,
 }
 

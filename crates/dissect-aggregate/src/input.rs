@@ -31,14 +31,23 @@ pub const EXPERIMENT_TABLES: [&str; 10] = [
 /// Who wrote a table: the distinct values over all its files (one per shard).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TableProvenance {
+    /// The table's directory name, e.g. `knockout`, or `filtered` for the filter stage's table.
     pub table: String,
+    /// Parquet files read (one per shard part).
     pub files: usize,
+    /// Stages that wrote the files (`experiments`, `filter`); more than one means a mixed-up input.
     pub stages: BTreeSet<String>,
+    /// Model specs as the user named them to the writing stage (`hf:<repo>[@<revision>]` or a path).
     pub models: BTreeSet<String>,
+    /// Hugging Face revisions from `hf:<repo>@<revision>` specs; empty when none was given.
     pub model_revisions: BTreeSet<String>,
+    /// sha256 of the weight file(s) the writing stage loaded (several files joined with `,`).
     pub weights_sha256: BTreeSet<String>,
+    /// dtypes the model computed in.
     pub dtypes: BTreeSet<String>,
+    /// dissect versions that wrote the files.
     pub versions: BTreeSet<String>,
+    /// Parameter hashes; several mean shards of runs with different settings are mixed.
     pub params_sha256: BTreeSet<String>,
     /// The first file's parameters (shards differ only in their shard entry).
     pub params: Option<serde_json::Value>,

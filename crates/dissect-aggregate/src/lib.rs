@@ -26,6 +26,8 @@
 //! `hidden_state` and `source_hidden_state` indices into `hidden_states`, 0 = embeddings); the
 //! figures and the report show blocks 1-based like the paper.
 
+#![warn(missing_docs)]
+
 pub mod bootstrap;
 pub mod error;
 pub mod figures;
@@ -57,10 +59,13 @@ use report::Block;
 pub use summary::{Count, Key, SummaryRow, SummaryTable};
 pub use tables::Tables;
 
+/// The aggregation's settings. Seed, resamples and level enter the parameter hash, so changing
+/// one makes [`outputs_are_current`] false and the next run redoes the outputs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AggregateConfig {
     /// Seed of every bootstrap stream.
     pub seed: u64,
+    /// Bootstrap resamples per cell (default 1000); 0 is rejected with [`AggregateError::Config`].
     pub resamples: usize,
     /// Interval level (0.95).
     pub level: f64,
@@ -76,6 +81,7 @@ impl Default for AggregateConfig {
 }
 
 impl AggregateConfig {
+    /// The bootstrap these settings describe (resamples, level, seed).
     pub fn bootstrap(&self) -> Bootstrap {
         Bootstrap { resamples: self.resamples, level: self.level, seed: self.seed }
     }
@@ -95,17 +101,27 @@ impl AggregateConfig {
 /// `summary.json` holds them relative to the output directory (see [`Summary::read`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Summary {
+    /// The model as the inputs' footers name it (several joined with ` + `); in `summary.json` a
+    /// model given as an absolute path is shown relative to the output directory.
     pub model: String,
+    /// The model's depth (number of blocks) as the experiment tables show it; `None` when no table has layers.
     pub n_layers: Option<i32>,
+    /// Every summary table written, `.parquet` and `.csv`, `counts` last.
     pub tables: Vec<PathBuf>,
+    /// Every figure written, `.svg` and `.png`.
     pub figures: Vec<PathBuf>,
+    /// `report.md` (figures linked as PNG and SVG).
     pub report_md: PathBuf,
+    /// `report.html`, self-contained (figures inlined as SVG).
     pub report_html: PathBuf,
+    /// The `counts` table: kept, rejected and skipped records and distinct records per experiment.
     pub counts: Vec<Count>,
     /// What the numbers rest on: records, projection, depth scaling, paragraph data.
     #[serde(default)]
     pub limits: Limits,
+    /// The paper's three findings, in order, each with its evidence, criteria and verdict.
     pub findings: Vec<Finding>,
+    /// The peaks and rates the findings' criteria were computed from.
     pub numbers: Numbers,
     /// The aggregation's parameter hash (in every output table's footer).
     pub params_sha256: String,

@@ -14,12 +14,16 @@ use crate::findings::MIN_RECORDS;
 use crate::input::TableProvenance;
 use crate::tables::Tables;
 
-/// The notebook's constants for GPT-2 XL, as the report compares them with this run.
+/// GPT-2 XL's depth in blocks, for which the notebook's constants below were written; the
+/// report compares each with this run's value scaled to the model's depth.
 pub const PAPER_DEPTH: i32 = 48;
+/// The notebook's attention-knockout window: blocks around the centre layer whose edges are blocked.
 pub const PAPER_KNOCKOUT_WINDOW: i32 = 9;
 /// The notebook's R (0-based block whose output `hidden_states[R + 1]` is read) on GPT-2 XL.
 pub const PAPER_REPR_LAYER: i32 = 40;
+/// The notebook's sublayer-knockout span: consecutive blocks knocked out from each start layer.
 pub const PAPER_SUBLAYER_SPAN: i32 = 11;
+/// The notebook's patching sources, `hidden_states` indices (0 = embeddings) patched in.
 pub const PAPER_PATCHING_SOURCES: [i32; 5] = [0, 1, 5, 10, 20];
 
 /// Where a value of [`Limits`] was read.
@@ -34,13 +38,17 @@ pub enum Source {
     Params,
     /// The tables' own columns.
     Tables,
+    /// Found nowhere: the report says "not recorded".
     #[default]
     NotRecorded,
 }
 
+/// A setting of the run as the report states it, with where it was read.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Setting<T> {
+    /// The value; `None` when not recorded.
     pub value: Option<T>,
+    /// Where `value` was read ([`Source::NotRecorded`] when it is `None`).
     pub source: Source,
 }
 
@@ -66,23 +74,29 @@ pub struct Limits {
     pub min_records: usize,
     /// Distinct records in the experiment tables (the most over tables).
     pub records: Option<u64>,
-    /// Records the filter kept, and the facts it read (kept + rejected), when known.
+    /// Records the filter kept (`filtered.parquet`), when that table was found.
     pub kept: Option<u64>,
+    /// Facts the filter read (kept + rejected), when both tables were found.
     pub total_facts: Option<u64>,
     /// `--limit` of the experiments stage: `Some(None)` = recorded, no limit.
     pub experiments_limit: Setting<Option<u64>>,
     /// `--limit` of the filter stage.
     pub filter_limit: Setting<Option<u64>>,
+    /// The model's depth in blocks.
     pub n_layers: Setting<i32>,
+    /// The depth the notebook's constants were scaled from ([`PAPER_DEPTH`] unless recorded otherwise).
     pub paper_depth: i32,
     /// `notebook` (h·Eᵀ) or `logit-lens`.
     pub projection: Setting<String>,
+    /// Attention-knockout window in blocks, as run on this depth.
     pub knockout_window: Setting<i32>,
     /// R: the 0-based block whose output the sublayer knockout reads.
     pub sublayer_repr_layer: Setting<i32>,
     /// The `hidden_states` index read, R + 1.
     pub sublayer_read_hidden_state: Setting<i32>,
+    /// Consecutive blocks knocked out from each start layer in the sublayer knockout.
     pub sublayer_span: Setting<i32>,
+    /// Patching sources run, as `hidden_states` indices (0 = embeddings).
     pub patching_sources: Setting<Vec<i32>>,
     /// Sources beyond the model's depth, not run.
     pub patching_sources_dropped: Setting<Vec<i32>>,
@@ -102,7 +116,7 @@ pub struct Limits {
 /// The paragraph data's provenance (see `data/SOURCES.md`).
 pub const PARAGRAPHS: &str = "The subject paragraphs (data/subject_paragraphs.csv) are not the paper's: Geva et al. retrieved Wikipedia paragraphs with BM25 and never released them. Most of this file's text comes from LAMA (T-REx) Wikipedia evidence sentences, which were selected because they mention the fact's object, so they often name the attribute itself: attributes rates can read higher than the paper's (data/SOURCES.md has the details).";
 
-fn u32_of(v: Option<&Value>) -> Option<i32> {
+fn i32_of(v: Option<&Value>) -> Option<i32> {
     v.and_then(Value::as_i64).and_then(|x| i32::try_from(x).ok())
 }
 
@@ -110,8 +124,8 @@ fn str_of(v: Option<&Value>) -> Option<String> {
     v.and_then(Value::as_str).map(String::from)
 }
 
-fn u32s_of(v: Option<&Value>) -> Option<Vec<i32>> {
-    v.and_then(Value::as_array).and_then(|a| a.iter().map(|x| u32_of(Some(x))).collect())
+fn i32s_of(v: Option<&Value>) -> Option<Vec<i32>> {
+    v.and_then(Value::as_array).and_then(|a| a.iter().map(|x| i32_of(Some(x))).collect())
 }
 
 /// A recorded `limit`: a number or null (no limit); `None` when the key is absent.
@@ -133,6 +147,8 @@ fn run_params(p: &Value) -> Value {
     p
 }
 
+/// The limits of a run from its inputs' provenance and the summary tables (the settings of the
+/// first experiments table with parameters; a note says so when tables come from several runs).
 pub fn limits(provenance: &[TableProvenance], tables: &Tables) -> Limits {
     let experiments: Vec<&TableProvenance> = provenance.iter().filter(|p| p.stages.contains("experiments") && p.params.is_some()).collect();
     let params = experiments.first().and_then(|p| p.params.as_ref());
@@ -161,10 +177,10 @@ pub fn limits(provenance: &[TableProvenance], tables: &Tables) -> Limits {
     }
 
     let repr =
-        first([Setting::from(u32_of(e("sublayer_repr_layer")), Source::Effective), Setting::from(u32_of(c(&["sublayer", "repr_layer"])), Source::Config)]);
+        first([Setting::from(i32_of(e("sublayer_repr_layer")), Source::Effective), Setting::from(i32_of(c(&["sublayer", "repr_layer"])), Source::Config)]);
     let read = first([
-        Setting::from(u32_of(e("sublayer_read_hidden_state")), Source::Effective),
-        Setting::from(u32_of(c(&["sublayer", "repr_layer"])).map(|r| r + 1), Source::Config),
+        Setting::from(i32_of(e("sublayer_read_hidden_state")), Source::Effective),
+        Setting::from(i32_of(c(&["sublayer", "repr_layer"])).map(|r| r + 1), Source::Config),
         Setting::from(tables.read_hidden_state, Source::Tables),
     ]);
     if let (Some(recorded), Some(column)) = (read.value, tables.read_hidden_state) {
@@ -173,8 +189,8 @@ pub fn limits(provenance: &[TableProvenance], tables: &Tables) -> Limits {
         }
     }
     let window = first([
-        Setting::from(u32_of(e("knockout_window")), Source::Effective),
-        Setting::from(u32_of(c(&["knockout", "window"])), Source::Config),
+        Setting::from(i32_of(e("knockout_window")), Source::Effective),
+        Setting::from(i32_of(c(&["knockout", "window"])), Source::Config),
         Setting::from(tables.window, Source::Tables),
     ]);
     let count = |name: &str| tables.count(name);
@@ -187,18 +203,18 @@ pub fn limits(provenance: &[TableProvenance], tables: &Tables) -> Limits {
         total_facts: count("kept").zip(count("rejected")).map(|(k, r)| k + r),
         experiments_limit: limit_of(params),
         filter_limit: limit_of(filter_params),
-        n_layers: first([Setting::from(u32_of(e("n_layers")), Source::Effective), Setting::from(tables.n_layers, Source::Tables)]),
-        paper_depth: u32_of(e("paper_depth")).unwrap_or(PAPER_DEPTH),
+        n_layers: first([Setting::from(i32_of(e("n_layers")), Source::Effective), Setting::from(tables.n_layers, Source::Tables)]),
+        paper_depth: i32_of(e("paper_depth")).unwrap_or(PAPER_DEPTH),
         projection: first([Setting::from(str_of(e("projection")), Source::Effective), Setting::from(str_of(c(&["projection"])), Source::Config)]),
         knockout_window: window,
         sublayer_repr_layer: repr,
         sublayer_read_hidden_state: read,
-        sublayer_span: first([Setting::from(u32_of(e("sublayer_span")), Source::Effective), Setting::from(u32_of(c(&["sublayer", "span"])), Source::Config)]),
+        sublayer_span: first([Setting::from(i32_of(e("sublayer_span")), Source::Effective), Setting::from(i32_of(c(&["sublayer", "span"])), Source::Config)]),
         patching_sources: first([
-            Setting::from(u32s_of(e("patching_sources")), Source::Effective),
-            Setting::from(u32s_of(c(&["patching", "sources"])), Source::Config),
+            Setting::from(i32s_of(e("patching_sources")), Source::Effective),
+            Setting::from(i32s_of(c(&["patching", "sources"])), Source::Config),
         ]),
-        patching_sources_dropped: first([Setting::from(u32s_of(e("patching_sources_dropped")), Source::Effective)]),
+        patching_sources_dropped: first([Setting::from(i32s_of(e("patching_sources_dropped")), Source::Effective)]),
         extraction_blocking: first([
             Setting::from(str_of(e("extraction_blocking")), Source::Effective),
             Setting::from(str_of(c(&["extraction", "blocking"])), Source::Config),

@@ -17,7 +17,9 @@ use crate::glyph_text::GlyphText;
 static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
 const FAMILY: &str = "sans-serif";
 
+/// Image width in pixels (SVG and PNG), the legend's 300 included.
 pub const WIDTH: u32 = 1200;
+/// Image height in pixels (SVG and PNG).
 pub const HEIGHT: u32 = 650;
 const LEGEND_WIDTH: u32 = 300;
 
@@ -31,6 +33,7 @@ fn register_font() -> Result<(), String> {
 /// Line styles told apart without colour too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dash {
+    /// An unbroken line.
     Solid,
     /// Long dashes.
     Dashed,
@@ -38,12 +41,16 @@ pub enum Dash {
     Dotted,
 }
 
+/// One estimate on a chart; non-finite values are not drawn.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Point {
+    /// Position on the x axis, in the axis's own units (already 1-based for block layers).
     pub x: f64,
+    /// The estimate (log10 of it on a [`Chart::log10_y`] chart).
     pub y: f64,
     /// The 95% interval, drawn as a band (or error bar with markers); NaN for none.
     pub lo: f64,
+    /// Upper end of the interval; NaN for none.
     pub hi: f64,
 }
 
@@ -51,20 +58,32 @@ pub struct Point {
 /// ones, so two series with the same values still show both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Marker {
+    /// No marker (a lone point or an unjoined series still gets a circle).
     None,
+    /// Filled circle.
     Circle,
+    /// Hollow square, drawn larger.
     Square,
+    /// Filled triangle.
     Triangle,
+    /// Hollow diamond, drawn larger.
     Diamond,
 }
 
+/// One labelled curve or set of points on a chart.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Series {
+    /// The legend's text.
     pub label: String,
+    /// Line, marker and band colour.
     pub color: RGBColor,
+    /// The line's dash pattern.
     pub dash: Dash,
+    /// The points, in x order.
     pub points: Vec<Point>,
+    /// Shade the interval between `lo` and `hi` as a translucent band.
     pub band: bool,
+    /// The shape drawn at each point.
     pub marker: Marker,
     /// Whiskers from `lo` to `hi` at every point.
     pub error_bars: bool,
@@ -86,11 +105,13 @@ impl Series {
         Series { label: label.into(), color, dash: Dash::Solid, points, band: false, marker, error_bars: true, line: false, width: 2 }
     }
 
+    /// The series with `marker` at each point.
     pub fn with_marker(mut self, marker: Marker) -> Series {
         self.marker = marker;
         self
     }
 
+    /// The series with a line `width` pixels wide (wider lines are drawn beneath narrower ones).
     pub fn with_width(mut self, width: u32) -> Series {
         self.width = width;
         self
@@ -100,19 +121,30 @@ impl Series {
 /// A horizontal reference line (a baseline), optionally with its interval as a band.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HLine {
+    /// The legend's text.
     pub label: String,
+    /// Line and band colour.
     pub color: RGBColor,
+    /// The line's dash pattern.
     pub dash: Dash,
+    /// The reference value; not drawn when not finite.
     pub y: f64,
+    /// (low, high) of its interval, shaded across the whole x range.
     pub band: Option<(f64, f64)>,
 }
 
+/// A complete figure: a line chart with a legend and a note on the right.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Chart {
+    /// The title above the plot.
     pub title: String,
+    /// The x axis's description.
     pub x_label: String,
+    /// The y axis's description.
     pub y_label: String,
+    /// The curves, in legend order (drawn solid and wide first).
     pub series: Vec<Series>,
+    /// Reference lines, listed in the legend after the series.
     pub hlines: Vec<HLine>,
     /// Values are log10 of the quantity; tick labels show 10^v.
     pub log10_y: bool,
@@ -124,16 +156,27 @@ pub struct Chart {
     pub x_ticks: Option<Vec<f64>>,
 }
 
-/// Okabe–Ito colours: distinguishable with the common colour-vision deficiencies.
+// Okabe–Ito colours: distinguishable with the common colour-vision deficiencies.
+
+/// Okabe–Ito blue: subject positions and MHSA in the figures.
 pub const BLUE: RGBColor = RGBColor(0, 114, 178);
+/// Okabe–Ito orange.
 pub const ORANGE: RGBColor = RGBColor(230, 159, 0);
+/// Okabe–Ito bluish green.
 pub const GREEN: RGBColor = RGBColor(0, 158, 115);
+/// Okabe–Ito vermilion: non-subject positions and MLPs in the figures.
 pub const VERMILION: RGBColor = RGBColor(213, 94, 0);
+/// Okabe–Ito reddish purple.
 pub const PURPLE: RGBColor = RGBColor(204, 121, 167);
+/// Okabe–Ito sky blue.
 pub const SKY: RGBColor = RGBColor(86, 180, 233);
+/// Dark grey (not Okabe–Ito): reference lines, unknown sets, the note under the legend.
 pub const GREY: RGBColor = RGBColor(90, 90, 90);
+/// The six Okabe–Ito colours above.
 pub const PALETTE: [RGBColor; 6] = [BLUE, VERMILION, GREEN, ORANGE, PURPLE, SKY];
 
+/// The chart as an SVG document (no XML prolog, so it can be inlined in HTML); `Err` carries
+/// the renderer's message.
 pub fn render_svg(chart: &Chart) -> Result<String, String> {
     register_font()?;
     let mut s = String::new();
@@ -145,6 +188,7 @@ pub fn render_svg(chart: &Chart) -> Result<String, String> {
     Ok(s)
 }
 
+/// The chart as an 8-bit RGB PNG of [`WIDTH`] × [`HEIGHT`], text drawn with the embedded font.
 pub fn render_png(chart: &Chart) -> Result<Vec<u8>, String> {
     register_font()?;
     let font = FontRef::try_from_slice(FONT).map_err(|e| format!("the embedded font does not parse: {e}"))?;

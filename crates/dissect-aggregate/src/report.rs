@@ -6,27 +6,40 @@ use std::fmt::Write as _;
 /// A block of the report.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Block {
+    /// A heading of the given level (1 = the title); one ending in `: <verdict>` is coloured in HTML.
     Heading(u8, String),
+    /// A paragraph of plain text (escaped in HTML, written as is in Markdown).
     Para(String),
+    /// A bulleted list, one item per string.
     List(Vec<String>),
+    /// A table of plain-text cells; in HTML it scrolls in its own box, hex digests in monospace.
     Table {
+        /// The column headers.
         header: Vec<String>,
+        /// The rows, each with one cell per header.
         rows: Vec<Vec<String>>,
     },
     /// `name` is the figure's file stem under `figures/`.
     Figure {
+        /// Linked as `figures/<name>.png` and `.svg` in Markdown.
         name: String,
+        /// The caption under the figure.
         caption: String,
+        /// The rendered SVG, inlined in the HTML.
         svg: String,
     },
+    /// Preformatted text, e.g. the recorded configurations as JSON.
     Code(String),
     /// Blocks folded away behind `summary` (`<details>`; GitHub renders it in Markdown too).
     Folded {
+        /// The always-visible line.
         summary: String,
+        /// The folded blocks.
         body: Vec<Block>,
     },
 }
 
+/// The report as Markdown, figures linked as `figures/<name>.png` relative to the report.
 pub fn to_markdown(blocks: &[Block]) -> String {
     let mut out = String::new();
     for b in blocks {

@@ -19,22 +19,27 @@ use crate::error::AggregateError;
 pub enum Key {
     /// A layer index or a source layer; `None` for "not applicable" (the no-intervention row).
     I32(Option<i32>),
+    /// A condition: a position set, sublayer, mode, measure or statistic name.
     Str(String),
 }
 
 impl Key {
+    /// A string key, e.g. `Key::s("subject")`.
     pub fn s(v: &str) -> Key {
         Key::Str(v.to_string())
     }
+    /// A present integer key (a layer or hidden-state index in the input's convention).
     pub fn u(v: i32) -> Key {
         Key::I32(Some(v))
     }
+    /// The integer, or `None` for a string key or a "not applicable" one.
     pub fn as_i32(&self) -> Option<i32> {
         match self {
             Key::I32(v) => *v,
             Key::Str(_) => None,
         }
     }
+    /// The string, or `None` for an integer key.
     pub fn as_str(&self) -> Option<&str> {
         match self {
             Key::Str(s) => Some(s),
@@ -53,15 +58,21 @@ impl fmt::Display for Key {
     }
 }
 
+/// The Arrow type of a key column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KeyType {
+    /// Nullable `Int32`: layers, hidden-state indices, start layers.
     I32,
+    /// Nullable `Utf8`: condition names.
     Str,
 }
 
+/// One cell of a summary table: its key values and the estimates over its examples.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SummaryRow {
+    /// One value per key column, in [`SummaryTable::key_columns`]' order.
     pub keys: Vec<Key>,
+    /// The mean with its bootstrap interval; `mean.n` is the cell's number of examples.
     pub mean: Estimate,
     /// Only in tables built with medians (ranks).
     pub median: Option<Estimate>,
@@ -70,11 +81,15 @@ pub struct SummaryRow {
 /// An aggregated table. Rows are in key order (layers numerically, "not applicable" first).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SummaryTable {
+    /// The file stem under `tables/`, e.g. `knockout`.
     pub name: String,
     /// What one example contributes to a cell, e.g. `pct_change` or `extraction_rate_pct`.
     pub metric: String,
+    /// The key columns' names and types, in column order.
     pub key_columns: Vec<(String, KeyType)>,
+    /// Whether rows also carry the median and its interval (true only for `ranks`).
     pub with_median: bool,
+    /// One row per cell, in key order.
     pub rows: Vec<SummaryRow>,
 }
 
@@ -119,6 +134,7 @@ impl SummaryTable {
         })
     }
 
+    /// The position of key column `name` in each row's `keys`; `None` if the table lacks it.
     pub fn column_index(&self, name: &str) -> Option<usize> {
         self.key_columns.iter().position(|(n, _)| n == name)
     }
@@ -225,11 +241,15 @@ fn describe(cols: &[(&str, KeyType)], keys: &[Key]) -> String {
 /// A plain count with what it counts (the `counts` table).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Count {
+    /// e.g. `kept`, `rejected:<kind>`, `examples:<table>`, `skipped:<experiment>`.
     pub name: String,
+    /// The number of records (or, for `skipped`, of (record, experiment) pairs).
     pub value: u64,
+    /// What is counted, in words, for the report.
     pub detail: String,
 }
 
+/// The `counts` table as an Arrow batch: `name`, `value` (UInt64), `detail`.
 pub fn counts_batch(counts: &[Count]) -> RecordBatch {
     RecordBatch::try_from_iter([
         ("name", Arc::new(StringArray::from_iter_values(counts.iter().map(|c| c.name.as_str()))) as ArrayRef),
@@ -239,6 +259,7 @@ pub fn counts_batch(counts: &[Count]) -> RecordBatch {
     .expect("three equal-length columns")
 }
 
+/// The `counts` table as CSV with a `name,value,detail` header.
 pub fn counts_csv(counts: &[Count]) -> Result<Vec<u8>, AggregateError> {
     let err = |e: String| AggregateError::schema("counts", "csv", e);
     let mut w = csv::Writer::from_writer(Vec::new());

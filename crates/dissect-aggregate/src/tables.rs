@@ -49,6 +49,8 @@ pub struct Tables {
     /// OV output for the subject (or some dominant MLP sub-update at subject-last) has the
     /// target among its top [`PARAMETERS_TOP`] tokens.
     pub parameters: Option<SummaryTable>,
+    /// The `counts` table: kept and rejected records, distinct records per experiment table,
+    /// skipped (record, experiment) pairs and records excluded for lack of paragraphs.
     pub counts: Vec<Count>,
     /// The model's depth as the tables show it.
     pub n_layers: Option<i32>,
@@ -78,6 +80,7 @@ impl Tables {
         .collect()
     }
 
+    /// The value of the count `name` (e.g. `examples:knockout`); `None` when it was not counted.
     pub fn count(&self, name: &str) -> Option<u64> {
         self.counts.iter().find(|c| c.name == name).map(|c| c.value)
     }
@@ -91,6 +94,8 @@ fn pct(b: bool) -> f64 {
     }
 }
 
+/// Every summary table and count from the inputs, each cell bootstrapped with `boot`; fails
+/// with [`AggregateError::Duplicate`] when a record appears twice in one cell.
 pub fn build_tables(inputs: &Inputs, boot: &Bootstrap) -> Result<Tables, AggregateError> {
     use KeyType::{Str, I32};
     let mut t = Tables::default();

@@ -18,11 +18,17 @@ use crate::span::SubjectSpan;
 /// positions without a tokenizer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KeptRecord {
+    /// The fact's `known_id`, which keys the record in every later table.
     pub id: u64,
+    /// The text the model reads, as in the dataset.
     pub prompt: String,
+    /// The subject as it occurs in the prompt.
     pub subject: String,
+    /// The expected object, as in the dataset (no leading space).
     pub attribute: String,
+    /// The Wikidata relation (e.g. `P19`); empty when the dataset has none.
     pub relation_id: String,
+    /// The subject's tokens, in input-id indexing (stored as `subject_first`, `subject_last`).
     pub subject_span: SubjectSpan,
     /// Index of the first token of the text (1 after a BOS, else 0).
     pub first_token: usize,
@@ -30,16 +36,22 @@ pub struct KeptRecord {
     pub n_tokens: usize,
     /// The model's greedy next token, which equals the first token of `" " + attribute`.
     pub target_id: u32,
+    /// `target_id` decoded on its own, leading space included (e.g. `" Tours"`).
     pub target: String,
+    /// The model's probability of `target_id` at the last position (0–1).
     pub target_prob: f32,
 }
 
 impl KeptRecord {
+    /// The position kinds of this prompt, computed from the stored span and token counts, so
+    /// later stages need no tokenizer.
     pub fn positions(&self) -> TokenPositions {
         TokenPositions::new(self.subject_span, self.n_tokens, self.first_token)
     }
 }
 
+/// `filtered.parquet`'s columns: [`KeptRecord`]'s fields in order, none nullable, the subject
+/// span as `subject_first` and `subject_last`, token indices, counts and ids as `UInt32`.
 pub fn kept_schema() -> SchemaRef {
     let u32f = |n: &str| Field::new(n, DataType::UInt32, false);
     let text = |n: &str| Field::new(n, DataType::Utf8, false);
@@ -59,6 +71,7 @@ pub fn kept_schema() -> SchemaRef {
     ]))
 }
 
+/// The records as one batch with [`kept_schema`] (an empty slice keeps the schema).
 pub fn kept_to_batch(records: &[KeptRecord]) -> RecordBatch {
     let text = |f: fn(&KeptRecord) -> &str| Arc::new(StringArray::from_iter_values(records.iter().map(f))) as ArrayRef;
     let u32s = |f: fn(&KeptRecord) -> usize| Arc::new(UInt32Array::from_iter_values(records.iter().map(|r| to_u32(f(r))))) as ArrayRef;
@@ -147,6 +160,7 @@ pub fn rejected_schema() -> SchemaRef {
     ]))
 }
 
+/// The rejections as one batch with [`rejected_schema`] (an empty slice keeps the schema).
 pub fn rejected_to_batch(rejected: &[Rejected]) -> RecordBatch {
     let columns = vec![
         Arc::new(rejected.iter().map(|r| r.id).collect::<UInt64Array>()) as ArrayRef,
@@ -157,6 +171,8 @@ pub fn rejected_to_batch(rejected: &[Rejected]) -> RecordBatch {
     RecordBatch::try_new(rejected_schema(), columns).expect("columns match rejected_schema")
 }
 
+/// Reads [`rejected_to_batch`]'s rows back from their `id` and `detail` columns; `origin`
+/// names the file in errors.
 pub fn rejected_from_batches(batches: &[RecordBatch], origin: &Path) -> Result<Vec<Rejected>, DataError> {
     let mut out = Vec::new();
     for b in batches {
@@ -174,6 +190,7 @@ pub fn rejected_from_batches(batches: &[RecordBatch], origin: &Path) -> Result<V
     Ok(out)
 }
 
+/// The rejections of a `rejected.parquet` file or a directory of its shard partitions.
 pub fn read_rejected(path: &Path) -> Result<Vec<Rejected>, DataError> {
     rejected_from_batches(&read_parquet(path)?, path)
 }

@@ -5,6 +5,8 @@
 //! This crate knows nothing about models: token spans are computed from the byte offsets a
 //! tokenizer reports, so stages that only read tables (aggregation) need no model code.
 
+#![warn(missing_docs)]
+
 pub mod atomic;
 pub mod error;
 pub mod filtered;

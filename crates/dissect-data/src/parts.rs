@@ -47,6 +47,7 @@ impl Parts {
         &self.hash
     }
 
+    /// Chunks of records this run is split into: one part per table per chunk.
     pub fn n_chunks(&self) -> usize {
         self.n_chunks
     }

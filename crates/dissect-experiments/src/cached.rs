@@ -34,7 +34,7 @@ pub fn cached_record<B: Backend>(cache: &CacheReader, model: &Model<B>, rec: &Ke
     Ok(c)
 }
 
-/// The activations the cache would hold for `rec`, computed now: [`dissect_cache::compute`] on
+/// The activations the cache would hold for `rec`, computed now: [`dissect_cache::compute()`] on
 /// this record alone, as `dissect cache` does with its default batch of one.
 pub fn computed_record<B: Backend>(model: &Model<B>, tokenizer: &Tokenizer, rec: &KeptRecord) -> Result<CachedRecord<B>, ExperimentError> {
     let acts = dissect_cache::compute(model, tokenizer, std::slice::from_ref(rec), 1)?;

@@ -16,6 +16,8 @@ use serde::{Deserialize, Serialize};
 use crate::vocab::logits_rows;
 use crate::ExperimentError;
 
+/// The notebook's token filter behind the attributes rate, shared by enrichment and sublayer
+/// knockout (`[experiments.attributes]` in a pipeline); the defaults are the notebook's.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AttributesConfig {
@@ -111,7 +113,9 @@ pub struct EnrichmentConfig {
 pub struct EnrichmentRow {
     /// Index into `hidden_states` (0 = embeddings); the notebook plots it as layer `layer + 1`.
     pub layer: usize,
+    /// The prompt position the hidden state is read at.
     pub position: PositionKind,
+    /// Attributes rate in percent (0–100), see [`attributes_rate`].
     pub rate: f32,
     /// A measurement the notebook does not make (`hidden_states[n_layers]`, with
     /// [`EnrichmentConfig::final_state`]).

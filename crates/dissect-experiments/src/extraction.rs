@@ -16,12 +16,16 @@ use crate::knockout::BlockSet;
 use crate::vocab::{logits_rows, rank_and_top1};
 use crate::ExperimentError;
 
+/// What attribute extraction measures (`[experiments.extraction]` in a pipeline).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ExtractionConfig {
+    /// How sublayer outputs are read in vocabulary space; a stage run replaces it with the
+    /// experiments' top-level `projection` ([`crate::stage::ExperimentsConfig::effective`]).
     pub projection: Projection,
     /// Sets whose edges from the last position are blocked at the layer read ("none" is always run).
     pub blocked: Vec<BlockSet>,
+    /// Whether the runs recompute only the last position ([`ExecPath::Fast`], exact) or every position.
     pub path: ExecPath,
     /// How the blocked edges are removed: before the softmax (the paper's wording, default) or
     /// the notebook cell's arithmetic (−1e6 written into the probabilities, softmax again),
@@ -40,18 +44,28 @@ impl Default for ExtractionConfig {
     }
 }
 
+/// One extraction measurement of a record; the `extraction` table's row without the record's
+/// columns ([`dissect_data::table::ExtractionRow`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExtractionRow {
+    /// 0-based block whose sublayer output at the last position is projected.
     pub layer: usize,
+    /// MHSA or MLP; the blocked variants are MHSA only.
     pub sublayer: Sublayer,
     /// `None`: clean run; else the set whose edges from the last position were blocked at `layer`.
     pub blocked: Option<BlockSet>,
     /// 0-based rank of the target in the projection.
     pub target_rank: usize,
+    /// Token id at the top of the projection.
     pub top1: u32,
+    /// `target_rank == 0`: the sublayer extracts the attribute.
     pub extracted: bool,
 }
 
+/// Every extraction row of one prompt: per block, the clean MHSA and MLP outputs at the last
+/// position, then MHSA with the edges from the last position to each set of `cfg.blocked`
+/// blocked in that block alone (sets that do not apply are left out). `subject` is the
+/// subject's token positions, `target` the clean top-1 token.
 pub fn extraction<B: Backend>(
     model: &Model<B>,
     clean: &CleanRun<B>,

@@ -16,12 +16,16 @@ use crate::{prob_of_residual, probs_of_residual, ExperimentError};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BlockSet {
+    /// The subject's tokens.
     Subject,
     /// Every earlier position that is not a subject token (BOS included): the notebook's set.
     NonSubject,
+    /// The last position itself: its attention to its own token.
     Last,
     /// The BOS position alone (models whose tokenizer prepends one).
     Bos,
+    /// [`BlockSet::NonSubject`] without the BOS position, separating the attention sink from
+    /// the prompt's own words.
     NonSubjectNoBos,
     /// The non-subject positions and the last position itself: what the notebook's
     /// attribute-extraction cell calls "MHSA block non-subject".
@@ -36,6 +40,7 @@ impl BlockSet {
     /// checked-in pipelines measure (the BOS sets only apply where the tokenizer prepends one).
     pub const REPORT: [BlockSet; 5] = [BlockSet::Subject, BlockSet::NonSubject, BlockSet::Last, BlockSet::Bos, BlockSet::NonSubjectNoBos];
 
+    /// The name in the tables' `positions` column, as in configurations.
     pub fn name(self) -> &'static str {
         match self {
             BlockSet::Subject => "subject",
@@ -64,13 +69,18 @@ impl BlockSet {
     }
 }
 
+/// What attention knockout measures (`[experiments.knockout]` in a pipeline).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct KnockoutConfig {
     /// Layers blocked around each centre layer ℓ: `[ℓ - window/2, ℓ + window - window/2)`,
     /// clipped to the model (the notebook's k = 9 gives `[ℓ-4, ℓ+5)`).
     pub window: usize,
+    /// The sets knocked out at every centre layer; a set that does not apply to a prompt (no
+    /// BOS, empty) gives no rows.
     pub sets: Vec<BlockSet>,
+    /// Whether the variants recompute only the last position ([`ExecPath::Fast`], exact) or
+    /// every position.
     pub path: ExecPath,
     /// Variants per forward pass.
     pub batch: usize,
@@ -82,25 +92,39 @@ impl Default for KnockoutConfig {
     }
 }
 
+/// The blocks knocked out around block `centre`: `window` of them, fewer where the window is
+/// clipped to `0..n_layers` (see [`KnockoutConfig::window`]).
 pub fn window_layers(centre: usize, window: usize, n_layers: usize) -> Range<usize> {
     let half = window / 2;
     centre.saturating_sub(half)..(centre + window - half).min(n_layers)
 }
 
+/// One knocked-out variant of a prompt; the `knockout` table's row without the per-prompt
+/// columns ([`dissect_data::table::KnockoutRow`]).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct KnockoutRow {
+    /// Centre of the window of knocked-out blocks (0-based block).
     pub layer: usize,
+    /// The positions whose edges from the last position are blocked.
     pub block: BlockSet,
+    /// p(target) at the last position with the edges blocked (0–1).
     pub p_new: f32,
+    /// `100 · (p_new − p_base) / p_base`: the relative change in percent the paper plots.
     pub pct_change: f32,
 }
 
+/// The knockout sweep of one prompt.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct KnockoutResult {
+    /// The model's top-1 token on the clean run, whose probability every variant tracks.
     pub target_id: u32,
+    /// p(target) on the clean run (0–1).
     pub p_base: f32,
+    /// The model's number of blocks: the centres are `0..layers`.
     pub layers: usize,
+    /// Blocks per window ([`KnockoutConfig::window`]).
     pub window: usize,
+    /// One row per centre block and applicable set, block-major.
     pub rows: Vec<KnockoutRow>,
 }
 

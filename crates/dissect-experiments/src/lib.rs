@@ -1,6 +1,8 @@
 //! `dissect-experiments`: the paper's measurements on one prompt at a time, built from the
 //! intervention vocabulary of `dissect_model::intervene`.
 
+#![warn(missing_docs)]
+
 pub mod cached;
 pub mod enrichment;
 pub mod extraction;
@@ -19,20 +21,49 @@ use burn_tensor::backend::Backend;
 use burn_tensor::Tensor;
 use dissect_model::Model;
 
+/// Why an experiment could not measure a record; the stage turns it into a `skipped` row
+/// ([`ExperimentError::skip_reason`]) and goes on with the other records.
 #[derive(Debug, thiserror::Error)]
 pub enum ExperimentError {
+    /// The model or its tokenizer failed (encoding the prompt or a paragraph, a forward pass).
     #[error(transparent)]
     Model(#[from] dissect_model::ModelError),
+    /// The activation cache could not be read.
     #[error(transparent)]
     Cache(#[from] dissect_cache::CacheError),
+    /// The subject was not found in `" " + prompt`, so enrichment's subject-embedding baseline
+    /// has no tokens ([`enrichment::baseline_subject_ids`]).
     #[error("embedding baseline: {0}")]
     Baseline(String),
+    /// A record-specific inconsistency, e.g. the record is missing from the activation cache or
+    /// the cache was built with another model or filter run.
     #[error("record {id}: {message}")]
-    Record { id: String, message: String },
-    #[error("record {id}: no paragraphs for subject {subject:?}: excluded from enrichment, as in the paper")]
-    NoParagraphs { id: u64, subject: String },
+    Record {
+        /// The record's `known_id`, as text.
+        id: String,
+        /// What is wrong, for people.
+        message: String,
+    },
+    /// The subject has no Wikipedia paragraphs, so its attributes rate has no reference set;
+    /// the paper leaves such records out of enrichment and sublayer knockout.
+    #[error("record {id}: no paragraphs for subject {subject:?}: excluded from enrichment and sublayer knockout, as in the paper")]
+    NoParagraphs {
+        /// The record's `known_id`.
+        id: u64,
+        /// The subject looked up in the paragraphs file.
+        subject: String,
+    },
+    /// The prompt's token count differs from the filter stage's, so the positions it stored
+    /// (subject span, last token) do not fit this tokenizer.
     #[error("record {id}: tokenizes to {tokens} tokens, the filter stage saw {filtered}\nhint: was it filtered with another model? rerun the filter stage with this one")]
-    TokenizationMismatch { id: u64, tokens: usize, filtered: usize },
+    TokenizationMismatch {
+        /// The record's `known_id`.
+        id: u64,
+        /// Input ids with this run's tokenizer, special tokens included.
+        tokens: usize,
+        /// Input ids the filter stage recorded ([`dissect_data::KeptRecord::n_tokens`]).
+        filtered: usize,
+    },
 }
 
 impl ExperimentError {

@@ -36,6 +36,7 @@ use crate::vocab::logits_rows;
 use crate::ExperimentError;
 use dissect_model::predict::{rank_of, top_k};
 
+/// How much of each parameter view is kept (`[experiments.parameters]` in a pipeline).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ParametersConfig {
@@ -55,35 +56,52 @@ impl Default for ParametersConfig {
     }
 }
 
+/// One head's OV output for the subject ([`head_ov`]); the `parameters_heads` table's row
+/// without the record's columns.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HeadRow {
+    /// 0-based block.
     pub layer: usize,
+    /// 0-based query head of the block.
     pub head: usize,
     /// 0-based rank of the target in the projection of the head's OV output.
     pub target_rank: usize,
+    /// The projection's top [`ParametersConfig::top_k`] token ids, best first.
     pub top: Vec<u32>,
 }
 
+/// One dominant MLP sub-update `m_i · v_i` at the last subject token ([`mlp_values`]); the
+/// `parameters_mlp` table's row without the record's columns.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NeuronRow {
+    /// 0-based block.
     pub layer: usize,
     /// 0 = the largest sub-update of the layer.
     pub rank: usize,
+    /// `i`: the MLP's hidden unit, i.e. the row of the down projection holding `v_i`.
     pub neuron: usize,
+    /// `m_i`, the unit's activation entering the down projection on the clean run (may be negative).
     pub coefficient: f32,
+    /// `‖v_i‖`, the L2 norm of the value vector.
     pub value_norm: f32,
+    /// 0-based rank of the target in the projection of `m_i · v_i`.
     pub target_rank: usize,
+    /// The projection's top [`ParametersConfig::top_k`] token ids, best first.
     pub top: Vec<u32>,
 }
 
+/// Which of a head's two token-to-token matrices (Dar et al. 2023) an entry belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Circuit {
+    /// `E_C · W_V^h W_O^h · E_Cᵀ`: which token a head writes when it attends to a token.
     Ov,
+    /// `E_C · W_Q^h (W_K^h)ᵀ · E_Cᵀ`: how strongly a querying token attends to a key token.
     Qk,
 }
 
 impl Circuit {
+    /// The name in the `parameters_matrices` table's `circuit` column.
     pub fn name(self) -> &'static str {
         match self {
             Circuit::Ov => "ov",
@@ -92,16 +110,23 @@ impl Circuit {
     }
 }
 
+/// One of the largest entries of a head's OV or QK matrix over the candidate vocabulary
+/// ([`matrices`]); model-level, the `parameters_matrices` table's row with token ids only.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MatrixRow {
+    /// 0-based block.
     pub layer: usize,
+    /// 0-based query head of the block.
     pub head: usize,
+    /// The matrix the entry is from.
     pub circuit: Circuit,
+    /// 0 = the head's largest entry in this matrix.
     pub rank: usize,
     /// For OV: the token attended to; for QK: the querying token.
     pub source: u32,
     /// For OV: the token promoted; for QK: the key token.
     pub destination: u32,
+    /// The matrix entry: a raw parameter product, no norms or biases.
     pub value: f32,
 }
 

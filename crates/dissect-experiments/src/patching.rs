@@ -16,12 +16,17 @@ use crate::knockout::BlockSet;
 use crate::vocab::{logits_rows, rank_and_top1};
 use crate::ExperimentError;
 
+/// What the patching experiment measures (`[experiments.patching]` in a pipeline).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PatchingConfig {
     /// Source layers ℓ' (0 = embeddings). Those beyond the model's depth are dropped.
     pub sources: Vec<usize>,
+    /// The position sets whose block input is patched; a set that does not apply to a prompt
+    /// gives no rows.
     pub sets: Vec<BlockSet>,
+    /// How MHSA outputs are read in vocabulary space; a stage run replaces it with the
+    /// experiments' top-level `projection` ([`crate::stage::ExperimentsConfig::effective`]).
     pub projection: Projection,
 }
 
@@ -31,15 +36,25 @@ impl Default for PatchingConfig {
     }
 }
 
+/// One patched variant of a prompt; the `patching` table's row without the record's columns
+/// ([`dissect_data::table::PatchingRow`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PatchingRow {
+    /// 0-based block ℓ whose input is patched and whose MHSA output at the last position is projected.
     pub layer: usize,
+    /// ℓ', the index into Hugging Face's `hidden_states` patched in (0 = the embeddings).
     pub source: usize,
+    /// The positions patched.
     pub set: BlockSet,
+    /// 0-based rank of the target in the projection of the MHSA output.
     pub target_rank: usize,
+    /// `target_rank == 0`: MHSA in block ℓ still extracts the attribute.
     pub extracted: bool,
 }
 
+/// For every block ℓ, source ℓ' and set, patches `hidden_states[ℓ']` into the input of block ℓ
+/// at the set's positions, runs block ℓ alone and reads its MHSA output at the last position.
+///
 /// `hidden[l]` is the clean residual entering block `l` (`[seq, hidden]`), `l = 0..=n_layers`.
 /// A source layer equal to `n_layers` patches in HF's `hidden_states[n_layers]`, which has the
 /// final norm applied ([`crate::hf_hidden_state`]), as the notebook would.

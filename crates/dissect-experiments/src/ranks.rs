@@ -13,6 +13,8 @@ use crate::extraction::ExtractionRow;
 use crate::vocab::{logits_rows, rank_and_top1};
 use crate::ExperimentError;
 
+/// The target's two ranks at one block; the `ranks` table's row without the record's columns
+/// ([`dissect_data::table::RanksRow`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RankRow {
     /// Block index ℓ.
@@ -24,6 +26,9 @@ pub struct RankRow {
     pub attn_last_rank: usize,
 }
 
+/// The rank rows of one prompt from its clean residual stream at every position (`hidden`:
+/// `n_layers + 1` tensors `[seq, hidden]`, block inputs then the raw final residual). The MHSA
+/// ranks come from `extraction`'s clean rows; a block without one gets no row.
 pub fn ranks<B: Backend>(
     model: &Model<B>,
     hidden: &[Tensor<B, 2>],

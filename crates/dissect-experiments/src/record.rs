@@ -1,6 +1,6 @@
 //! One record's run: what every experiment reads about the record (its tokens, the clean run,
 //! the clean activations, the subject's paragraphs), computed once and only when an experiment
-//! asks for it, and the [`Measure`] trait each experiment implements in its own module.
+//! asks for it, and the `Measure` trait each experiment implements in its own module.
 
 use std::cell::OnceCell;
 use std::collections::HashSet;

@@ -102,21 +102,31 @@ impl std::str::FromStr for Experiment {
     }
 }
 
+/// The experiments stage's configuration: a pipeline's `[experiments]` section or a
+/// `--config` JSON file; every key has a default, so a partial one is enough.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ExperimentsConfig {
+    /// The experiments run, in this order for each record (default: all).
     pub experiments: Vec<Experiment>,
     /// Records per output part: each part is written as soon as its records are done, so a
     /// killed run loses at most one part's work.
     pub chunk_size: usize,
     /// Projection used by extraction, patching, enrichment and ranks.
     pub projection: Projection,
+    /// Attention knockout.
     pub knockout: KnockoutConfig,
+    /// Attribute extraction (its clean rows also feed ranks).
     pub extraction: ExtractionConfig,
+    /// Extraction under patching.
     pub patching: PatchingConfig,
+    /// Subject enrichment beyond the attributes-rate filter.
     pub enrichment: EnrichmentConfig,
+    /// The attributes rate's token filter, shared by enrichment and sublayer knockout.
     pub attributes: AttributesConfig,
+    /// Sublayer knockout.
     pub sublayer: SublayerConfig,
+    /// Parameters in vocabulary space.
     pub parameters: ParametersConfig,
 }
 
@@ -196,9 +206,11 @@ impl Default for ExperimentsConfig {
 
 /// What the stage reads besides the model.
 pub struct Inputs<'a> {
+    /// The filtered records to measure; a stage run passes those of its shard.
     pub records: &'a [KeptRecord],
     /// Subject → its Wikipedia paragraphs.
     pub paragraphs: &'a BTreeMap<String, Vec<String>>,
+    /// Words dropped from the attributes rate's token lists (NLTK's English list by default).
     pub stopwords: &'a HashSet<String>,
     /// The activation cache (`dissect cache`): when given, enrichment, extraction's clean rows
     /// and ranks read the clean activations from it instead of running the model.
@@ -293,15 +305,21 @@ pub fn table_names(cfg: &ExperimentsConfig) -> Vec<&'static str> {
 /// Everything besides the configuration that an experiments run's tables depend on: what
 /// [`provenance`] hashes to decide whether existing parts can be reused.
 pub struct RunInputs<'a> {
+    /// The model as loaded: its spec and hub revision go into the provenance.
     pub model: &'a ModelInfo,
     /// Transformer blocks (the depth the notebook's constants are scaled to).
     pub n_layers: usize,
+    /// SHA-256 of each weight file, comma-separated.
     pub weights_sha256: String,
     /// The filter tables' parameter hashes ([`dissect_data::parts::input_hashes`]).
     pub input_hashes: Vec<String>,
+    /// SHA-256 of the subject paragraphs file.
     pub paragraphs_sha256: String,
+    /// SHA-256 of the stopwords file.
     pub stopwords_sha256: String,
+    /// `--limit`: only the first records by `known_id`, taken before sharding.
     pub limit: Option<usize>,
+    /// The shard this run measures.
     pub shard: ShardSpec,
     /// The activation cache's parameter hashes, when the run reads one.
     pub cache_hashes: Option<Vec<String>>,
@@ -337,11 +355,15 @@ pub fn provenance(run: &RunInputs<'_>, cfg: &ExperimentsConfig) -> Provenance {
 /// `cfg.chunk_size` records, and, with the parameters experiment on shard 0, the model-level
 /// [`MATRICES_TABLE`] as one part.
 pub struct StageParts {
+    /// The per-record tables, `skipped` last.
     pub records: Parts,
+    /// The model-level `parameters_matrices` table; `None` unless this run writes it.
     pub matrices: Option<Parts>,
 }
 
 impl StageParts {
+    /// The parts of a run writing under `out` (one directory per table) for `n_records`
+    /// records of `shard`, each part carrying `provenance`.
     pub fn new(out: &Path, cfg: &ExperimentsConfig, shard: ShardSpec, n_records: usize, provenance: &Provenance) -> Self {
         let dirs = table_names(cfg).into_iter().map(|n| out.join(n)).collect();
         // At least one chunk: a shard without records writes empty tables, so that it reads

@@ -16,11 +16,13 @@ use crate::enrichment::{attributes_rate, top_tokens, AttributesConfig};
 use crate::vocab::logits_rows;
 use crate::ExperimentError;
 
-/// GPT-2 XL's depth and the notebook's `subject_repr_layer` there: the block whose output,
-/// `hidden_states[40 + 1]`, is read.
+/// GPT-2 XL's depth, the model the notebook's constants were written for.
 pub const PAPER_DEPTH: usize = 48;
+/// The notebook's `subject_repr_layer` on GPT-2 XL: the block whose output,
+/// `hidden_states[40 + 1]`, is read; scaled to other depths by [`SublayerConfig::repr_layer`].
 pub const PAPER_REPR_LAYER: usize = 40;
 
+/// What sublayer knockout measures (`[experiments.sublayer]` in a pipeline).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SublayerConfig {
@@ -31,7 +33,11 @@ pub struct SublayerConfig {
     /// Blocks knocked out from each start block, cut at R: `start..min(start + span, R)`. The
     /// notebook knocks out 11 (its `num_block_layers` is 10, its range ends at `start + 10 + 1`).
     pub span: usize,
+    /// The knockouts run for each start block and sublayer: the notebook's arithmetic, the
+    /// paper's exact zero, or both.
     pub modes: Vec<KnockoutMode>,
+    /// How the read hidden state is taken to the vocabulary; a stage run replaces it with the
+    /// experiments' top-level `projection` ([`crate::stage::ExperimentsConfig::effective`]).
     pub projection: Projection,
 }
 
@@ -54,19 +60,28 @@ impl SublayerConfig {
     }
 }
 
+/// One sublayer-knockout variant of a prompt, or its no-intervention row; the
+/// `sublayer_knockout` table's row without the record's columns
+/// ([`dissect_data::table::SublayerKnockoutRow`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SublayerRow {
     /// First knocked-out block; `None`: no intervention.
     pub start: Option<usize>,
     /// One past the last knocked-out block (`start..end`).
     pub end: Option<usize>,
+    /// The sublayer knocked out in every block of `start..end`; `None`: no intervention.
     pub sublayer: Option<Sublayer>,
+    /// How it is knocked out; `None`: no intervention.
     pub mode: Option<KnockoutMode>,
     /// The `hidden_states` index read (R + 1).
     pub read_layer: usize,
+    /// Attributes rate at the last subject token, in percent (0–100).
     pub rate: f32,
 }
 
+/// The attributes rate at the last subject token of `hidden_states[R + 1]`, first with no
+/// intervention, then for every start block `0..R`, sublayer (MLP, then MHSA) and mode.
+///
 /// `hidden[l]`: the clean residual entering block `l`, `[seq, hidden]`. Only positions up to the
 /// last subject token are computed: nothing after it can change what it reads.
 #[allow(clippy::too_many_arguments)]

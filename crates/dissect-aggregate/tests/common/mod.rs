@@ -96,10 +96,13 @@ fn bump(x: f64, c: f64, w: f64) -> f64 {
     (-((x - c) / w).powi(2)).exp()
 }
 
+/// A table's rows as one batch, keeping the records a predicate accepts (a shard's).
+type ShardBatch = Box<dyn Fn(&dyn Fn(i64) -> bool) -> RecordBatch>;
+
 /// A table's rows, to be split by shard when written.
 struct Table {
     name: &'static str,
-    batch: Box<dyn Fn(&dyn Fn(i64) -> bool) -> RecordBatch>,
+    batch: ShardBatch,
 }
 
 /// Rows of any table; `id` gives each row's record (for the shard split).
@@ -364,7 +367,8 @@ impl Synth {
         let mut skipped = Vec::new();
         for &id in &self.no_paragraphs {
             for exp in ["enrichment", "sublayer_knockout"] {
-                let message = format!("record {id}: no paragraphs for subject {:?}: excluded from enrichment, as in the paper", subject_of(id));
+                let message =
+                    format!("record {id}: no paragraphs for subject {:?}: excluded from enrichment and sublayer knockout, as in the paper", subject_of(id));
                 skipped.push(SkippedRow { id: i(id), experiment: exp.into(), reason: SkipReason::NoParagraphs, message });
             }
         }

@@ -15,7 +15,7 @@ table_row! {
         pub end_layer: Option<i32>,
         /// `attn`, `mlp` or `none`.
         pub sublayer: String,
-        /// How the sublayer is knocked out (`zero`, `mean`, …) or `none`.
+        /// How the sublayer is knocked out (`notebook` or `zero`) or `none`.
         pub mode: String,
         /// Index into Hugging Face's `hidden_states` that is read (R + 1).
         pub read_hidden_state: i32,
