@@ -94,35 +94,26 @@ impl<'a, B: Backend> RecordRun<'a, B> {
 
     /// The clean residual stream entering every block and after the last, at every position.
     pub fn hidden(&self) -> Result<&[Tensor<B, 2>], ExperimentError> {
-        if self.hidden.get().is_none() {
-            let h = clean_hidden(self.model, &self.ids)?;
-            let _ = self.hidden.set(h);
-        }
-        Ok(self.hidden.get().expect("just set"))
+        once(&self.hidden, || clean_hidden(self.model, &self.ids)).map(Vec::as_slice)
     }
 
     /// The record's clean activations as the activation cache holds them: read from the cache
     /// when the run has one, else computed by the cache's own code, so the tables are the same,
     /// bit for bit, either way.
     pub fn cached(&self) -> Result<&CachedRecord<B>, ExperimentError> {
-        if self.cached.get().is_none() {
-            let c = match self.inputs.cache {
-                Some(cache) => crate::cached::cached_record(cache, self.model, self.rec)?,
-                None => crate::cached::computed_record(self.model, self.tokenizer, self.rec)?,
-            };
-            let _ = self.cached.set(c);
-        }
-        Ok(self.cached.get().expect("just set"))
+        once(&self.cached, || match self.inputs.cache {
+            Some(cache) => crate::cached::cached_record(cache, self.model, self.rec),
+            None => crate::cached::computed_record(self.model, self.tokenizer, self.rec),
+        })
     }
 
     /// Extraction's rows, computed once: ranks reuse the clean ones.
     pub fn extraction_rows(&self) -> Result<&[ExtractionRow], ExperimentError> {
-        if self.extraction.get().is_none() {
+        once(&self.extraction, || {
             let c = self.cached()?;
-            let rows = extraction_from(self.model, &self.clean, &self.subject(), self.target(), &self.cfg.extraction, Some((c.attn_out(), c.mlp_out())))?;
-            let _ = self.extraction.set(rows);
-        }
-        Ok(self.extraction.get().expect("just set"))
+            extraction_from(self.model, &self.clean, &self.subject(), self.target(), &self.cfg.extraction, Some((c.attn_out(), c.mlp_out())))
+        })
+        .map(Vec::as_slice)
     }
 
     /// The subject's paragraph tokens (the attributes rate's reference set); an error when the
@@ -136,4 +127,14 @@ impl<'a, B: Backend> RecordRun<'a, B> {
             .ok_or_else(|| ExperimentError::NoParagraphs { id: self.rec.id, subject: self.rec.subject.clone() })?;
         crate::enrichment::paragraph_tokens(self.tokenizer, self.model.config.bos_token_id, paras, self.inputs.stopwords, &self.cfg.attributes)
     }
+}
+
+/// The cell's value, computed by `init` the first time. A failure is not kept, so the next
+/// experiment that asks tries again and is skipped with its own row.
+fn once<T, E>(cell: &OnceCell<T>, init: impl FnOnce() -> Result<T, E>) -> Result<&T, E> {
+    if let Some(v) = cell.get() {
+        return Ok(v);
+    }
+    let v = init()?;
+    Ok(cell.get_or_init(|| v))
 }

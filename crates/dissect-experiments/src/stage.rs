@@ -249,11 +249,7 @@ pub fn run<B: Backend>(
     mut progress: impl FnMut(usize, usize),
 ) -> TableRows {
     let cfg = &cfg.effective(model.n_layers());
-    let mut out = TableRows::default();
-    for &e in &cfg.experiments {
-        e.declare(&mut out);
-    }
-    out.declare::<SkippedRow>();
+    let mut out = declared(cfg);
     for (i, rec) in inputs.records.iter().enumerate() {
         run_record(model, tokenizer, inputs, cfg, rec, &mut out);
         progress(i + 1, inputs.records.len());
@@ -293,13 +289,20 @@ fn run_record<B: Backend>(model: &Model<B>, tokenizer: &Tokenizer, inputs: &Inpu
 
 /// The table names a configuration writes (`skipped` last: it marks a finished chunk).
 pub fn table_names(cfg: &ExperimentsConfig) -> Vec<&'static str> {
-    let mut t = TableRows::default();
-    for &e in &cfg.experiments {
-        e.declare(&mut t);
-    }
-    let mut names = t.names();
+    let mut names = declared(cfg).names();
+    names.retain(|&n| n != SkippedRow::TABLE);
     names.push(SkippedRow::TABLE);
     names
+}
+
+/// Every table of the configuration's experiments, plus `skipped`, empty.
+fn declared(cfg: &ExperimentsConfig) -> TableRows {
+    let mut out = TableRows::default();
+    for &e in &cfg.experiments {
+        e.declare(&mut out);
+    }
+    out.declare::<SkippedRow>();
+    out
 }
 
 /// Everything besides the configuration that an experiments run's tables depend on: what
