@@ -1,5 +1,5 @@
-//! `cargo xtask bench forward|knockout`: dissect against Hugging Face transformers (PyTorch CPU)
-//! on the same model file and prompts, in one invocation, with the ratio printed.
+//! `cargo xtask bench forward|knockout|projection|rerun`: dissect against a reference (Hugging Face
+//! transformers on PyTorch CPU, or MKL inside PyTorch) on the same model file, prompts or shapes, in one invocation, with the ratio printed.
 //!
 //! Ours runs as the `bench` example of dissect-cli (crates/dissect-cli/examples/bench.rs), outside the user's binary, theirs as
 //! `python3 bench/hf_*.py`; each prints one JSON object, which is compared here. The two run one
@@ -24,6 +24,10 @@ pub(crate) enum Kind {
     Forward,
     /// The attention-knockout sweep vs a notebook-style implementation.
     Knockout,
+    /// The f32 vocabulary projection (Gemma's 640 × 262,144 unembedding) against MKL's sgemm
+    /// inside PyTorch, the same shapes and threads in one process (the `proj_kernels` example,
+    /// always built in release: debug assertions slow gemm's kernels several-fold).
+    Projection,
     /// `cargo xtask reproduce --limit N` with nothing left to do (after a run that did the
     /// work): the seconds its stages take, against the 2 s goal.
     Rerun,
@@ -45,6 +49,9 @@ pub(crate) struct Args {
     /// Forward: rows per batch, comma-separated; every value is timed on both sides.
     #[arg(long, default_value = "16,1")]
     batch: String,
+    /// Projection: rows per call, comma-separated.
+    #[arg(long, default_value = "8,64,256")]
+    rows: String,
     /// Forward: timed passes after the warm-up (the best is compared).
     #[arg(long, default_value_t = 3)]
     repeat: usize,
@@ -72,12 +79,18 @@ const FORWARD_GOAL: f64 = 1.0;
 const KNOCKOUT_GOAL: f64 = 20.0;
 const KNOCKOUT_MAX_PP: f64 = 0.5;
 
+/// Our f32 projection's GFLOP/s over MKL's on the same shapes, at the largest row count.
+const PROJECTION_GOAL: f64 = 0.9;
+
 /// A no-op rerun must not load the model: ≤ 2 s for the stages (after the build).
 const RERUN_GOAL_S: f64 = 2.0;
 
 pub(crate) fn run(args: &Args) -> Result<()> {
     if args.kind == Kind::Rerun {
         return rerun(&args.pipeline, args.limit.unwrap_or(6));
+    }
+    if args.kind == Kind::Projection {
+        return projection(args);
     }
     let root = crate::workspace_root();
     let gguf = model_file(&args.model)?;
@@ -86,12 +99,12 @@ pub(crate) fn run(args: &Args) -> Result<()> {
     check_python(&args.python, &root)?;
     let limit = args.limit.unwrap_or(match args.kind {
         Kind::Forward => 64,
-        Kind::Knockout | Kind::Rerun => 20,
+        Kind::Knockout | Kind::Rerun | Kind::Projection => 20,
     });
     let (sub, script) = match args.kind {
         Kind::Forward => ("forward", "bench/hf_forward.py"),
         Kind::Knockout => ("knockout", "bench/hf_knockout.py"),
-        Kind::Rerun => unreachable!("handled above"),
+        Kind::Rerun | Kind::Projection => unreachable!("handled above"),
     };
     let common = ["--prompts".to_string(), prompts.display().to_string(), "--limit".into(), limit.to_string()];
     let load_before = load_average();
@@ -148,9 +161,57 @@ pub(crate) fn run(args: &Args) -> Result<()> {
     match args.kind {
         Kind::Forward => forward_table(&mut out, &ours, &hf),
         Kind::Knockout => knockout_table(&mut out, &ours, &hf, args.all_logits),
-        Kind::Rerun => unreachable!("handled above"),
+        Kind::Rerun | Kind::Projection => unreachable!("handled above"),
     }?;
     writeln!(out, "dissect built with the {} profile", if args.release { "release" } else { "dev" })?;
+    Ok(())
+}
+
+/// `proj_kernels` with our kernel and MKL's two output layouts, then the ratio per row count.
+fn projection(args: &Args) -> Result<()> {
+    let root = crate::workspace_root();
+    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let probe = Command::new(&args.python)
+        .args(["-c", "import os, torch; print(os.path.join(os.path.dirname(torch.__file__), 'lib', 'libtorch_cpu.so'))"])
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot run `{}`\nhint: install Python 3 or pass --python <interpreter>", args.python))?;
+    if !probe.status.success() {
+        bail!("the MKL reference is PyTorch's: `import torch` failed\nhint: pip install torch");
+    }
+    let mkl = String::from_utf8(probe.stdout)?.trim().to_owned();
+    let json = tempfile::NamedTempFile::new()?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(&cargo);
+    cmd.current_dir(&root).args(["run", "--quiet", "--release", "-p", "dissect-model", "--example", "proj_kernels", "--", &args.rows]);
+    cmd.env("PROJ_ONLY", "burn,dissect,gemm-api,mkl,mkl-t").env("PROJ_THREADS", threads.to_string()).env("PROJ_MKL_LIB", &mkl).env("PROJ_JSON", json.path());
+    eprintln!("== {}", render(&cmd));
+    // The example's own table (every kernel, the load average) goes to stderr with the logs.
+    let out = cmd.stderr(Stdio::inherit()).output().context("cannot start the proj_kernels example")?;
+    std::io::stderr().write_all(&out.stdout)?;
+    if !out.status.success() {
+        bail!("the proj_kernels example failed ({})", out.status);
+    }
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(json.path())?).context("parsing the proj_kernels JSON")?;
+    let mut o = std::io::stdout().lock();
+    writeln!(
+        o,
+        "f32 vocabulary projection [rows x {}] . [{} x {}], {threads} threads, median of {} rounds",
+        doc["hidden"], doc["hidden"], doc["vocab"], doc["rounds"]
+    )?;
+    writeln!(o, "{:>6} {:>16} {:>16} {:>16} {:>12} {:>8}", "rows", "dissect GFLOP/s", "burn GFLOP/s", "MKL best GFLOP/s", "dissect/MKL", "top-10")?;
+    let empty = Vec::new();
+    let mut last = f64::NAN;
+    for r in doc["results"].as_array().unwrap_or(&empty) {
+        let k = &r["kernels"];
+        let mkl_best = f(&k["mkl"]["gflops"]).max(f(&k["mkl-t"]["gflops"]));
+        last = f(&k["dissect"]["vs_mkl_best"]);
+        let same = if k["dissect"]["top10_equal"] == Value::Bool(true) { "equal" } else { "DIFFER" };
+        writeln!(o, "{:>6} {:>16.1} {:>16.1} {:>16.1} {:>11.2}x {:>8}", r["rows"], f(&k["dissect"]["gflops"]), f(&k["burn"]["gflops"]), mkl_best, last, same)?;
+    }
+    let verdict = if last >= PROJECTION_GOAL { "met" } else { "NOT met" };
+    writeln!(o, "\ngoal: within 10% of MKL at the largest row count (ratio >= {PROJECTION_GOAL}): {verdict} ({last:.2}x)")?;
+    writeln!(o, "(ratios are medians over rounds of per-round ratios, so both sides saw the same load)")?;
     Ok(())
 }
 

@@ -8,12 +8,11 @@ use burn_tensor::Tensor;
 use dissect_data::span::locate_subject;
 use dissect_data::{PositionKind, TokenPositions};
 use dissect_model::predict::top_k;
-use dissect_model::project::Projection;
+use dissect_model::project::{map_logit_rows, Projection};
 use dissect_model::tokenizer::Tokenizer;
 use dissect_model::Model;
 use serde::{Deserialize, Serialize};
 
-use crate::vocab::logits_rows;
 use crate::ExperimentError;
 
 /// The notebook's token filter behind the attributes rate, shared by enrichment and sublayer
@@ -210,10 +209,11 @@ fn rates<B: Backend>(
     let n_subject = subject.len();
     let idx = Tensor::from_data(burn_tensor::TensorData::new(subject, [n_subject]), &model.device);
     vectors.push(model.embed.clone().select(0, idx).mean_dim(0).reshape([1, d]));
-    let rows = logits_rows(model, Tensor::cat(vectors, 0), projection);
-    let rate = |logits: &[f32]| attributes_rate(&top_tokens(logits, tokenizer, stopwords, cfg), paragraph);
-    let out = labels.into_iter().zip(&rows).map(|((layer, position), r)| EnrichmentRow { layer, position, rate: rate(r), extra: layer == n_layers }).collect();
-    (out, rate(rows.last().expect("baseline row")))
+    let mut rates =
+        map_logit_rows(model, Tensor::cat(vectors, 0), projection, |logits| attributes_rate(&top_tokens(logits, tokenizer, stopwords, cfg), paragraph));
+    let baseline = rates.pop().expect("baseline row");
+    let out = labels.into_iter().zip(rates).map(|((layer, position), rate)| EnrichmentRow { layer, position, rate, extra: layer == n_layers }).collect();
+    (out, baseline)
 }
 
 /// The `enrichment` and `enrichment_baseline` tables ([`dissect_data::table::EnrichmentRow`],

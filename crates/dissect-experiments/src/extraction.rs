@@ -13,7 +13,7 @@ use dissect_model::Model;
 use serde::{Deserialize, Serialize};
 
 use crate::knockout::BlockSet;
-use crate::vocab::{logits_rows, rank_and_top1};
+use crate::vocab::rank_and_top1;
 use crate::ExperimentError;
 
 /// What attribute extraction measures (`[experiments.extraction]` in a pipeline).
@@ -120,7 +120,7 @@ pub fn extraction_from<B: Backend>(
         vectors.extend(rec.attn_out.into_iter().enumerate().map(|(l, t)| t.slice([l..l + 1]).reshape([1, d])));
         labels.extend((0..n_layers).map(|l| (l, Sublayer::Attn, Some(set))));
     }
-    let ranks = rank_and_top1(&logits_rows(model, Tensor::cat(vectors, 0), cfg.projection), target as usize);
+    let ranks = rank_and_top1(model, Tensor::cat(vectors, 0), cfg.projection, target as usize);
     Ok(labels
         .into_iter()
         .zip(ranks)

@@ -7,10 +7,12 @@ use std::ops::Range;
 use burn_tensor::backend::Backend;
 use dissect_model::intervene::{run_plans, BlockEdges, CleanRun, EdgeBlocking, ExecPath, Plan, RecordSpec};
 use dissect_model::predict::top_k;
+use dissect_model::project::{map_logit_rows, Projection};
 use dissect_model::Model;
 use serde::{Deserialize, Serialize};
 
-use crate::{prob_of_residual, probs_of_residual, ExperimentError};
+use crate::vocab::{prob_of_residual, softmax_at};
+use crate::ExperimentError;
 
 /// The key positions whose edges from the last position are blocked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -146,9 +148,11 @@ pub fn knockout_sweep_from<B: Backend>(
     let last = s - 1;
     let has_bos = model.config.bos_token_id.is_some_and(|b| ids[0] == b);
     let (h, _) = run_plans(model, clean, &[Plan::default()], ExecPath::Full, RecordSpec::default())?;
-    let base = probs_of_residual(model, h).remove(0);
-    let target = top_k(&base, 1)[0];
-    let p_base = base[target];
+    let (target, p_base) = map_logit_rows(model, h, Projection::LogitLens, |r| {
+        let target = top_k(r, 1)[0];
+        (target, softmax_at(r, target))
+    })
+    .remove(0);
 
     let mut variants = Vec::new();
     for layer in 0..n_layers {

@@ -16,7 +16,6 @@ pub mod stage;
 pub mod sublayer;
 pub mod vocab;
 
-use burn_tensor::activation::softmax;
 use burn_tensor::backend::Backend;
 use burn_tensor::Tensor;
 use dissect_model::Model;
@@ -76,25 +75,6 @@ impl ExperimentError {
             _ => SkipReason::Error,
         }
     }
-}
-
-/// Softmax probabilities `[n][vocab]` of final residuals `[n, hidden]`.
-pub fn probs_of_residual<B: Backend>(model: &Model<B>, h: Tensor<B, 2>) -> Vec<Vec<f32>> {
-    let [n, d] = h.dims();
-    let v = model.config.vocab_size;
-    let p = softmax(model.logits(h.reshape([1, n, d])), 2);
-    let flat = p.into_data().into_vec::<f32>().expect("f32 backend");
-    flat.chunks(v).map(<[f32]>::to_vec).collect()
-}
-
-/// The softmax probability of one token for each of the final residuals `[n, hidden]`; only
-/// `n` floats leave the device.
-pub fn prob_of_residual<B: Backend>(model: &Model<B>, h: Tensor<B, 2>, token: usize) -> Vec<f32> {
-    let [n, d] = h.dims();
-    let device = h.device();
-    let p = softmax(model.logits(h.reshape([1, n, d])), 2);
-    let index = Tensor::<B, 1, burn_tensor::Int>::from_ints([token as i32], &device);
-    p.select(2, index).into_data().into_vec::<f32>().expect("f32 backend")
 }
 
 /// Hugging Face's `hidden_states[layer]` (what the notebook reads) from our residual stream

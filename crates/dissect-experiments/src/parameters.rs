@@ -27,12 +27,11 @@
 use burn_tensor::backend::Backend;
 use burn_tensor::Tensor;
 use dissect_model::hooks::Hooks;
-use dissect_model::project::Projection;
+use dissect_model::project::{map_logit_rows, Projection};
 use dissect_model::tokenizer::Tokenizer;
 use dissect_model::Model;
 use serde::{Deserialize, Serialize};
 
-use crate::vocab::logits_rows;
 use crate::ExperimentError;
 use dissect_model::predict::{rank_of, top_k};
 
@@ -172,12 +171,8 @@ pub fn head_ov<B: Backend>(
             labels.push((layer, head));
         }
     }
-    let logits = logits_rows(model, Tensor::cat(vectors, 0), projection);
-    labels
-        .into_iter()
-        .zip(logits)
-        .map(|((layer, head), l)| HeadRow { layer, head, target_rank: rank_of(&l, target as usize), top: as_u32(top_k(&l, cfg.top_k)) })
-        .collect()
+    let read = map_logit_rows(model, Tensor::cat(vectors, 0), projection, |l| (rank_of(l, target as usize), as_u32(top_k(l, cfg.top_k))));
+    labels.into_iter().zip(read).map(|((layer, head), (target_rank, top))| HeadRow { layer, head, target_rank, top }).collect()
 }
 
 fn as_u32(v: Vec<usize>) -> Vec<u32> {
@@ -226,18 +221,18 @@ pub fn mlp_values<B: Backend>(
     if vectors.is_empty() {
         return Ok(Vec::new());
     }
-    let logits = logits_rows(model, Tensor::cat(vectors, 0), projection);
+    let read = map_logit_rows(model, Tensor::cat(vectors, 0), projection, |l| (rank_of(l, target as usize), as_u32(top_k(l, cfg.top_k))));
     Ok(labels
         .into_iter()
-        .zip(logits)
-        .map(|((layer, rank, neuron, coefficient, value_norm), l)| NeuronRow {
+        .zip(read)
+        .map(|((layer, rank, neuron, coefficient, value_norm), (target_rank, top))| NeuronRow {
             layer,
             rank,
             neuron,
             coefficient,
             value_norm,
-            target_rank: rank_of(&l, target as usize),
-            top: as_u32(top_k(&l, cfg.top_k)),
+            target_rank,
+            top,
         })
         .collect())
 }

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::extraction::ExtractionRow;
 use crate::knockout::BlockSet;
-use crate::vocab::{logits_rows, rank_and_top1};
+use crate::vocab::rank_and_top1;
 use crate::ExperimentError;
 
 /// What the patching experiment measures (`[experiments.patching]` in a pipeline).
@@ -102,7 +102,7 @@ pub fn patching<B: Backend>(
     if labels.is_empty() {
         return Ok(Vec::new());
     }
-    let ranks = rank_and_top1(&logits_rows(model, Tensor::cat(attn_outs, 0), cfg.projection), target as usize);
+    let ranks = rank_and_top1(model, Tensor::cat(attn_outs, 0), cfg.projection, target as usize);
     Ok(labels
         .into_iter()
         .zip(ranks)

@@ -10,7 +10,7 @@ use dissect_model::Model;
 use serde::{Deserialize, Serialize};
 
 use crate::extraction::ExtractionRow;
-use crate::vocab::{logits_rows, rank_and_top1};
+use crate::vocab::rank_and_top1;
 use crate::ExperimentError;
 
 /// The target's two ranks at one block; the `ranks` table's row without the record's columns
@@ -47,7 +47,7 @@ pub fn ranks_at<B: Backend>(model: &Model<B>, subject_last: Tensor<B, 2>, target
     let n_layers = model.n_layers();
     let after: Vec<Tensor<B, 2>> =
         (1..=n_layers).map(|l| crate::projected_hidden_state(model, l, subject_last.clone().slice([l..l + 1]), projection)).collect();
-    let subject = rank_and_top1(&logits_rows(model, Tensor::cat(after, 0), projection), target as usize);
+    let subject = rank_and_top1(model, Tensor::cat(after, 0), projection, target as usize);
     (0..n_layers)
         .filter_map(|layer| {
             let attn = extraction.iter().find(|r| r.layer == layer && r.sublayer == Sublayer::Attn && r.blocked.is_none())?;

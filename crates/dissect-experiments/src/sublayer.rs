@@ -7,13 +7,12 @@ use std::collections::HashSet;
 use burn_tensor::backend::Backend;
 use burn_tensor::Tensor;
 use dissect_model::intervene::{Knockout, KnockoutMode, Plan, PlanHooks, RecordSpec, Sublayer};
-use dissect_model::project::Projection;
+use dissect_model::project::{map_logit_rows, Projection};
 use dissect_model::tokenizer::Tokenizer;
 use dissect_model::Model;
 use serde::{Deserialize, Serialize};
 
 use crate::enrichment::{attributes_rate, top_tokens, AttributesConfig};
-use crate::vocab::logits_rows;
 use crate::ExperimentError;
 
 /// GPT-2 XL's depth, the model the notebook's constants were written for.
@@ -120,19 +119,9 @@ pub fn sublayer_knockout<B: Backend>(
         let out = model.run_blocks(input, start..read, &mut hooks);
         vectors.push(at_read(out.slice([0..n, subject_last..q]).reshape([n, d])));
     }
-    let rows = logits_rows(model, Tensor::cat(vectors, 0), cfg.projection);
-    labels
-        .into_iter()
-        .zip(rows)
-        .map(|((start, end, sublayer, mode), logits)| SublayerRow {
-            start,
-            end,
-            sublayer,
-            mode,
-            read_layer: read,
-            rate: attributes_rate(&top_tokens(&logits, tokenizer, stopwords, attrs), paragraph),
-        })
-        .collect()
+    let rates =
+        map_logit_rows(model, Tensor::cat(vectors, 0), cfg.projection, |logits| attributes_rate(&top_tokens(logits, tokenizer, stopwords, attrs), paragraph));
+    labels.into_iter().zip(rates).map(|((start, end, sublayer, mode), rate)| SublayerRow { start, end, sublayer, mode, read_layer: read, rate }).collect()
 }
 
 /// The `sublayer_knockout` table ([`dissect_data::table::SublayerKnockoutRow`]).

@@ -46,8 +46,8 @@ use dissect_experiments::knockout::{knockout_sweep, BlockSet, KnockoutConfig};
 use dissect_experiments::patching::{patching, PatchingConfig};
 use dissect_experiments::ranks::ranks;
 use dissect_experiments::sublayer::{sublayer_knockout, SublayerConfig, SublayerRow};
-use dissect_experiments::vocab::logits_rows;
 use dissect_model::intervene::{run_plans, CleanRun, EdgeBlocking, ExecPath, Knockout, KnockoutMode, Plan, RecordSpec, Sublayer};
+use dissect_model::project::map_logit_rows;
 use dissect_model::project::Projection;
 use dissect_model::source::Loaded;
 use dissect_model::Model;
@@ -365,14 +365,17 @@ fn notebook_and_paper_wording_differ_where_they_should() {
 
             // projection: notebook (h·Eᵀ) vs logit lens (final norm + unembedding)
             let stack = Tensor::cat(hidden.clone(), 0);
-            let (nb, ll) = (logits_rows(model, stack.clone(), Projection::Notebook), logits_rows(model, stack, Projection::LogitLens));
+            let (nb, ll) = (
+                map_logit_rows(model, stack.clone(), Projection::Notebook, <[f32]>::to_vec),
+                map_logit_rows(model, stack, Projection::LogitLens, <[f32]>::to_vec),
+            );
             let d = nb.iter().zip(&ll).map(|(a, b)| max_abs_diff(a, b)).fold(0.0, f32::max);
             c.ok("projection notebook != logit lens", d > 1e-2, || format!("{tag}: max |diff| {d}"));
             // ... but the notebook projection of the final-normed last residual (HF's
             // hidden_states[L]) is the logit lens of the raw one, which is the model's output
             let last = hidden[n_layers].clone();
-            let normed = logits_rows(model, model.final_norm.forward(last.clone()), Projection::Notebook);
-            let lens = logits_rows(model, last.clone(), Projection::LogitLens);
+            let normed = map_logit_rows(model, model.final_norm.forward(last.clone()), Projection::Notebook, <[f32]>::to_vec);
+            let lens = map_logit_rows(model, last.clone(), Projection::LogitLens, <[f32]>::to_vec);
             let [s_len, d_model] = last.dims();
             let out = model.logits(last.reshape([1, s_len, d_model])).into_data().into_vec::<f32>().unwrap();
             let flat = |x: &Vec<Vec<f32>>| x.concat();

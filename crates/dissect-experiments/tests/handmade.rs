@@ -34,7 +34,7 @@
 use burn_tensor::Tensor;
 use dissect_experiments::clean_hidden;
 use dissect_experiments::knockout::{knockout_sweep, BlockSet, KnockoutConfig};
-use dissect_experiments::probs_of_residual;
+use dissect_experiments::vocab::probs_of_residual;
 use dissect_model::backend::Cpu;
 use dissect_model::config::{Activation, LayerAttention, NormKind, Positions};
 use dissect_model::intervene::{run_plans, CleanRun, ExecPath, Knockout, KnockoutMode, Plan, PlanHooks, RecordSpec, Sublayer};

@@ -30,7 +30,7 @@ use dissect_experiments::knockout::{knockout_sweep, BlockSet, KnockoutConfig};
 use dissect_experiments::patching::{patching, PatchingConfig};
 use dissect_experiments::ranks::ranks;
 use dissect_experiments::sublayer::{sublayer_knockout, SublayerConfig};
-use dissect_experiments::vocab::{logits_rows, rank_and_top1};
+use dissect_experiments::vocab::rank_and_top1;
 use dissect_model::intervene::{run_plans, BlockEdges, CleanRun, EdgeBlocking, ExecPath, KnockoutMode, Plan, RecordSpec, Sublayer};
 use dissect_model::project::Projection;
 use serde_json::Value;
@@ -162,7 +162,7 @@ fn compare_model(r: &Value, c: &mut Check) {
                 let (_, rec) = run_plans(model, &clean, &plans, ExecPath::Fast, spec).unwrap();
                 let d = model.config.hidden;
                 let vectors: Vec<Tensor<common::B, 2>> = rec.attn_out.into_iter().enumerate().map(|(l, t)| t.slice([l..l + 1]).reshape([1, d])).collect();
-                let ranks = rank_and_top1(&logits_rows(model, Tensor::cat(vectors, 0), Projection::Notebook), target as usize);
+                let ranks = rank_and_top1(model, Tensor::cat(vectors, 0), Projection::Notebook, target as usize);
                 let cat = format!("extraction {arith}, every notebook set");
                 for t in theirs.iter().filter(|t| t["blocked"].as_str() == Some(set) && t["arith"].as_str() == Some(arith)) {
                     let layer = u(&t["layer"]);

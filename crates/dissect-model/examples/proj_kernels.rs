@@ -9,8 +9,11 @@
 //! - `burn`: what `Model::tied_unembed` does on the CPU backend (burn-flex's matmul, which calls
 //!   the `gemm` crate with `Parallelism::Rayon(0)`; `(E · hᵀ)ᵀ` up to 16 rows, `h · E.transpose()`
 //!   above), the result read back with `into_data`.
-//! - `fast-api`: `project::tied_logits_into` (what `project::project_rows_fast` runs for more
-//!   than 16 rows), its output buffer reused from call to call.
+//! - `dissect`: `vocab_gemm::PackedUnembed::logits_into`, the AVX-512 kernel that
+//!   `project::map_logit_rows` runs on the CPU backend (the unembedding packed once, before the
+//!   timing), its output buffer reused from call to call; `project::logits_into` (the `gemm`
+//!   crate) on a CPU without AVX-512F.
+//! - `gemm-api`: `project::logits_into`, the `gemm` crate into a reused buffer (the fallback).
 //! - `gemm-rayon`, `gemm-1t`: `gemm::gemm` called directly on the row-major buffers, all threads
 //!   of the rayon pool or one thread; `gemm-chunks`: one single-threaded `gemm::gemm` per slice
 //!   of 32,768 vocabulary columns, the slices spread over the rayon pool; `gemm-fresh`,
@@ -24,7 +27,9 @@
 //!   `mkl-t`: the same call writing the logits transposed (`[vocab × rows]`, torch's `e @ h.t()`),
 //!   MKL's faster layout on this shape; `÷mkl-best` divides by the faster of the two per round.
 //!
-//! Environment: `PROJ_THREADS` (2) threads for every candidate (rayon's global pool, OpenBLAS,
+//! Environment: `PROJ_ONLY` a comma-separated list of the candidates to run (default: all);
+//! `PROJ_JSON` a file to write each candidate's GFLOP/s and ratio to MKL's best per row count
+//! into (what `cargo xtask bench projection` reads); `PROJ_THREADS` (2) threads for every candidate (rayon's global pool, OpenBLAS,
 //! BLIS, MKL through `OMP_NUM_THREADS`); `PROJ_OPENBLAS_LIB`, `PROJ_BLIS_LIB` other library paths.
 //!
 //! Protocol: every candidate is called once (warm-up, and its output checked against the plain
@@ -44,7 +49,8 @@ use std::time::Instant;
 
 use burn_tensor::{Tensor, TensorData};
 use dissect_model::backend::Cpu;
-use dissect_model::project::tied_logits_into;
+use dissect_model::project::logits_into;
+use dissect_model::vocab_gemm::PackedUnembed;
 use rayon::prelude::*;
 
 const VOCAB: usize = 262_144;
@@ -304,6 +310,8 @@ fn main() {
     let e_burn = Tensor::<Cpu, 2>::from_data(TensorData::new(e.clone(), [v, d]), &dev);
 
     let fast_out = std::cell::RefCell::new(Vec::new());
+    let gemm_out = std::cell::RefCell::new(Vec::new());
+    let packed = PackedUnembed::pack(&e, v, d, d, 1);
     let mkl_t_out = std::cell::RefCell::new(Vec::new());
     let mut cands: Vec<Candidate<'_>> = vec![
         Candidate {
@@ -318,11 +326,24 @@ fn main() {
             }),
         },
         Candidate {
-            name: "fast-api",
+            name: "dissect",
+            run: Box::new(|h, n, c, keep| {
+                let mut out = fast_out.borrow_mut();
+                match &packed {
+                    Some(p) => p.logits_into(h, n, &mut out),
+                    None => assert!(logits_into(&e_burn, &Tensor::<Cpu, 2>::from_data(TensorData::new(h.to_vec(), [n, d]), &dev), &mut out)),
+                }
+                if keep {
+                    c.copy_from_slice(&out);
+                }
+            }),
+        },
+        Candidate {
+            name: "gemm-api",
             run: Box::new(|h, n, c, keep| {
                 let ht = Tensor::<Cpu, 2>::from_data(TensorData::new(h.to_vec(), [n, d]), &dev);
-                let mut out = fast_out.borrow_mut();
-                assert!(tied_logits_into(&e_burn, &ht, &mut out));
+                let mut out = gemm_out.borrow_mut();
+                assert!(logits_into(&e_burn, &ht, &mut out));
                 if keep {
                     c.copy_from_slice(&out);
                 }
@@ -404,6 +425,12 @@ fn main() {
         }
     };
 
+    if let Ok(only) = std::env::var("PROJ_ONLY") {
+        let only: Vec<&str> = only.split(',').map(str::trim).collect();
+        cands.retain(|c| only.contains(&c.name));
+    }
+    let mkl = mkl && cands.iter().any(|c| c.name.starts_with("mkl"));
+    let mut json_rows = Vec::new();
     println!("vocab {v}, hidden {d}, {threads} threads, {rounds} rounds; load average {}", loadavg());
     for n in notes {
         println!("  {n}");
@@ -465,6 +492,22 @@ fn main() {
             "  {:12} {:>9} {:>9} {:>8} {:>9} {:>8} {:>11} {:>7} {:>7}",
             "kernel", "GFLOP/s", "ms/call", "÷mkl", "÷mkl-best", "÷burn", "max|diff|", "argmax", "top-10"
         );
+        let mut kernels = serde_json::Map::new();
+        for (i, cand) in cands.iter().enumerate() {
+            let s = median(secs[i].clone());
+            let (diff, a, t) = checks[i];
+            kernels.insert(
+                cand.name.into(),
+                serde_json::json!({
+                    "gflops": gflop / s,
+                    "vs_mkl_best": if mkl { Some(vs_mkl_best(i)) } else { None },
+                    "argmax_equal": a == 0,
+                    "top10_equal": t == 0,
+                    "max_abs_diff": diff,
+                }),
+            );
+        }
+        json_rows.push(serde_json::json!({ "rows": n, "kernels": kernels }));
         for (i, cand) in cands.iter().enumerate() {
             let s = median(secs[i].clone());
             let (vs_mkl, vs_best) = match mkl_idx.first() {
@@ -489,4 +532,8 @@ fn main() {
     }
     println!();
     println!("load average {}", loadavg());
+    if let Ok(path) = std::env::var("PROJ_JSON") {
+        let doc = serde_json::json!({ "vocab": v, "hidden": d, "threads": threads, "rounds": rounds, "results": json_rows });
+        std::fs::write(&path, serde_json::to_string_pretty(&doc).expect("json")).expect("PROJ_JSON: cannot write the file");
+    }
 }

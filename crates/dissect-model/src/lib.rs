@@ -16,6 +16,7 @@ pub mod project;
 pub mod quant;
 pub mod source;
 pub mod tokenizer;
+pub mod vocab_gemm;
 pub mod weights;
 
 pub use config::ModelConfig;

@@ -144,6 +144,9 @@ pub struct Model<B: Backend> {
     pub lm_head: Option<Linear<B>>,
     /// Where every weight lives and where input tensors are created.
     pub device: B::Device,
+    /// The unembedding packed for the CPU projection kernel, made on first use
+    /// ([`crate::project::map_logit_rows`]); `None` inside when the kernel cannot run here.
+    pub(crate) packed_unembed: std::sync::OnceLock<Option<std::sync::Arc<crate::vocab_gemm::PackedUnembed>>>,
 }
 
 impl<B: Backend> Model<B> {
@@ -183,7 +186,7 @@ impl<B: Backend> Model<B> {
             // A weight we did not place is a mapping bug, not something to ignore.
             return Err(ModelError::Config { origin: w.source.clone(), message: format!("unused weight `{name}`") });
         }
-        Ok(Model { config, embed, pos_embed, blocks, final_norm, lm_head, device: device.clone() })
+        Ok(Model { config, embed, pos_embed, blocks, final_norm, lm_head, device: device.clone(), packed_unembed: std::sync::OnceLock::new() })
     }
 
     /// The number of blocks ([`ModelConfig::n_layers`]).

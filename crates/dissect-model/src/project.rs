@@ -32,50 +32,125 @@ pub fn project<B: Backend>(model: &Model<B>, h: Tensor<B, 2>, how: Projection) -
     }
 }
 
-/// Below this many rows [`project_rows_fast`] leaves the projection to [`project`]: there
-/// `Model::tied_unembed`'s `(E · hᵀ)ᵀ` is as fast or faster and the output is small.
-const FAST_MIN_ROWS: usize = 17;
+/// Rows projected per matmul by [`map_logit_rows`]: 256 rows of Gemma's 262,144-token
+/// vocabulary are 256 MiB of logits, and the matmul is at full speed well before that.
+const CHUNK_ROWS: usize = 256;
 
-/// Opt-in CPU variant of [`project`]: the logits of `h` `[n, hidden]` as one row-major
-/// `[n × vocab]` buffer in `out`, which the caller keeps and passes again.
-///
-/// For the tied [`Projection::Notebook`] (Gemma) with more than 16 rows, `h · Eᵀ` is computed by
-/// the `gemm` crate straight into `out` (the same kernel and settings burn-flex's matmul uses).
-/// What it saves is not arithmetic but memory traffic: burn-flex allocates a fresh zeroed
-/// `n × vocab` output per matmul (256 MiB for 256 rows of Gemma's vocabulary), and
-/// `FlexTensor::empty` builds it as a `Vec<u8>` that `Bytes` then copies into a 16-byte-aligned
-/// allocation, so every call pays first-touch page faults on two such buffers plus a copy; `out`
-/// keeps its pages from one call to the next. Every other case (the logit lens, an untied head,
-/// 16 rows or fewer, a non-f32 tensor) runs [`project`] and copies its result into `out`.
-///
-/// Measured with `cargo run --release -p dissect-model --example proj_kernels` (`fast-api`):
-/// 2 threads, 256 rows, about 1.45x the default path's GFLOP/s.
-pub fn project_rows_fast(model: &Model<crate::backend::Cpu>, h: Tensor<crate::backend::Cpu, 2>, how: Projection, out: &mut Vec<f32>) {
-    let [n, _] = h.dims();
-    if how == Projection::Notebook && model.lm_head.is_none() && n >= FAST_MIN_ROWS && tied_logits_into(&model.embed, &h, out) {
-        return;
-    }
-    let logits = project(model, h, how).into_data();
-    out.clear();
-    out.extend_from_slice(logits.as_slice::<f32>().expect("the CPU backend's logits are f32"));
+thread_local! {
+    /// The host buffer [`map_logit_rows`] writes logits into, kept between calls: a fresh
+    /// `rows × vocab` allocation per call costs first-touch page faults on every page (256 MiB
+    /// at 256 rows of Gemma), which is a tenth of the matmul's own time.
+    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// `h · Eᵀ` for `e` `[vocab, hidden]` and `h` `[n, hidden]` (any strides) into `out` as a
-/// row-major `[n × vocab]` buffer, by `gemm::gemm` on burn-flex's storage without a copy.
-/// `false` (and `out` untouched) when either tensor is not f32.
-pub fn tied_logits_into(e: &Tensor<crate::backend::Cpu, 2>, h: &Tensor<crate::backend::Cpu, 2>, out: &mut Vec<f32>) -> bool {
-    let ([v, d], [n, dh]) = (e.dims(), h.dims());
-    assert_eq!(d, dh, "tied_logits_into: hidden sizes differ");
-    let (e, h) = (e.clone().into_primitive().tensor(), h.clone().into_primitive().tensor());
-    if e.dtype() != burn_tensor::DType::F32 || h.dtype() != burn_tensor::DType::F32 {
+/// `f(logits)` for every row of `h` `[n, hidden]`, in order: the vocabulary view of each row,
+/// exactly as [`project`] defines it, without handing the caller `n × vocab` floats.
+///
+/// On the CPU backend the unembedding is one matmul per 256 rows straight into a host buffer
+/// that is reused from call to call: the AVX-512 kernel of [`crate::vocab_gemm`] on the
+/// unembedding packed at first use (one more copy of it in memory), or the `gemm` crate
+/// ([`logits_into`]) on a CPU without AVX-512F. The final norm (logit lens) runs in burn, the
+/// bias and the final-logit softcap on the host. Other backends run [`project`]
+/// and read its result back. Either way the logits are the same dot products: they differ from
+/// [`project`]'s only in f32 summation order.
+pub fn map_logit_rows<B: Backend, T>(model: &Model<B>, h: Tensor<B, 2>, how: Projection, mut f: impl FnMut(&[f32]) -> T) -> Vec<T> {
+    let [n, _] = h.dims();
+    let v = model.config.vocab_size;
+    let mut out = Vec::with_capacity(n);
+    let mut buf = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    for start in (0..n).step_by(CHUNK_ROWS) {
+        let rows = h.clone().slice([start..(start + CHUNK_ROWS).min(n)]);
+        if !cpu_logits_into(model, &rows, how, &mut buf) {
+            let logits = project(model, rows, how).into_data();
+            buf.clear();
+            buf.extend_from_slice(logits.as_slice::<f32>().expect("logits are f32"));
+        }
+        out.extend(buf.chunks(v).map(&mut f));
+    }
+    SCRATCH.with(|s| *s.borrow_mut() = buf);
+    out
+}
+
+/// [`project`] on the CPU backend into `out` (row-major `[rows × vocab]`); `false`, `out`
+/// untouched, for another backend or a non-f32 tensor.
+fn cpu_logits_into<B: Backend>(model: &Model<B>, h: &Tensor<B, 2>, how: Projection, out: &mut Vec<f32>) -> bool {
+    use std::any::Any;
+    type Cpu = crate::backend::Cpu;
+    let (Some(model), Some(h)) = ((model as &dyn Any).downcast_ref::<Model<Cpu>>(), (h as &dyn Any).downcast_ref::<Tensor<Cpu, 2>>()) else {
+        return false;
+    };
+    let h = match how {
+        Projection::Notebook => h.clone(),
+        Projection::LogitLens => model.final_norm.forward(h.clone()),
+    };
+    // `[vocab, hidden]`: the tied embedding, or the untied head `[hidden, vocab]` as a
+    // transposed view.
+    let unembed = match &model.lm_head {
+        Some(head) => head.weight.clone().transpose(),
+        None => model.embed.clone(),
+    };
+    let packed = model.packed_unembed.get_or_init(|| pack(&unembed).map(std::sync::Arc::new));
+    match packed {
+        Some(packed) => {
+            let [n, _] = h.dims();
+            let Ok(h) = h.into_data().into_vec::<f32>() else { return false };
+            packed.logits_into(&h, n, out);
+        }
+        None if !logits_into(&unembed, &h, out) => return false,
+        None => {}
+    }
+    if how == Projection::Notebook {
+        return true;
+    }
+    let v = model.config.vocab_size;
+    if let Some(bias) = model.lm_head.as_ref().and_then(|head| head.bias.clone()) {
+        let bias = bias.into_data().into_vec::<f32>().expect("f32 bias");
+        for row in out.chunks_mut(v) {
+            row.iter_mut().zip(&bias).for_each(|(x, b)| *x += b);
+        }
+    }
+    if let Some(cap) = model.config.final_logit_softcap {
+        let cap = cap as f32;
+        out.iter_mut().for_each(|x| *x = (*x / cap).tanh() * cap);
+    }
+    true
+}
+
+/// `w` `[vocab, hidden]` (any strides) packed for the AVX-512 kernel; `None` when the CPU lacks
+/// AVX-512F or `w` is not f32.
+fn pack(w: &Tensor<crate::backend::Cpu, 2>) -> Option<crate::vocab_gemm::PackedUnembed> {
+    let [v, d] = w.dims();
+    let w = w.clone().into_primitive().tensor();
+    if w.dtype() != burn_tensor::DType::F32 {
+        return None;
+    }
+    let s = w.layout().strides();
+    let (sv, sd) = (usize::try_from(s[0]).ok()?, usize::try_from(s[1]).ok()?);
+    crate::vocab_gemm::PackedUnembed::pack(&w.storage::<f32>()[w.layout().start_offset()..], v, d, sv, sd)
+}
+
+/// `h · Wᵀ` for `w` `[vocab, hidden]` and `h` `[n, hidden]` (any strides, so a transposed view
+/// works for either) into `out` as a row-major `[n × vocab]` buffer, by `gemm::gemm` on
+/// burn-flex's storage without a copy. `false` (and `out` untouched) when either tensor is not
+/// f32.
+///
+/// The `gemm` crate is the kernel burn-flex's own matmul calls, with the same settings; what
+/// calling it here saves is memory traffic, not arithmetic: burn-flex allocates a fresh zeroed
+/// output per matmul and copies it once more into an aligned allocation, while `out` keeps its
+/// pages from one call to the next.
+pub fn logits_into(w: &Tensor<crate::backend::Cpu, 2>, h: &Tensor<crate::backend::Cpu, 2>, out: &mut Vec<f32>) -> bool {
+    let ([v, d], [n, dh]) = (w.dims(), h.dims());
+    assert_eq!(d, dh, "logits_into: hidden sizes differ");
+    let (w, h) = (w.clone().into_primitive().tensor(), h.clone().into_primitive().tensor());
+    if w.dtype() != burn_tensor::DType::F32 || h.dtype() != burn_tensor::DType::F32 {
         return false;
     }
-    let (es, hs) = (e.layout().strides(), h.layout().strides());
-    let (e_ptr, h_ptr) = (e.storage::<f32>()[e.layout().start_offset()..].as_ptr(), h.storage::<f32>()[h.layout().start_offset()..].as_ptr());
+    let (ws, hs) = (w.layout().strides(), h.layout().strides());
+    let (w_ptr, h_ptr) = (w.storage::<f32>()[w.layout().start_offset()..].as_ptr(), h.storage::<f32>()[h.layout().start_offset()..].as_ptr());
     out.clear();
     out.reserve(n * v);
     // SAFETY: dst is `out`'s capacity, n × v row-major; lhs h [n × d] with its own row/column
-    // strides; rhs Eᵀ [d × v] is e read with its strides swapped. Both stay borrowed (the
+    // strides; rhs Wᵀ [d × v] is w read with its strides swapped. Both stay borrowed (the
     // primitives above hold their storage) for the call. With `read_dst = false` and `beta` 1,
     // gemm writes every element of dst without reading it, so `set_len` covers initialised
     // values only.
@@ -91,9 +166,9 @@ pub fn tied_logits_into(e: &Tensor<crate::backend::Cpu, 2>, h: &Tensor<crate::ba
             h_ptr,
             hs[1],
             hs[0],
-            e_ptr,
-            es[0],
-            es[1],
+            w_ptr,
+            ws[0],
+            ws[1],
             0.0,
             1.0,
             false,
@@ -110,7 +185,7 @@ pub fn tied_logits_into(e: &Tensor<crate::backend::Cpu, 2>, h: &Tensor<crate::ba
 mod tests {
     use burn_tensor::{Distribution, Tensor};
 
-    use super::tied_logits_into;
+    use super::logits_into;
     use crate::backend::Cpu;
     use crate::predict::top_k;
 
@@ -118,7 +193,7 @@ mod tests {
     /// random inputs: the same top-k per row, the same values up to f32 summation order; also
     /// for `h` a slice of a larger tensor and a vocabulary that is no multiple of a block.
     #[test]
-    fn tied_logits_into_matches_the_default_path() {
+    fn logits_into_matches_the_default_path() {
         let dev = Default::default();
         let (v, d) = (4099, 96);
         let e = Tensor::<Cpu, 2>::random([v, d], Distribution::Normal(0.0, 1.0), &dev);
@@ -127,7 +202,7 @@ mod tests {
         for h in [big.clone(), big.clone().slice([5..45]), big.clone().slice([0..1])] {
             let n = h.dims()[0];
             let want = h.clone().matmul(e.clone().transpose()).into_data().into_vec::<f32>().unwrap();
-            assert!(tied_logits_into(&e, &h, &mut out));
+            assert!(logits_into(&e, &h, &mut out));
             assert_eq!(out.len(), n * v);
             let diff = out.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
             assert!(diff < 1e-3, "max |diff| {diff}");

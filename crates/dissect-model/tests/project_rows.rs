@@ -1,0 +1,49 @@
+//! `project::map_logit_rows` (the CPU backend's gemm into a reused buffer) gives the logits of
+//! `project::project` (burn's matmul), for both projections, tied and untied heads, a head bias
+//! and a final-logit softcap, and for more rows than one chunk.
+
+use burn_tensor::{Distribution, Tensor};
+use dissect_model::backend::Cpu;
+use dissect_model::predict::top_k;
+use dissect_model::project::{map_logit_rows, project, Projection};
+use dissect_model::source::load;
+
+mod common;
+
+fn check(dir: &str, softcap: Option<f64>) {
+    let dev = Default::default();
+    let path = common::fixtures().join(dir);
+    let mut loaded = load::<Cpu>(path.to_str().unwrap(), &dev).unwrap();
+    loaded.model.config.final_logit_softcap = softcap;
+    let model = &loaded.model;
+    let v = model.config.vocab_size;
+    // Over one chunk of 256 rows, a few outlier-norm rows among them.
+    let h = Tensor::<Cpu, 2>::random([300, model.config.hidden], Distribution::Normal(0.0, 1.0), &dev);
+    let h = h.clone() + h.slice([0..300, 0..1]).greater_elem(2.0).float() * 50.0;
+    for how in [Projection::Notebook, Projection::LogitLens] {
+        let want = project(model, h.clone(), how).into_data().into_vec::<f32>().unwrap();
+        let got = map_logit_rows(model, h.clone(), how, <[f32]>::to_vec);
+        assert_eq!(got.len(), 300, "{dir} {how:?}: rows");
+        for (i, (g, w)) in got.iter().zip(want.chunks(v)).enumerate() {
+            let scale = w.iter().fold(1f32, |m, x| m.max(x.abs()));
+            let diff = g.iter().zip(w).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(diff <= 1e-5 * scale, "{dir} {how:?} row {i}: max |diff| {diff} (scale {scale})");
+            assert_eq!(top_k(g, 5), top_k(w, 5), "{dir} {how:?} row {i}: top 5");
+        }
+    }
+}
+
+#[test]
+fn tied_head() {
+    check("tiny-gpt2", None);
+}
+
+#[test]
+fn tied_head_with_softcap() {
+    check("tiny-gemma3", Some(3.0));
+}
+
+#[test]
+fn untied_head_with_bias() {
+    check("tiny-gptj", None);
+}
