@@ -5,6 +5,7 @@
 mod bench;
 mod cache;
 mod fetch_model;
+mod gpu_check;
 mod install;
 mod models;
 mod readme_check;
@@ -60,6 +61,9 @@ enum Task {
     /// Renders report.html in headless Chromium at 1366 px, saves screenshots under
     /// <report>/screenshots/ and fails if the page overflows horizontally.
     ReportCheck(report_check::Args),
+    /// On a machine with an NVIDIA GPU: the CUDA tests, `dissect` on CPU vs CUDA (max difference),
+    /// and filter + experiments timed on CUDA; a summary table, logs kept under --out.
+    GpuCheck(gpu_check::Args),
 }
 
 fn main() -> ExitCode {
@@ -74,6 +78,7 @@ fn main() -> ExitCode {
         Task::Tidy => tidy::run(),
         Task::ReadmeCheck(args) => readme_check::run(&args),
         Task::ReportCheck(args) => report_check::run(&args),
+        Task::GpuCheck(args) => gpu_check::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,7 +7,7 @@ use std::ops::Range;
 
 use burn_tensor::backend::Backend;
 use burn_tensor::Tensor;
-use dissect_model::intervene::{run_plans, BlockEdges, CleanRun, EdgeBlocking, ExecPath, Plan, RecordSpec, Sublayer};
+use dissect_model::intervene::{run_plans, BlockEdges, CleanRun, EdgeBlocking, ExecPath, Plan, PlanHooks, RecordSpec, Sublayer};
 use dissect_model::project::Projection;
 use dissect_model::Model;
 use serde::{Deserialize, Serialize};
@@ -106,8 +106,35 @@ pub fn extraction_from<B: Backend>(
     vectors.extend([attn, mlp]);
     labels.extend((0..n_layers).map(|l| (l, Sublayer::Attn, None)).chain((0..n_layers).map(|l| (l, Sublayer::Mlp, None))));
 
-    for &set in &cfg.blocked {
-        let Some(keys) = set.positions(s, subject, has_bos) else { continue };
+    let sets: Vec<(BlockSet, Vec<usize>)> = cfg.blocked.iter().filter_map(|&set| Some((set, set.positions(s, subject, has_bos)?))).collect();
+    if cfg.path == ExecPath::Fast && !sets.is_empty() {
+        // A row blocks edges at layer l only and reads that layer's MHSA output, so everything
+        // before it is the clean run: block l's attention alone, on the clean last-position
+        // residual and the prompt's cached keys and values, one row per set.
+        let (_, rec) =
+            run_plans(model, clean, &[Plan::default()], ExecPath::Fast, RecordSpec { residual: true, positions: vec![vec![last]], ..RecordSpec::default() })?;
+        let d = model.config.hidden;
+        let mut blocked = vec![Vec::new(); sets.len()];
+        for (l, h) in rec.residual.into_iter().take(n_layers).enumerate() {
+            let plans: Vec<Plan> = sets
+                .iter()
+                .map(|(_, keys)| Plan {
+                    edges: vec![BlockEdges { layers: l..l + 1, query: last, keys: keys.clone(), heads: None, arithmetic: cfg.blocking }],
+                    ..Plan::default()
+                })
+                .collect();
+            let mut hooks = PlanHooks::new(model, &plans, last, 1, RecordSpec::default());
+            let a = model.attn_sublayer(l, h.reshape([1, 1, d]).expand([sets.len(), 1, d]), Some(&clean.prefix[l]), &mut hooks);
+            for (i, row) in a.reshape([sets.len(), d]).chunk(sets.len(), 0).into_iter().enumerate() {
+                blocked[i].push(row);
+            }
+        }
+        for ((set, _), rows) in sets.iter().zip(blocked) {
+            vectors.extend(rows);
+            labels.extend((0..n_layers).map(|l| (l, Sublayer::Attn, Some(*set))));
+        }
+    }
+    for (set, keys) in sets.into_iter().filter(|_| cfg.path != ExecPath::Fast) {
         // Row l blocks only at layer l, whose MHSA output it reads.
         let plans: Vec<Plan> = (0..n_layers)
             .map(|l| Plan {

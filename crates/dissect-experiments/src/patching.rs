@@ -6,9 +6,9 @@ use std::ops::Range;
 
 use burn_tensor::backend::Backend;
 use burn_tensor::Tensor;
-use dissect_model::intervene::{Plan, PlanHooks, RecordSpec, Sublayer};
+use dissect_model::intervene::Sublayer;
 use dissect_model::project::Projection;
-use dissect_model::Model;
+use dissect_model::{Model, NoHooks};
 use serde::{Deserialize, Serialize};
 
 use crate::extraction::ExtractionRow;
@@ -91,12 +91,11 @@ pub fn patching<B: Backend>(
         if variants.is_empty() {
             continue;
         }
-        // Blocks before `layer` are unchanged: only block `layer` runs, on the patched input.
+        // Blocks before `layer` are unchanged: only block `layer`'s attention runs, on the
+        // patched input (its MLP comes after what is read).
         let n = variants.len();
-        let spec = RecordSpec { attn_out: true, positions: vec![vec![last]; n], ..RecordSpec::default() };
-        let mut hooks = PlanHooks::new(model, &vec![Plan::default(); n], 0, s, spec);
-        model.run_blocks(Tensor::cat(inputs, 0), layer..layer + 1, &mut hooks);
-        attn_outs.push(hooks.recorded.attn_out.remove(0).reshape([n, model.config.hidden]));
+        let a = model.attn_sublayer(layer, Tensor::cat(inputs, 0), None, &mut NoHooks);
+        attn_outs.push(a.slice([0..n, last..s]).reshape([n, model.config.hidden]));
         labels.extend(variants.into_iter().map(|(source, set)| (layer, source, set)));
     }
     if labels.is_empty() {

@@ -268,6 +268,24 @@ impl<B: Backend> Model<B> {
         h
     }
 
+    /// Block `l`'s attention sublayer alone on a residual stream `h` `[batch, q, hidden]`
+    /// entering it: its output after the post-attention norm (what [`Hooks::attn_out`] sees in
+    /// a full block, the same computation), without running the MLP that follows it. `h` holds
+    /// positions `0..q`, or with `prefix` (block `l`'s keys and values of positions `0..p`, as
+    /// in [`Model::forward_suffix`]) positions `p..p+q`.
+    pub fn attn_sublayer(&self, l: usize, h: Tensor<B, 3>, prefix: Option<&KvCache<B>>, hooks: &mut impl Hooks<B>) -> Tensor<B, 3> {
+        let q = h.dims()[1];
+        let start = prefix.map_or(0, |kv| kv.k.dims()[2]);
+        let ctx = AttnContext { start, masks: AttentionMasks::new(&self.config, start, q, &self.device) };
+        let h = hooks.block_input(l, h);
+        let blk = &self.blocks[l];
+        let mut a = self.attention(l, blk, blk.attn_norm.forward(h), &ctx, prefix, hooks);
+        if let Some(n) = &blk.post_attn_norm {
+            a = n.forward(a);
+        }
+        hooks.attn_out(l, a)
+    }
+
     fn block_forward(
         &self,
         l: usize,
