@@ -9,7 +9,7 @@
 //! - `burn`: what `Model::tied_unembed` does on the CPU backend (burn-flex's matmul, which calls
 //!   the `gemm` crate with `Parallelism::Rayon(0)`; `(E · hᵀ)ᵀ` up to 16 rows, `h · E.transpose()`
 //!   above), the result read back with `into_data`.
-//! - `dissect`: `vocab_gemm::PackedUnembed::logits_into`, the AVX-512 kernel that
+//! - `dissect`: `matmul::PackedUnembed::logits_into`, the AVX-512 kernel that
 //!   `project::map_logit_rows` runs on the CPU backend (the unembedding packed once, before the
 //!   timing), its output buffer reused from call to call; `project::logits_into` (the `gemm`
 //!   crate) on a CPU without AVX-512F.
@@ -49,8 +49,8 @@ use std::time::Instant;
 
 use burn_tensor::{Tensor, TensorData};
 use dissect_model::backend::Cpu;
+use dissect_model::matmul::PackedUnembed;
 use dissect_model::project::logits_into;
-use dissect_model::vocab_gemm::PackedUnembed;
 use rayon::prelude::*;
 
 const VOCAB: usize = 262_144;

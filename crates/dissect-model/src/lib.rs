@@ -10,13 +10,13 @@ pub mod error;
 pub mod gguf;
 pub mod hooks;
 pub mod intervene;
+pub mod matmul;
 pub mod model;
 pub mod predict;
 pub mod project;
 pub mod quant;
 pub mod source;
 pub mod tokenizer;
-pub mod vocab_gemm;
 pub mod weights;
 
 pub use config::ModelConfig;

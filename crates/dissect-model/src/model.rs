@@ -35,13 +35,37 @@ impl<B: Backend> Linear<B> {
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let [b, s, d_in] = x.dims();
         let d_out = self.weight.dims()[1];
-        let y = x.reshape([b * s, d_in]).matmul(self.weight.clone());
+        let x = x.reshape([b * s, d_in]);
+        let y = cpu_matmul(&x, &self.weight).unwrap_or_else(|| x.matmul(self.weight.clone()));
         let y = match &self.bias {
             Some(bias) => y + bias.clone().unsqueeze::<2>(),
             None => y,
         };
         y.reshape([b, s, d_out])
     }
+}
+
+/// `x · w` by the CPU backend's AVX-512 kernel ([`crate::matmul::matmul_into`]); `None` on
+/// another backend, a CPU without AVX-512F, a non-f32 tensor or a weight that is not
+/// row-major, where burn's matmul runs instead.
+fn cpu_matmul<B: Backend>(x: &Tensor<B, 2>, w: &Tensor<B, 2>) -> Option<Tensor<B, 2>> {
+    use std::any::Any;
+    type Cpu = crate::backend::Cpu;
+    let (x, w) = ((x as &dyn Any).downcast_ref::<Tensor<Cpu, 2>>()?, (w as &dyn Any).downcast_ref::<Tensor<Cpu, 2>>()?);
+    let ([m, k], [_, n]) = (x.dims(), w.dims());
+    let device = x.device();
+    let wp = w.clone().into_primitive().tensor();
+    if wp.dtype() != burn_tensor::DType::F32 || wp.layout().strides() != [n as isize, 1] {
+        return None;
+    }
+    let start = wp.layout().start_offset();
+    let x = x.clone().into_data().into_vec::<f32>().ok()?;
+    let mut out = Vec::new();
+    if !crate::matmul::matmul_into(&x, m, k, &wp.storage::<f32>()[start..start + k * n], n, &mut out) {
+        return None;
+    }
+    let y: Box<dyn Any> = Box::new(Tensor::<Cpu, 2>::from_data(burn_tensor::TensorData::new(out, [m, n]), &device));
+    y.downcast::<Tensor<B, 2>>().ok().map(|y| *y)
 }
 
 /// A LayerNorm or RMSNorm over the last dimension, with its learned scale (and LayerNorm's shift).
@@ -146,7 +170,7 @@ pub struct Model<B: Backend> {
     pub device: B::Device,
     /// The unembedding packed for the CPU projection kernel, made on first use
     /// ([`crate::project::map_logit_rows`]); `None` inside when the kernel cannot run here.
-    pub(crate) packed_unembed: std::sync::OnceLock<Option<std::sync::Arc<crate::vocab_gemm::PackedUnembed>>>,
+    pub(crate) packed_unembed: std::sync::OnceLock<Option<std::sync::Arc<crate::matmul::PackedUnembed>>>,
 }
 
 impl<B: Backend> Model<B> {

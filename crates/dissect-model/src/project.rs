@@ -47,7 +47,7 @@ thread_local! {
 /// exactly as [`project`] defines it, without handing the caller `n × vocab` floats.
 ///
 /// On the CPU backend the unembedding is one matmul per 256 rows straight into a host buffer
-/// that is reused from call to call: the AVX-512 kernel of [`crate::vocab_gemm`] on the
+/// that is reused from call to call: the AVX-512 kernel of [`crate::matmul`] on the
 /// unembedding packed at first use (one more copy of it in memory), or the `gemm` crate
 /// ([`logits_into`]) on a CPU without AVX-512F. The final norm (logit lens) runs in burn, the
 /// bias and the final-logit softcap on the host. Other backends run [`project`]
@@ -118,7 +118,7 @@ fn cpu_logits_into<B: Backend>(model: &Model<B>, h: &Tensor<B, 2>, how: Projecti
 
 /// `w` `[vocab, hidden]` (any strides) packed for the AVX-512 kernel; `None` when the CPU lacks
 /// AVX-512F or `w` is not f32.
-fn pack(w: &Tensor<crate::backend::Cpu, 2>) -> Option<crate::vocab_gemm::PackedUnembed> {
+fn pack(w: &Tensor<crate::backend::Cpu, 2>) -> Option<crate::matmul::PackedUnembed> {
     let [v, d] = w.dims();
     let w = w.clone().into_primitive().tensor();
     if w.dtype() != burn_tensor::DType::F32 {
@@ -126,7 +126,7 @@ fn pack(w: &Tensor<crate::backend::Cpu, 2>) -> Option<crate::vocab_gemm::PackedU
     }
     let s = w.layout().strides();
     let (sv, sd) = (usize::try_from(s[0]).ok()?, usize::try_from(s[1]).ok()?);
-    crate::vocab_gemm::PackedUnembed::pack(&w.storage::<f32>()[w.layout().start_offset()..], v, d, sv, sd)
+    crate::matmul::PackedUnembed::pack(&w.storage::<f32>()[w.layout().start_offset()..], v, d, sv, sd)
 }
 
 /// `h · Wᵀ` for `w` `[vocab, hidden]` and `h` `[n, hidden]` (any strides, so a transposed view
