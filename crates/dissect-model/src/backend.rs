@@ -24,6 +24,12 @@ pub type Cpu = burn_flex::Flex;
 #[cfg(feature = "cuda")]
 pub type Cuda = burn_cuda::Cuda<f32, i32>;
 
+/// burn's wgpu backend (f32): the same CubeCL kernels as [`Cuda`], compiled to SPIR-V for any
+/// Vulkan driver. Used by the `_wgpu` variants of the device tests, which CI runs on Mesa's
+/// software Vulkan (llvmpipe); not a `--backend` of the binary.
+#[cfg(feature = "wgpu")]
+pub type Wgpu = burn_wgpu::Wgpu;
+
 /// Which burn backend runs the model: the `--backend` / pipeline setting, written `cpu` or `cuda`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]

@@ -73,4 +73,4 @@ fn top5_matches_hf<B: Backend>(device: &B::Device) {
     assert_eq!(preds[0]["top5"][0]["token"], " Paris");
 }
 
-test_device!(top5_matches_hf, top5_matches_hf_cpu, top5_matches_hf_cuda);
+test_device!(top5_matches_hf, top5_matches_hf_cpu, top5_matches_hf_cuda, top5_matches_hf_wgpu);

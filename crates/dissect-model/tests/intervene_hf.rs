@@ -31,9 +31,15 @@ fn check<B: Backend>(device: &B::Device) {
     let cases: Vec<Value> = serde_json::from_str(&text).unwrap();
     let mut models: BTreeMap<String, Loaded<B>> = BTreeMap::new();
     let mut checked = 0;
+    // Mesa's software Vulkan (the wgpu variant in CI) cannot allocate the real Gemma's 670 MB
+    // embedding as one buffer; the tiny models cover every intervention there.
+    let tiny_only = B::name(device).to_lowercase().contains("wgpu");
     for case in &cases {
         let name = format!("{} {}", case["model"].as_str().unwrap(), case["name"].as_str().unwrap());
         let model_name = case["model"].as_str().unwrap().to_string();
+        if tiny_only && model_name == "gemma3-270m" {
+            continue;
+        }
         let loaded = models.entry(model_name.clone()).or_insert_with(|| {
             let spec = if model_name == "gemma3-270m" { common::gemma_gguf() } else { common::fixtures().join(&model_name) };
             load::<B>(spec.to_str().unwrap(), device).unwrap()
@@ -69,7 +75,7 @@ fn check<B: Backend>(device: &B::Device) {
         }
         checked += 1;
     }
-    assert!(checked >= 30, "only {checked} cases");
+    assert!(checked >= if tiny_only { 30 } else { 36 }, "only {checked} cases");
 }
 
-test_device!(check, interventions_equal_hf_cpu, interventions_equal_hf_cuda);
+test_device!(check, interventions_equal_hf_cpu, interventions_equal_hf_cuda, interventions_equal_hf_wgpu);

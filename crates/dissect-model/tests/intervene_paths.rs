@@ -100,5 +100,5 @@ fn real_gemma<B: Backend>(device: &B::Device) {
     check::<B>(common::gemma_gguf().to_str().unwrap(), "Mount Kilimanjaro belongs to the continent of", device);
 }
 
-test_device!(tiny, fast_equals_full_tiny_cpu, fast_equals_full_tiny_cuda);
-test_device!(real_gemma, fast_equals_full_gemma_cpu, fast_equals_full_gemma_cuda);
+test_device!(tiny, fast_equals_full_tiny_cpu, fast_equals_full_tiny_cuda, fast_equals_full_tiny_wgpu);
+test_device!(real_gemma, fast_equals_full_gemma_cpu, fast_equals_full_gemma_cuda, fast_equals_full_gemma_wgpu);

@@ -103,12 +103,12 @@ fn padded_batch_keeps_positions<B: Backend>(device: &B::Device) {
     }
 }
 
-test_device!(tiny_gptj, tiny_gptj_cpu, tiny_gptj_cuda);
-test_device!(tiny_llama, tiny_llama_cpu, tiny_llama_cuda);
-test_device!(tiny_qwen2, tiny_qwen2_cpu, tiny_qwen2_cuda);
-test_device!(tiny_mistral, tiny_mistral_cpu, tiny_mistral_cuda);
-test_device!(tiny_llama_gguf, tiny_llama_gguf_cpu, tiny_llama_gguf_cuda);
-test_device!(padded_batch_keeps_positions, padded_batch_cpu, padded_batch_cuda);
+test_device!(tiny_gptj, tiny_gptj_cpu, tiny_gptj_cuda, tiny_gptj_wgpu);
+test_device!(tiny_llama, tiny_llama_cpu, tiny_llama_cuda, tiny_llama_wgpu);
+test_device!(tiny_qwen2, tiny_qwen2_cpu, tiny_qwen2_cuda, tiny_qwen2_wgpu);
+test_device!(tiny_mistral, tiny_mistral_cpu, tiny_mistral_cuda, tiny_mistral_wgpu);
+test_device!(tiny_llama_gguf, tiny_llama_gguf_cpu, tiny_llama_gguf_cuda, tiny_llama_gguf_wgpu);
+test_device!(padded_batch_keeps_positions, padded_batch_cpu, padded_batch_cuda, padded_batch_wgpu);
 
 #[test]
 fn configs_map_the_architectures() {

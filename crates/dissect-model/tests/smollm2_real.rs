@@ -92,7 +92,7 @@ fn top5_matches_hf<B: Backend>(device: &B::Device) {
     assert_eq!(preds[0]["top5"][0]["token"], " Paris");
 }
 
-test_device!(top5_matches_hf, top5_matches_hf_cpu, top5_matches_hf_cuda);
+test_device!(top5_matches_hf, top5_matches_hf_cpu, top5_matches_hf_cuda, top5_matches_hf_wgpu);
 
 fn hex(s: &str) -> Vec<u8> {
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()

@@ -80,6 +80,6 @@ fn padded_batch_keeps_positions<B: Backend>(device: &B::Device) {
     }
 }
 
-test_device!(tiny_gpt2, tiny_gpt2_cpu, tiny_gpt2_cuda);
-test_device!(tiny_gemma3, tiny_gemma3_cpu, tiny_gemma3_cuda);
-test_device!(padded_batch_keeps_positions, padded_batch_cpu, padded_batch_cuda);
+test_device!(tiny_gpt2, tiny_gpt2_cpu, tiny_gpt2_cuda, tiny_gpt2_wgpu);
+test_device!(tiny_gemma3, tiny_gemma3_cpu, tiny_gemma3_cuda, tiny_gemma3_wgpu);
+test_device!(padded_batch_keeps_positions, padded_batch_cpu, padded_batch_cuda, padded_batch_wgpu);

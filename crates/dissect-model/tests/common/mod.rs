@@ -55,10 +55,11 @@ pub fn assert_close(what: &str, ours: &[f32], theirs: &[f32], rel: f32) {
     assert!(worst <= rel * scale, "{what}: max |diff| {worst:e} at {at} (ours {}, HF {}) exceeds {rel:e} × scale {scale:e}", ours[at], theirs[at]);
 }
 
-/// One test body, run on CPU and (with the `cuda` feature, when a GPU is present) on CUDA.
+/// One test body, run on CPU, on CUDA (with the `cuda` feature, when a GPU is present) and on
+/// burn's wgpu backend (with the `wgpu` feature; any Vulkan driver, Mesa's software one included).
 #[macro_export]
 macro_rules! test_device {
-    ($body:ident, $cpu:ident, $cuda:ident) => {
+    ($body:ident, $cpu:ident, $cuda:ident, $wgpu:ident) => {
         #[test]
         fn $cpu() {
             $body::<dissect_model::backend::Cpu>(&Default::default());
@@ -71,6 +72,11 @@ macro_rules! test_device {
                 return;
             }
             $body::<dissect_model::backend::Cuda>(&Default::default());
+        }
+        #[cfg(feature = "wgpu")]
+        #[test]
+        fn $wgpu() {
+            $body::<dissect_model::backend::Wgpu>(&Default::default());
         }
     };
 }
