@@ -5,7 +5,7 @@
 use std::ops::Range;
 
 use burn_tensor::backend::Backend;
-use dissect_model::intervene::{run_plans, BlockEdges, CleanRun, EdgeBlocking, ExecPath, Plan, PlanHooks, RecordSpec};
+use dissect_model::intervene::{run_plans, BlockEdges, CleanRun, EdgeBlocking, ExecPath, Plan, RecordSpec};
 use dissect_model::predict::top_k;
 use dissect_model::project::{map_logit_rows, Projection};
 use dissect_model::Model;
@@ -164,38 +164,11 @@ pub fn knockout_sweep_from<B: Backend>(
         }
     }
     let mut rows = Vec::with_capacity(variants.len());
-    let mut push = |chunk: &[(usize, BlockSet, Plan)], h| {
+    for chunk in variants.chunks(cfg.batch.max(1)) {
+        let plans: Vec<Plan> = chunk.iter().map(|(_, _, p)| p.clone()).collect();
+        let (h, _) = run_plans(model, clean, &plans, cfg.path, RecordSpec::default())?;
         for ((layer, set, _), p_new) in chunk.iter().zip(prob_of_residual(model, h, target)) {
             rows.push(KnockoutRow { layer: *layer, block: *set, p_new, pct_change: 100.0 * (p_new - p_base) / p_base });
-        }
-    };
-    if cfg.path == ExecPath::Full {
-        for chunk in variants.chunks(cfg.batch.max(1)) {
-            let plans: Vec<Plan> = chunk.iter().map(|(_, _, p)| p.clone()).collect();
-            push(chunk, run_plans(model, clean, &plans, ExecPath::Full, RecordSpec::default())?.0);
-        }
-    } else {
-        // Below its window a variant is the clean run, so each group of centres starts at its
-        // first window's first block, from the clean last-position residual there. Groups of
-        // about a quarter of the depth: fewer blocks run (a fifth fewer at 18 layers) without
-        // many small batches.
-        let spec = RecordSpec { residual: true, positions: vec![vec![last]], ..RecordSpec::default() };
-        let (_, clean_rec) = run_plans(model, clean, &[Plan::default()], ExecPath::Fast, spec)?;
-        let d = model.config.hidden;
-        let start = |layer: usize| window_layers(layer, cfg.window, n_layers).start;
-        let group = n_layers.div_ceil(4).max(1);
-        let mut i = 0;
-        while i < variants.len() {
-            let g = start(variants[i].0) / group;
-            let end = i + variants[i..].iter().take(cfg.batch.max(1)).take_while(|(layer, _, _)| start(*layer) / group == g).count();
-            let chunk = &variants[i..end];
-            let first = start(chunk[0].0);
-            let plans: Vec<Plan> = chunk.iter().map(|(_, _, p)| p.clone()).collect();
-            let mut hooks = PlanHooks::new(model, &plans, last, 1, RecordSpec::default());
-            let h = clean_rec.residual[first].clone().reshape([1, 1, d]).expand([plans.len(), 1, d]);
-            let h = model.forward_suffix_from(h, first, Some(&clean.prefix), &mut hooks);
-            push(chunk, h.reshape([plans.len(), d]));
-            i = end;
         }
     }
     Ok(KnockoutResult { target_id: target as u32, p_base, layers: n_layers, window: cfg.window, rows })

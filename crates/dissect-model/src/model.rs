@@ -264,18 +264,8 @@ impl<B: Backend> Model<B> {
         if let Some(pe) = &self.pos_embed {
             h = h + pe.clone().slice([start..start + q]).unsqueeze::<3>();
         }
-        self.forward_suffix_from(h, 0, prefix, hooks)
-    }
-
-    /// [`Model::forward_suffix`] from block `first` on: `h` `[batch, q, hidden]` is the residual
-    /// stream entering block `first` at the positions after the prefix (block `first` is the
-    /// first one run; `prefix[l]` is read for `l ≥ first`). Callers pass the clean run's stream
-    /// when nothing before block `first` is changed.
-    pub fn forward_suffix_from(&self, mut h: Tensor<B, 3>, first: usize, prefix: Option<&[KvCache<B>]>, hooks: &mut impl Hooks<B>) -> Tensor<B, 3> {
-        let q = h.dims()[1];
-        let start = prefix.and_then(|p| p.first()).map_or(0, |kv| kv.k.dims()[2]);
         let ctx = AttnContext { start, masks: AttentionMasks::new(&self.config, start, q, &self.device) };
-        for (l, block) in self.blocks.iter().enumerate().skip(first) {
+        for (l, block) in self.blocks.iter().enumerate() {
             h = hooks.block_input(l, h);
             let kv = prefix.map(|p| &p[l]);
             h = self.block_forward(l, block, h, &ctx, kv, hooks);
