@@ -213,30 +213,24 @@ mod kernel {
     ///
     /// # Safety
     /// AVX-512F; `a` holds `kc` steps of [`MR`] floats; `b` `kc` steps `ldb` apart, of which
-    /// the first `cols` floats are read; `c` the
-    /// tile's first element in an output with row stride `ldc`, `rows` rows and `cols` ≤ [`NR`]
-    /// columns valid (and written before, with `accumulate`). With `stream`, a full, 64-byte
+    /// the first `cols` floats are read; `c` the tile's first element in an output with row
+    /// stride `ldc`, `rows` rows and `cols` ≤ [`NR`] columns valid (and written before, with
+    /// `accumulate`). With `stream`, a full, 64-byte
     /// aligned tile is written with non-temporal stores (the caller fences them).
     #[allow(clippy::too_many_arguments)] // one BLAS-style micro-kernel call
     pub unsafe fn tile(rows: usize, a: *const f32, kc: usize, b: *const f32, ldb: usize, c: *mut f32, ldc: usize, cols: usize, accumulate: bool, stream: bool) {
-        // SAFETY: forwarded from the caller.
-        unsafe {
-            match rows {
-                12 => tile_m::<12>(a, kc, b, ldb, c, ldc, cols, accumulate, stream),
-                11 => tile_m::<11>(a, kc, b, ldb, c, ldc, cols, accumulate, stream),
-                10 => tile_m::<10>(a, kc, b, ldb, c, ldc, cols, accumulate, stream),
-                9 => tile_m::<9>(a, kc, b, ldb, c, ldc, cols, accumulate, stream),
-                8 => tile_m::<8>(a, kc, b, ldb, c, ldc, cols, accumulate, stream),
-                7 => tile_m::<7>(a, kc, b, ldb, c, ldc, cols, accumulate, stream),
-                6 => tile_m::<6>(a, kc, b, ldb, c, ldc, cols, accumulate, stream),
-                5 => tile_m::<5>(a, kc, b, ldb, c, ldc, cols, accumulate, stream),
-                4 => tile_m::<4>(a, kc, b, ldb, c, ldc, cols, accumulate, stream),
-                3 => tile_m::<3>(a, kc, b, ldb, c, ldc, cols, accumulate, stream),
-                2 => tile_m::<2>(a, kc, b, ldb, c, ldc, cols, accumulate, stream),
-                1 => tile_m::<1>(a, kc, b, ldb, c, ldc, cols, accumulate, stream),
-                _ => unreachable!("tile rows {rows} (MR is {MR})"),
-            }
+        /// One arm per row count: the kernel is compiled for each, its accumulators in registers.
+        macro_rules! by_rows {
+            ($($m:literal)+) => {
+                match rows {
+                    // SAFETY: forwarded from the caller.
+                    $($m => unsafe { tile_m::<$m>(a, kc, b, ldb, c, ldc, cols, accumulate, stream) },)+
+                    _ => unreachable!("tile rows {rows} (MR is {MR})"),
+                }
+            };
         }
+        const _: () = assert!(MR == 12, "by_rows! lists the row counts 1..=MR");
+        by_rows!(1 2 3 4 5 6 7 8 9 10 11 12)
     }
 
     /// One step: 2 × M FMAs of the broadcast `a[0..M]` with the panel's two vectors.
