@@ -43,7 +43,7 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// `f(logits)` for every row of `h` `[n, hidden]`, in order: the vocabulary view of each row,
+/// `f(logits)` for every row of `h` `[n, hidden]`, in row order (rows reduced in parallel): the vocabulary view of each row,
 /// exactly as [`project`] defines it, without handing the caller `n × vocab` floats.
 ///
 /// On the CPU backend the unembedding is one matmul per 256 rows straight into a host buffer
@@ -53,7 +53,7 @@ thread_local! {
 /// bias and the final-logit softcap on the host. Other backends run [`project`]
 /// and read its result back. Either way the logits are the same dot products: they differ from
 /// [`project`]'s only in f32 summation order.
-pub fn map_logit_rows<B: Backend, T>(model: &Model<B>, h: Tensor<B, 2>, how: Projection, mut f: impl FnMut(&[f32]) -> T) -> Vec<T> {
+pub fn map_logit_rows<B: Backend, T: Send>(model: &Model<B>, h: Tensor<B, 2>, how: Projection, f: impl Fn(&[f32]) -> T + Sync) -> Vec<T> {
     let [n, _] = h.dims();
     let v = model.config.vocab_size;
     let mut out = Vec::with_capacity(n);
@@ -65,7 +65,10 @@ pub fn map_logit_rows<B: Backend, T>(model: &Model<B>, h: Tensor<B, 2>, how: Pro
             buf.clear();
             buf.extend_from_slice(logits.as_slice::<f32>().expect("logits are f32"));
         }
-        out.extend(buf.chunks(v).map(&mut f));
+        // Each row's reduction (a rank, a top-k, a softmax: passes over the whole vocabulary)
+        // is independent of the others: spread over the threads, collected in row order.
+        use rayon::prelude::*;
+        out.par_extend(buf.par_chunks(v).map(&f));
     }
     SCRATCH.with(|s| *s.borrow_mut() = buf);
     out
