@@ -16,6 +16,7 @@ use std::process::{Command, Stdio};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
+use crate::command::{parse_json, render};
 use crate::{fetch_model, models};
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -241,15 +242,6 @@ fn check_python(python: &str, root: &Path) -> Result<()> {
     }
 }
 
-fn render(cmd: &Command) -> String {
-    let mut s = cmd.get_program().to_string_lossy().into_owned();
-    for a in cmd.get_args() {
-        s.push(' ');
-        s.push_str(&a.to_string_lossy());
-    }
-    s
-}
-
 /// Runs a benchmark side with its logs passed through and parses the JSON it prints.
 fn run_json(mut cmd: Command, what: &str) -> Result<Value> {
     let out = cmd.stderr(Stdio::inherit()).output().with_context(|| format!("cannot start {what} ({})", render(&cmd)))?;
@@ -259,8 +251,7 @@ fn run_json(mut cmd: Command, what: &str) -> Result<Value> {
         bail!("{what} failed ({}){hint}", out.status);
     }
     let text = String::from_utf8(out.stdout).context("benchmark output is not UTF-8")?;
-    let line = text.lines().rev().find(|l| l.trim_start().starts_with('{')).with_context(|| format!("{what} printed no JSON"))?;
-    serde_json::from_str(line).with_context(|| format!("parsing the JSON of {what}"))
+    parse_json(&text).with_context(|| format!("parsing the JSON of {what}"))
 }
 
 fn load_average() -> String {

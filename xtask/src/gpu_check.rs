@@ -37,6 +37,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
+use crate::command::{parse_json, render};
 use crate::{fetch_model, models};
 
 const PROMPT: &str = "The Eiffel Tower is located in the city of";
@@ -148,9 +149,9 @@ pub(crate) fn run(args: &Args) -> Result<()> {
     // The models: the tests read both registry models; the runs read --model.
     let started = Instant::now();
     let (test_models, model) = match fetch_models(&args.model) {
-        Ok((gemma, smollm2, model)) => {
+        Ok((test_models, model)) => {
             check.push("models", Status::Ok, Some(started.elapsed().as_secs_f64()), model.clone());
-            (Some((gemma, smollm2)), Some(model))
+            (Some(test_models), Some(model))
         }
         Err(err) => {
             eprintln!("models: {err:#}");
@@ -263,11 +264,11 @@ fn has_nvrtc(dir: &Path) -> bool {
     fs::read_dir(dir).is_ok_and(|entries| entries.flatten().any(|e| e.file_name().to_string_lossy().starts_with("libnvrtc.so")))
 }
 
-/// The two registry models the tests read (fetched when missing), and the `--model` value given
-/// to `dissect`: a registry model's fetched path, a path made absolute, or an `hf:` reference.
-fn fetch_models(spec: &str) -> Result<(PathBuf, PathBuf, String)> {
-    let gemma = fetch_model::run("gemma3-270m")?;
-    let smollm2 = fetch_model::run("smollm2-135m")?;
+/// The models the tests read (fetched when missing, with the variables they are read from), and
+/// the `--model` value given to `dissect`: a registry model's fetched path, a path made
+/// absolute, or an `hf:` reference.
+fn fetch_models(spec: &str) -> Result<(crate::test::TestModels, String)> {
+    let test_models = crate::test::test_models()?;
     let model = if models::find(spec).is_some() {
         fetch_model::run(spec)?.display().to_string()
     } else if spec.starts_with("hf:") {
@@ -275,7 +276,7 @@ fn fetch_models(spec: &str) -> Result<(PathBuf, PathBuf, String)> {
     } else {
         std::path::absolute(spec)?.display().to_string()
     };
-    Ok((gemma, smollm2, model))
+    Ok((test_models, model))
 }
 
 impl Check {
@@ -345,15 +346,15 @@ impl Check {
         })
     }
 
-    fn cuda_tests(&mut self, models: Option<&(PathBuf, PathBuf)>) -> Result<()> {
+    fn cuda_tests(&mut self, models: Option<&crate::test::TestModels>) -> Result<()> {
         const NAME: &str = "cargo test --features cuda (CUDA tests)";
-        let Some((gemma, smollm2)) = models else {
+        let Some(models) = models else {
             self.push(NAME, Status::Skipped, None, "the models are missing".into());
             return Ok(());
         };
         let mut cmd = self.cargo();
         cmd.args(["test", "--release", "--features", "cuda", "-p", "dissect-model", "--", "_cuda", "--nocapture"]);
-        cmd.env("DISSECT_GEMMA_GGUF", gemma).env("DISSECT_SMOLLM2_GGUF", smollm2);
+        cmd.envs(models.iter().map(|(var, path)| (var, path)));
         let ran = self.run_logged(&mut cmd, "cargo-test-cuda", None)?;
         let stdout = fs::read_to_string(self.out.join("cargo-test-cuda.out")).unwrap_or_default();
         let stderr = fs::read_to_string(self.out.join("cargo-test-cuda.log")).unwrap_or_default();
@@ -484,30 +485,8 @@ impl Check {
     }
 }
 
-fn render(cmd: &Command) -> String {
-    let mut s = cmd.get_program().to_string_lossy().into_owned();
-    for a in cmd.get_args() {
-        let a = a.to_string_lossy();
-        s.push(' ');
-        if a.contains(' ') {
-            s.push_str(&format!("{a:?}"));
-        } else {
-            s.push_str(&a);
-        }
-    }
-    s
-}
-
 fn first_line(text: &str) -> String {
     text.lines().next().unwrap_or("").trim().to_owned()
-}
-
-/// The whole output as JSON, else its last line that starts with `{`.
-fn parse_json(text: &str) -> Result<Value> {
-    serde_json::from_str(text.trim()).or_else(|_| {
-        let line = text.lines().rev().find(|l| l.trim_start().starts_with('{')).context("no JSON object in the output")?;
-        Ok(serde_json::from_str(line)?)
-    })
 }
 
 /// Passed and failed tests, summed over the `test result:` lines of `cargo test`'s stdout.

@@ -4,6 +4,7 @@
 
 mod bench;
 mod cache;
+mod command;
 mod fetch_model;
 mod gpu_check;
 mod install;

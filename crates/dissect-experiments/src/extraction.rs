@@ -107,6 +107,11 @@ pub fn extraction_from<B: Backend>(
     labels.extend((0..n_layers).map(|l| (l, Sublayer::Attn, None)).chain((0..n_layers).map(|l| (l, Sublayer::Mlp, None))));
 
     let sets: Vec<(BlockSet, Vec<usize>)> = cfg.blocked.iter().filter_map(|&set| Some((set, set.positions(s, subject, has_bos)?))).collect();
+    // The plan that blocks the edges from the last position to `keys` at block l alone.
+    let block_at = |l: usize, keys: &[usize]| Plan {
+        edges: vec![BlockEdges { layers: l..l + 1, query: last, keys: keys.to_vec(), heads: None, arithmetic: cfg.blocking }],
+        ..Plan::default()
+    };
     if cfg.path == ExecPath::Fast && !sets.is_empty() {
         // A row blocks edges at layer l only and reads that layer's MHSA output, so everything
         // before it is the clean run: block l's attention alone, on the clean last-position
@@ -116,13 +121,7 @@ pub fn extraction_from<B: Backend>(
         let d = model.config.hidden;
         let mut blocked = vec![Vec::new(); sets.len()];
         for (l, h) in rec.residual.into_iter().take(n_layers).enumerate() {
-            let plans: Vec<Plan> = sets
-                .iter()
-                .map(|(_, keys)| Plan {
-                    edges: vec![BlockEdges { layers: l..l + 1, query: last, keys: keys.clone(), heads: None, arithmetic: cfg.blocking }],
-                    ..Plan::default()
-                })
-                .collect();
+            let plans: Vec<Plan> = sets.iter().map(|(_, keys)| block_at(l, keys)).collect();
             let mut hooks = PlanHooks::new(model, &plans, last, 1, RecordSpec::default());
             let a = model.attn_sublayer(l, h.reshape([1, 1, d]).expand([sets.len(), 1, d]), Some(&clean.prefix[l]), &mut hooks);
             for (i, row) in a.reshape([sets.len(), d]).chunk(sets.len(), 0).into_iter().enumerate() {
@@ -133,19 +132,15 @@ pub fn extraction_from<B: Backend>(
             vectors.extend(rows);
             labels.extend((0..n_layers).map(|l| (l, Sublayer::Attn, Some(*set))));
         }
-    }
-    for (set, keys) in sets.into_iter().filter(|_| cfg.path != ExecPath::Fast) {
-        // Row l blocks only at layer l, whose MHSA output it reads.
-        let plans: Vec<Plan> = (0..n_layers)
-            .map(|l| Plan {
-                edges: vec![BlockEdges { layers: l..l + 1, query: last, keys: keys.clone(), heads: None, arithmetic: cfg.blocking }],
-                ..Plan::default()
-            })
-            .collect();
-        let (_, rec) = run_plans(model, clean, &plans, cfg.path, spec(n_layers, false))?;
-        let d = model.config.hidden;
-        vectors.extend(rec.attn_out.into_iter().enumerate().map(|(l, t)| t.slice([l..l + 1]).reshape([1, d])));
-        labels.extend((0..n_layers).map(|l| (l, Sublayer::Attn, Some(set))));
+    } else {
+        for (set, keys) in sets {
+            // Row l blocks only at layer l, whose MHSA output it reads.
+            let plans: Vec<Plan> = (0..n_layers).map(|l| block_at(l, &keys)).collect();
+            let (_, rec) = run_plans(model, clean, &plans, cfg.path, spec(n_layers, false))?;
+            let d = model.config.hidden;
+            vectors.extend(rec.attn_out.into_iter().enumerate().map(|(l, t)| t.slice([l..l + 1]).reshape([1, d])));
+            labels.extend((0..n_layers).map(|l| (l, Sublayer::Attn, Some(set))));
+        }
     }
     let ranks = rank_and_top1(model, Tensor::cat(vectors, 0), cfg.projection, target as usize);
     Ok(labels

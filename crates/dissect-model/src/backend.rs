@@ -30,6 +30,18 @@ pub type Cuda = burn_cuda::Cuda<f32, i32>;
 #[cfg(feature = "wgpu")]
 pub type Wgpu = burn_wgpu::Wgpu;
 
+/// Calls `f` with a CPU tensor's f32 storage from its first element and its two strides (in
+/// elements), without a copy; `None`, `f` not called, when the tensor is not f32. What the CPU
+/// kernels ([`crate::matmul`], [`crate::project::logits_into`]) read burn-flex's tensors with.
+pub(crate) fn with_f32_storage<R>(t: &burn_tensor::Tensor<Cpu, 2>, f: impl FnOnce(&[f32], [isize; 2]) -> R) -> Option<R> {
+    let t = t.clone().into_primitive().tensor();
+    if t.dtype() != burn_tensor::DType::F32 {
+        return None;
+    }
+    let s = t.layout().strides();
+    Some(f(&t.storage::<f32>()[t.layout().start_offset()..], [s[0], s[1]]))
+}
+
 /// Which burn backend runs the model: the `--backend` / pipeline setting, written `cpu` or `cuda`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]

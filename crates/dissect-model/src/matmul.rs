@@ -38,6 +38,19 @@ pub const MR: usize = 12;
 /// registers, so the result is the same bits as one pass.
 pub const KC: usize = 256;
 
+/// Whether this CPU runs the kernel (AVX-512F); when it does not, [`PackedUnembed::pack`]
+/// returns `None` and [`matmul_into`] `false`.
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// An unembedding `[vocab, hidden]` packed for [`PackedUnembed::logits_into`].
 pub struct PackedUnembed {
     vocab: usize,
@@ -53,24 +66,11 @@ impl std::fmt::Debug for PackedUnembed {
 }
 
 impl PackedUnembed {
-    /// Whether this CPU runs the kernel; when it does not, [`PackedUnembed::pack`] returns
-    /// `None`.
-    pub fn supported() -> bool {
-        #[cfg(target_arch = "x86_64")]
-        {
-            std::arch::is_x86_feature_detected!("avx512f")
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            false
-        }
-    }
-
     /// Packs `w`, where token `j`'s weight `k` is `w[j * stride_vocab + k * stride_hidden]`
     /// (a row-major `[vocab, hidden]` tensor, or a `[hidden, vocab]` one read transposed).
     /// `None` when the CPU lacks AVX-512F.
     pub fn pack(w: &[f32], vocab: usize, hidden: usize, stride_vocab: usize, stride_hidden: usize) -> Option<Self> {
-        if !Self::supported() {
+        if !available() {
             return None;
         }
         let n_panels = vocab.div_ceil(NR);
@@ -110,7 +110,7 @@ impl PackedUnembed {
 /// `x · W` for `x` row-major `[m, k]` and `w` row-major `[k, n]` into `out` (row-major
 /// `[m × n]`); `false`, `out` untouched, when the CPU lacks AVX-512F.
 pub fn matmul_into(x: &[f32], m: usize, k: usize, w: &[f32], n: usize, out: &mut Vec<f32>) -> bool {
-    if !PackedUnembed::supported() {
+    if !available() {
         return false;
     }
     assert_eq!(w.len(), k * n, "matmul_into: w is not [k, n]");
@@ -313,7 +313,7 @@ mod kernel {
 
 #[cfg(test)]
 mod tests {
-    use super::{matmul_into, PackedUnembed};
+    use super::{available, matmul_into, PackedUnembed};
 
     /// Deterministic values in [-1, 1).
     fn values(len: usize, seed: u64) -> Vec<f32> {
@@ -331,7 +331,7 @@ mod tests {
     /// layouts of `W`, and independently of the row count a row is projected with.
     #[test]
     fn equals_the_sequential_fma_dot_product() {
-        if !PackedUnembed::supported() {
+        if !available() {
             assert!(PackedUnembed::pack(&[0.0; 4], 2, 2, 2, 1).is_none());
             return;
         }
@@ -365,7 +365,7 @@ mod tests {
     /// An output of 64 MiB or more, written with non-temporal stores: the same bits.
     #[test]
     fn streamed_output_equals_the_sequential_fma_dot_product() {
-        if !PackedUnembed::supported() {
+        if !available() {
             return;
         }
         let (v, d, n) = (1 << 16, 20, 256);
@@ -387,7 +387,7 @@ mod tests {
     #[test]
     fn matmul_into_equals_the_sequential_fma_dot_product() {
         let mut out = Vec::new();
-        if !PackedUnembed::supported() {
+        if !available() {
             assert!(!matmul_into(&[1.0], 1, 1, &[1.0], 1, &mut out));
             return;
         }

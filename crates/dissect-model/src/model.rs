@@ -54,14 +54,10 @@ fn cpu_matmul<B: Backend>(x: &Tensor<B, 2>, w: &Tensor<B, 2>) -> Option<Tensor<B
     let (x, w) = ((x as &dyn Any).downcast_ref::<Tensor<Cpu, 2>>()?, (w as &dyn Any).downcast_ref::<Tensor<Cpu, 2>>()?);
     let ([m, k], [_, n]) = (x.dims(), w.dims());
     let device = x.device();
-    let wp = w.clone().into_primitive().tensor();
-    if wp.dtype() != burn_tensor::DType::F32 || wp.layout().strides() != [n as isize, 1] {
-        return None;
-    }
-    let start = wp.layout().start_offset();
     let x = x.clone().into_data().into_vec::<f32>().ok()?;
     let mut out = Vec::new();
-    if !crate::matmul::matmul_into(&x, m, k, &wp.storage::<f32>()[start..start + k * n], n, &mut out) {
+    let ran = crate::backend::with_f32_storage(w, |w, strides| strides == [n as isize, 1] && crate::matmul::matmul_into(&x, m, k, &w[..k * n], n, &mut out))?;
+    if !ran {
         return None;
     }
     let y: Box<dyn Any> = Box::new(Tensor::<Cpu, 2>::from_data(burn_tensor::TensorData::new(out, [m, n]), &device));

@@ -43,8 +43,9 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// `f(logits)` for every row of `h` `[n, hidden]`, in row order (rows reduced in parallel): the vocabulary view of each row,
-/// exactly as [`project`] defines it, without handing the caller `n × vocab` floats.
+/// `f(logits)` for every row of `h` `[n, hidden]`, in row order (the rows reduced in parallel):
+/// the vocabulary view of each row, exactly as [`project`] defines it, without handing the caller
+/// `n × vocab` floats.
 ///
 /// On the CPU backend the unembedding is one matmul per 256 rows straight into a host buffer
 /// that is reused from call to call: the AVX-512 kernel of [`crate::matmul`] on the
@@ -123,13 +124,7 @@ fn cpu_logits_into<B: Backend>(model: &Model<B>, h: &Tensor<B, 2>, how: Projecti
 /// AVX-512F or `w` is not f32.
 fn pack(w: &Tensor<crate::backend::Cpu, 2>) -> Option<crate::matmul::PackedUnembed> {
     let [v, d] = w.dims();
-    let w = w.clone().into_primitive().tensor();
-    if w.dtype() != burn_tensor::DType::F32 {
-        return None;
-    }
-    let s = w.layout().strides();
-    let (sv, sd) = (usize::try_from(s[0]).ok()?, usize::try_from(s[1]).ok()?);
-    crate::matmul::PackedUnembed::pack(&w.storage::<f32>()[w.layout().start_offset()..], v, d, sv, sd)
+    crate::backend::with_f32_storage(w, |data, [sv, sd]| crate::matmul::PackedUnembed::pack(data, v, d, usize::try_from(sv).ok()?, usize::try_from(sd).ok()?))?
 }
 
 /// `h · Wᵀ` for `w` `[vocab, hidden]` and `h` `[n, hidden]` (any strides, so a transposed view
@@ -144,44 +139,42 @@ fn pack(w: &Tensor<crate::backend::Cpu, 2>) -> Option<crate::matmul::PackedUnemb
 pub fn logits_into(w: &Tensor<crate::backend::Cpu, 2>, h: &Tensor<crate::backend::Cpu, 2>, out: &mut Vec<f32>) -> bool {
     let ([v, d], [n, dh]) = (w.dims(), h.dims());
     assert_eq!(d, dh, "logits_into: hidden sizes differ");
-    let (w, h) = (w.clone().into_primitive().tensor(), h.clone().into_primitive().tensor());
-    if w.dtype() != burn_tensor::DType::F32 || h.dtype() != burn_tensor::DType::F32 {
-        return false;
-    }
-    let (ws, hs) = (w.layout().strides(), h.layout().strides());
-    let (w_ptr, h_ptr) = (w.storage::<f32>()[w.layout().start_offset()..].as_ptr(), h.storage::<f32>()[h.layout().start_offset()..].as_ptr());
-    out.clear();
-    out.reserve(n * v);
-    // SAFETY: dst is `out`'s capacity, n × v row-major; lhs h [n × d] with its own row/column
-    // strides; rhs Wᵀ [d × v] is w read with its strides swapped. Both stay borrowed (the
-    // primitives above hold their storage) for the call. With `read_dst = false` and `beta` 1,
-    // gemm writes every element of dst without reading it, so `set_len` covers initialised
-    // values only.
-    unsafe {
-        gemm::gemm(
-            n,
-            v,
-            d,
-            out.as_mut_ptr(),
-            1,
-            v as isize,
-            false,
-            h_ptr,
-            hs[1],
-            hs[0],
-            w_ptr,
-            ws[0],
-            ws[1],
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::Rayon(0),
-        );
-        out.set_len(n * v);
-    }
-    true
+    use crate::backend::with_f32_storage;
+    let done = with_f32_storage(w, |w, ws| {
+        with_f32_storage(h, |h, hs| {
+            out.clear();
+            out.reserve(n * v);
+            // SAFETY: dst is `out`'s capacity, n × v row-major; lhs h [n × d] with its own
+            // row/column strides; rhs Wᵀ [d × v] is w read with its strides swapped. Both storages
+            // stay borrowed for the call. With `read_dst = false` and `beta` 1, gemm writes every
+            // element of dst without reading it, so `set_len` covers initialised values only.
+            unsafe {
+                gemm::gemm(
+                    n,
+                    v,
+                    d,
+                    out.as_mut_ptr(),
+                    1,
+                    v as isize,
+                    false,
+                    h.as_ptr(),
+                    hs[1],
+                    hs[0],
+                    w.as_ptr(),
+                    ws[0],
+                    ws[1],
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::Rayon(0),
+                );
+                out.set_len(n * v);
+            }
+        })
+    });
+    done.flatten().is_some()
 }
 
 #[cfg(test)]
