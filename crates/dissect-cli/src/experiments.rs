@@ -134,7 +134,8 @@ pub fn run(args: Args) -> Result<()> {
     let stopwords: HashSet<String> = load_stopwords(&stopwords.path)?.into_iter().collect();
     let model = &stage.model;
     on_backend!(stage.backend, |B| {
-        let loaded = load::<B>(model, &Default::default()).with_context(|| format!("loading {model}"))?;
+        let mut loaded = load::<B>(model, &Default::default()).with_context(|| format!("loading {model}"))?;
+        loaded.model.screen = cfg.screen;
         eprintln!("experiments: {} on {} records (shard {shard}) with {model}", experiment_list(&cfg), records.len());
         let inputs = Inputs { records: &records, paragraphs: &paragraphs, stopwords: &stopwords, cache: cache.as_ref() };
         let mut bar = Progress::new("experiments", "records");

@@ -7,8 +7,7 @@ use burn_tensor::backend::Backend;
 use burn_tensor::Tensor;
 use dissect_data::span::locate_subject;
 use dissect_data::{PositionKind, TokenPositions};
-use dissect_model::predict::top_k;
-use dissect_model::project::{map_logit_rows, Projection};
+use dissect_model::project::{read_rows, Ask, Projection};
 use dissect_model::tokenizer::Tokenizer;
 use dissect_model::Model;
 use serde::{Deserialize, Serialize};
@@ -57,12 +56,12 @@ pub fn paragraph_tokens(
     Ok(out)
 }
 
-/// The projection's top tokens after the notebook's filter: top `cfg.top`, minus tokens whose
-/// stripped lowercase text is a stopword or whose stripped text is short, first `cfg.keep`.
-pub fn top_tokens(logits: &[f32], tokenizer: &Tokenizer, stopwords: &HashSet<String>, cfg: &AttributesConfig) -> Vec<String> {
-    top_k(logits, cfg.top)
-        .into_iter()
-        .map(|id| tokenizer.decode_token(id as u32))
+/// The projection's top tokens after the notebook's filter: of its top `cfg.top` ids (`top`,
+/// best first), those whose stripped lowercase text is not a stopword and whose stripped text
+/// is not short, first `cfg.keep`.
+pub fn top_tokens(top: &[usize], tokenizer: &Tokenizer, stopwords: &HashSet<String>, cfg: &AttributesConfig) -> Vec<String> {
+    top.iter()
+        .map(|&id| tokenizer.decode_token(id as u32))
         .filter(|t| {
             let s = t.trim();
             s.chars().count() > cfg.min_len_exclusive && !stopwords.contains(&s.to_lowercase())
@@ -209,8 +208,11 @@ fn rates<B: Backend>(
     let n_subject = subject.len();
     let idx = Tensor::from_data(burn_tensor::TensorData::new(subject, [n_subject]), &model.device);
     vectors.push(model.embed.clone().select(0, idx).mean_dim(0).reshape([1, d]));
-    let mut rates =
-        map_logit_rows(model, Tensor::cat(vectors, 0), projection, |logits| attributes_rate(&top_tokens(logits, tokenizer, stopwords, cfg), paragraph));
+    let ask = Ask { rank_of: None, top: cfg.top };
+    let mut rates: Vec<f32> = read_rows(model, Tensor::cat(vectors, 0), projection, ask)
+        .iter()
+        .map(|a| attributes_rate(&top_tokens(&a.top, tokenizer, stopwords, cfg), paragraph))
+        .collect();
     let baseline = rates.pop().expect("baseline row");
     let out = labels.into_iter().zip(rates).map(|((layer, position), rate)| EnrichmentRow { layer, position, rate, extra: layer == n_layers }).collect();
     (out, baseline)

@@ -27,13 +27,13 @@
 use burn_tensor::backend::Backend;
 use burn_tensor::Tensor;
 use dissect_model::hooks::Hooks;
-use dissect_model::project::{map_logit_rows, Projection};
+use dissect_model::project::{read_rows, Ask, Projection};
 use dissect_model::tokenizer::Tokenizer;
 use dissect_model::Model;
 use serde::{Deserialize, Serialize};
 
 use crate::ExperimentError;
-use dissect_model::predict::{rank_of, top_k};
+use dissect_model::predict::top_k;
 
 /// How much of each parameter view is kept (`[experiments.parameters]` in a pipeline).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -171,12 +171,14 @@ pub fn head_ov<B: Backend>(
             labels.push((layer, head));
         }
     }
-    let read = map_logit_rows(model, Tensor::cat(vectors, 0), projection, |l| (rank_of(l, target as usize), as_u32(top_k(l, cfg.top_k))));
+    let read = read_answers(model, Tensor::cat(vectors, 0), projection, target, cfg.top_k);
     labels.into_iter().zip(read).map(|((layer, head), (target_rank, top))| HeadRow { layer, head, target_rank, top }).collect()
 }
 
-fn as_u32(v: Vec<usize>) -> Vec<u32> {
-    v.into_iter().map(|i| i as u32).collect()
+/// The target's rank and the top `k` ids of each row's vocabulary view.
+fn read_answers<B: Backend>(model: &Model<B>, h: Tensor<B, 2>, projection: Projection, target: u32, k: usize) -> Vec<(usize, Vec<u32>)> {
+    let ask = Ask { rank_of: Some(target as usize), top: k };
+    read_rows(model, h, projection, ask).into_iter().map(|a| (a.rank.expect("rank asked"), a.top.into_iter().map(|i| i as u32).collect())).collect()
 }
 
 /// Records the MLP activations of one position in every layer.
@@ -221,7 +223,7 @@ pub fn mlp_values<B: Backend>(
     if vectors.is_empty() {
         return Ok(Vec::new());
     }
-    let read = map_logit_rows(model, Tensor::cat(vectors, 0), projection, |l| (rank_of(l, target as usize), as_u32(top_k(l, cfg.top_k))));
+    let read = read_answers(model, Tensor::cat(vectors, 0), projection, target, cfg.top_k);
     Ok(labels
         .into_iter()
         .zip(read)

@@ -10,7 +10,7 @@ use dissect_data::filtered::KeptRecord;
 use dissect_data::parts::{Parts, RunSummary};
 use dissect_data::table::{id_value, ParametersMatrixRow, Row, SkippedRow};
 use dissect_data::{Provenance, ShardSpec};
-use dissect_model::project::Projection;
+use dissect_model::project::{Projection, Screening};
 use dissect_model::source::ModelInfo;
 use dissect_model::tokenizer::Tokenizer;
 use dissect_model::Model;
@@ -114,6 +114,11 @@ pub struct ExperimentsConfig {
     pub chunk_size: usize,
     /// Projection used by extraction, patching, enrichment and ranks.
     pub projection: Projection,
+    /// Which reads of the vocabulary view a bf16 screen with exact f32 recomputation answers
+    /// where the CPU has AMX ([`dissect_model::screen`]): `top-k` (the default), `all` or `off`.
+    /// The answers are the f32 path's whatever the setting; probabilities always take the f32
+    /// path.
+    pub screen: Screening,
     /// Attention knockout.
     pub knockout: KnockoutConfig,
     /// Attribute extraction (its clean rows also feed ranks).
@@ -193,6 +198,7 @@ impl Default for ExperimentsConfig {
             experiments: Experiment::ALL.to_vec(),
             chunk_size: 32,
             projection: Projection::Notebook,
+            screen: Screening::TopK,
             knockout: KnockoutConfig::default(),
             extraction: ExtractionConfig::default(),
             patching: PatchingConfig::default(),
@@ -274,6 +280,7 @@ fn run_record<B: Backend>(model: &Model<B>, tokenizer: &Tokenizer, inputs: &Inpu
     };
     for &e in &cfg.experiments {
         let t0 = std::time::Instant::now();
+        let screened0 = dissect_model::screen::stats();
         // Rows go to a table of their own first, so a failure halfway leaves none behind.
         let mut rows = TableRows::default();
         match e.measure(&run, &mut rows) {
@@ -282,7 +289,15 @@ fn run_record<B: Backend>(model: &Model<B>, tokenizer: &Tokenizer, inputs: &Inpu
         }
         if std::env::var_os("DISSECT_PROFILE").is_some() {
             // Per-record, per-experiment wall time on stderr, for the README's cost table.
-            eprintln!("profile: record {} {} {:.3}s", rec.id, e.label(), t0.elapsed().as_secs_f64());
+            // With the rows the screen answered and the logits it narrowed and recomputed.
+            let [rows, narrowed, exact] = dissect_model::screen::stats();
+            let [rows, narrowed, exact] = [rows - screened0[0], narrowed - screened0[1], exact - screened0[2]];
+            eprintln!(
+                "profile: record {} {} {:.3}s screened {rows} rows {narrowed} narrowed {exact} recomputed",
+                rec.id,
+                e.label(),
+                t0.elapsed().as_secs_f64()
+            );
         }
     }
 }

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use burn_tensor::backend::Backend;
 use burn_tensor::Tensor;
 use dissect_model::intervene::{Knockout, KnockoutMode, Plan, PlanHooks, RecordSpec, Sublayer};
-use dissect_model::project::{map_logit_rows, Projection};
+use dissect_model::project::{read_rows, Ask, Projection};
 use dissect_model::tokenizer::Tokenizer;
 use dissect_model::Model;
 use serde::{Deserialize, Serialize};
@@ -119,8 +119,10 @@ pub fn sublayer_knockout<B: Backend>(
         let out = model.run_blocks(input, start..read, &mut hooks);
         vectors.push(at_read(out.slice([0..n, subject_last..q]).reshape([n, d])));
     }
-    let rates =
-        map_logit_rows(model, Tensor::cat(vectors, 0), cfg.projection, |logits| attributes_rate(&top_tokens(logits, tokenizer, stopwords, attrs), paragraph));
+    let ask = Ask { rank_of: None, top: attrs.top };
+    let rates = read_rows(model, Tensor::cat(vectors, 0), cfg.projection, ask)
+        .into_iter()
+        .map(|a| attributes_rate(&top_tokens(&a.top, tokenizer, stopwords, attrs), paragraph));
     labels.into_iter().zip(rates).map(|((start, end, sublayer, mode), rate)| SublayerRow { start, end, sublayer, mode, read_layer: read, rate }).collect()
 }
 

@@ -3,6 +3,7 @@
 
 #![warn(missing_docs)]
 
+pub mod amx;
 pub mod arch;
 pub mod backend;
 pub mod config;
@@ -15,6 +16,7 @@ pub mod model;
 pub mod predict;
 pub mod project;
 pub mod quant;
+pub mod screen;
 pub mod source;
 pub mod tokenizer;
 pub mod weights;

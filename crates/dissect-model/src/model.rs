@@ -167,6 +167,13 @@ pub struct Model<B: Backend> {
     /// The unembedding packed for the CPU projection kernel, made on first use
     /// ([`crate::project::map_logit_rows`]); `None` inside when the kernel cannot run here.
     pub(crate) packed_unembed: std::sync::OnceLock<Option<std::sync::Arc<crate::matmul::PackedUnembed>>>,
+    /// Which reads [`crate::project::read_rows`] answers from a screen ([`crate::screen`]) on a
+    /// CPU with AMX: the same answers as the f32 path, which [`crate::screen::Screening::Off`]
+    /// forces.
+    pub screen: crate::screen::Screening,
+    /// The unembedding prepared for screening, made on first use; `None` inside when this CPU
+    /// cannot screen.
+    pub(crate) screened_unembed: std::sync::OnceLock<Option<std::sync::Arc<crate::screen::Screen>>>,
 }
 
 impl<B: Backend> Model<B> {
@@ -206,7 +213,18 @@ impl<B: Backend> Model<B> {
             // A weight we did not place is a mapping bug, not something to ignore.
             return Err(ModelError::Config { origin: w.source.clone(), message: format!("unused weight `{name}`") });
         }
-        Ok(Model { config, embed, pos_embed, blocks, final_norm, lm_head, device: device.clone(), packed_unembed: std::sync::OnceLock::new() })
+        Ok(Model {
+            config,
+            embed,
+            pos_embed,
+            blocks,
+            final_norm,
+            lm_head,
+            device: device.clone(),
+            packed_unembed: std::sync::OnceLock::new(),
+            screen: crate::screen::Screening::default(),
+            screened_unembed: std::sync::OnceLock::new(),
+        })
     }
 
     /// The number of blocks ([`ModelConfig::n_layers`]).

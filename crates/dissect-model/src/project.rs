@@ -5,6 +5,8 @@ use burn_tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
 use crate::model::Model;
+pub use crate::screen::{Answer, Ask, Screening};
+use crate::screen::{Screen, Weights};
 
 /// How hidden states are mapped to vocabulary logits; written `notebook` or `logit-lens` in configurations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
@@ -73,6 +75,71 @@ pub fn map_logit_rows<B: Backend, T: Send>(model: &Model<B>, h: Tensor<B, 2>, ho
     }
     SCRATCH.with(|s| *s.borrow_mut() = buf);
     out
+}
+
+/// The answers to `ask` for every row of `h` `[n, hidden]`, in row order: the target's rank and
+/// the top tokens of each row's vocabulary view, exactly as [`map_logit_rows`] with
+/// [`Ask::answer`] gives them.
+///
+/// On the CPU backend with AMX, for the reads [`Model::screen`] selects (by default top-k lists
+/// without a rank), the answers come from a bf16 screen of every logit and f32 recomputation of
+/// the logits the screen's error bound cannot place ([`crate::screen`]): the same answers, bit
+/// for bit, for less f32 arithmetic. Anywhere else, and for a logit-lens view of a model with a final softcap (whose
+/// `tanh` the bound does not follow), the f32 path answers.
+pub fn read_rows<B: Backend>(model: &Model<B>, h: Tensor<B, 2>, how: Projection, ask: Ask) -> Vec<Answer> {
+    if let Some(answers) = screened_answers(model, &h, how, &ask) {
+        return answers;
+    }
+    map_logit_rows(model, h, how, |row| ask.answer(row))
+}
+
+thread_local! {
+    /// The screen's output buffer, kept between calls for the reason [`SCRATCH`] is.
+    static SCREEN_SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// [`read_rows`] through the screen; `None` when it does not apply here.
+fn screened_answers<B: Backend>(model: &Model<B>, h: &Tensor<B, 2>, how: Projection, ask: &Ask) -> Option<Vec<Answer>> {
+    use std::any::Any;
+    type Cpu = crate::backend::Cpu;
+    if !model.screen.screens(ask) || !crate::amx::available() {
+        return None;
+    }
+    let model = (model as &dyn Any).downcast_ref::<Model<Cpu>>()?;
+    let h = (h as &dyn Any).downcast_ref::<Tensor<Cpu, 2>>()?;
+    if how == Projection::LogitLens && model.config.final_logit_softcap.is_some() {
+        return None;
+    }
+    let [n, d] = h.dims();
+    let v = model.config.vocab_size;
+    let unembed = match &model.lm_head {
+        Some(head) => head.weight.clone().transpose(),
+        None => model.embed.clone(),
+    };
+    let bias = match (how, model.lm_head.as_ref().and_then(|head| head.bias.clone())) {
+        (Projection::LogitLens, Some(bias)) => Some(bias.into_data().into_vec::<f32>().ok()?),
+        _ => None,
+    };
+    let mut answers = Vec::with_capacity(n);
+    let mut buf = SCREEN_SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    let done = crate::backend::with_f32_storage(&unembed, |data, [sv, sd]| {
+        let w = Weights { data, stride_vocab: usize::try_from(sv).ok()?, stride_hidden: usize::try_from(sd).ok()? };
+        let screen = model.screened_unembed.get_or_init(|| Screen::new(w, v, d).map(std::sync::Arc::new)).as_ref()?;
+        for start in (0..n).step_by(CHUNK_ROWS) {
+            let rows = h.clone().slice([start..(start + CHUNK_ROWS).min(n)]);
+            let rows = match how {
+                Projection::Notebook => rows,
+                Projection::LogitLens => model.final_norm.forward(rows),
+            };
+            let m = rows.dims()[0];
+            let rows = rows.into_data().into_vec::<f32>().ok()?;
+            answers.extend(screen.answer_rows(w, bias.as_deref(), &rows, m, ask, &mut buf)?);
+        }
+        Some(())
+    });
+    SCREEN_SCRATCH.with(|s| *s.borrow_mut() = buf);
+    done.flatten()?;
+    Some(answers)
 }
 
 /// [`project`] on the CPU backend into `out` (row-major `[rows × vocab]`); `false`, `out`

@@ -74,3 +74,37 @@ fn top5_matches_hf<B: Backend>(device: &B::Device) {
 }
 
 test_device!(top5_matches_hf, top5_matches_hf_cpu, top5_matches_hf_cuda, top5_matches_hf_wgpu);
+
+/// The screened reads equal the f32 path's on Gemma's real hidden states — every layer's
+/// residual at every position of two prompts, both projections, a rank with the top 1 and the
+/// top 500 — whichever unit this CPU screens with (none without AMX: then both are the f32 path).
+#[test]
+fn screened_reads_equal_the_f32_path_on_real_hidden_states() {
+    use burn_tensor::Tensor;
+    use dissect_model::backend::Cpu;
+    use dissect_model::project::{read_rows, Ask, Projection, Screening};
+    let mut l = load::<Cpu>(common::gemma_gguf().to_str().unwrap(), &Default::default()).unwrap();
+    let d = l.model.config.hidden;
+    let mut rows = Vec::new();
+    for prompt in ["The Eiffel Tower is located in the city of", "Toyota Camry is produced by"] {
+        let ids = l.tokenizer.encode(prompt).unwrap().ids;
+        let mut rec = dissect_model::RecordAll::default();
+        l.model.forward(l.model.ids_tensor(std::slice::from_ref(&ids)).unwrap(), &mut rec);
+        rows.extend(rec.residual.iter().map(|h| h.clone().reshape([ids.len(), d])));
+    }
+    let h = Tensor::cat(rows, 0);
+    // " Paris": a deep rank at the early layers, the top at the last.
+    let target = l.tokenizer.encode(" Paris").unwrap().ids.last().copied().unwrap() as usize;
+    for how in [Projection::LogitLens, Projection::Notebook] {
+        for ask in [Ask { rank_of: Some(target), top: 1 }, Ask { rank_of: None, top: 500 }] {
+            l.model.screen = Screening::Off;
+            let want = read_rows(&l.model, h.clone(), how, ask);
+            l.model.screen = Screening::All;
+            let got = read_rows(&l.model, h.clone(), how, ask);
+            assert_eq!(got.len(), want.len());
+            if let Some(i) = (0..got.len()).find(|&i| got[i] != want[i]) {
+                panic!("{how:?} {ask:?}: row {i} of {}: screened {:?}, f32 path {:?}", got.len(), got[i], want[i]);
+            }
+        }
+    }
+}
