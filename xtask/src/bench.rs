@@ -1,4 +1,4 @@
-//! `cargo xtask bench forward|knockout|projection|rerun`: dissect against a reference (Hugging Face
+//! `cargo xtask bench forward|knockout|projection|rerun|experiments`: dissect against a reference (Hugging Face
 //! transformers on PyTorch CPU, or MKL inside PyTorch) on the same model file, prompts or shapes, in one invocation, with the ratio printed.
 //!
 //! Ours runs as the `bench` example of dissect-cli (crates/dissect-cli/examples/bench.rs), outside the user's binary, theirs as
@@ -32,6 +32,10 @@ pub(crate) enum Kind {
     /// `cargo xtask reproduce --limit N` with nothing left to do (after a run that did the
     /// work): the seconds its stages take, against the 2 s goal.
     Rerun,
+    /// The experiments stage on the same kept facts with the screen (the default) and with
+    /// the f32 path alone (`--screen off`), and with `--baseline BIN` an older build too: the
+    /// seconds per fact of each experiment, and every table compared value for value.
+    Experiments,
 }
 
 #[derive(clap::Args)]
@@ -69,6 +73,10 @@ pub(crate) struct Args {
     /// Rerun: the pipeline to reproduce (a name in pipelines/ or a .toml path).
     #[arg(long, default_value = "gemma3-270m")]
     pipeline: String,
+    /// Experiments: a `dissect` binary of another build (say main's before a change) timed on the
+    /// same facts; its tables are not compared.
+    #[arg(long)]
+    baseline: Option<PathBuf>,
     /// Build and run ours with the release profile. The workspace's dev profile is optimised
     /// but keeps debug assertions, which slow gemm's kernels several-fold.
     #[arg(long)]
@@ -93,6 +101,9 @@ pub(crate) fn run(args: &Args) -> Result<()> {
     if args.kind == Kind::Projection {
         return projection(args);
     }
+    if args.kind == Kind::Experiments {
+        return experiments(args);
+    }
     let root = crate::workspace_root();
     let gguf = model_file(&args.model)?;
     let prompts = std::path::absolute(&args.prompts)?;
@@ -100,12 +111,12 @@ pub(crate) fn run(args: &Args) -> Result<()> {
     check_python(&args.python, &root)?;
     let limit = args.limit.unwrap_or(match args.kind {
         Kind::Forward => 64,
-        Kind::Knockout | Kind::Rerun | Kind::Projection => 20,
+        Kind::Knockout | Kind::Rerun | Kind::Projection | Kind::Experiments => 20,
     });
     let (sub, script) = match args.kind {
         Kind::Forward => ("forward", "bench/hf_forward.py"),
         Kind::Knockout => ("knockout", "bench/hf_knockout.py"),
-        Kind::Rerun | Kind::Projection => unreachable!("handled above"),
+        Kind::Rerun | Kind::Projection | Kind::Experiments => unreachable!("handled above"),
     };
     let common = ["--prompts".to_string(), prompts.display().to_string(), "--limit".into(), limit.to_string()];
     let load_before = load_average();
@@ -162,7 +173,7 @@ pub(crate) fn run(args: &Args) -> Result<()> {
     match args.kind {
         Kind::Forward => forward_table(&mut out, &ours, &hf),
         Kind::Knockout => knockout_table(&mut out, &ours, &hf, args.all_logits),
-        Kind::Rerun | Kind::Projection => unreachable!("handled above"),
+        Kind::Rerun | Kind::Projection | Kind::Experiments => unreachable!("handled above"),
     }?;
     writeln!(out, "dissect built with the {} profile", if args.release { "release" } else { "dev" })?;
     Ok(())
@@ -370,6 +381,146 @@ fn knockout_table(out: &mut impl Write, ours: &Value, hf: &Value, all_logits: bo
     let ok_pp = if max_pp <= KNOCKOUT_MAX_PP && same_target == po.len() && missing == 0 { "met" } else { "NOT met" };
     writeln!(out, "\ngoals: speed-up >= {KNOCKOUT_GOAL}x: {ok_speed}; disagreement <= {KNOCKOUT_MAX_PP} pp: {ok_pp}")?;
     Ok(())
+}
+
+/// The experiments stage's seconds per fact over the baseline's, the goal.
+const EXPERIMENTS_GOAL: f64 = 3.0;
+
+/// `dissect filter` on the pipeline's first facts, then `dissect experiments all` on the first
+/// `limit` kept ones, screened and not (and by `--baseline`), one run after the other.
+fn experiments(args: &Args) -> Result<()> {
+    let root = crate::workspace_root();
+    let limit = args.limit.unwrap_or(12);
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut build = Command::new(&cargo);
+    build.current_dir(&root).args(["build", "--release", "--quiet", "-p", "dissect-cli", "--message-format", "json"]).stdout(Stdio::piped());
+    eprintln!("== {}", render(&build));
+    let built = build.output().context("running cargo build")?;
+    if !built.status.success() {
+        bail!("cargo build failed");
+    }
+    let ours = String::from_utf8_lossy(&built.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "dissect")
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .context("cargo build did not report the dissect binary")?;
+    let tmp = tempfile::tempdir()?;
+    let filtered = tmp.path().join("filter");
+    // About two in five facts are kept on the default model: five times the limit is plenty.
+    let mut filter = Command::new(&ours);
+    filter.current_dir(&root).args(["filter", "--pipeline", &args.pipeline, "--limit", &(5 * limit).to_string(), "--out"]).arg(&filtered);
+    eprintln!("== {}", render(&filter));
+    if !filter.status().context("running dissect filter")?.success() {
+        bail!("dissect filter failed");
+    }
+    let input = filtered.join("filtered.parquet");
+    // A path, not a name, so that an older `--baseline` binary finds the same file.
+    let pipeline =
+        if args.pipeline.ends_with(".toml") { PathBuf::from(&args.pipeline) } else { root.join("pipelines").join(format!("{}.toml", args.pipeline)) };
+    let mut runs: Vec<(&str, PathBuf, Vec<&str>)> = vec![("screened", ours.clone(), vec![]), ("f32", ours.clone(), vec!["--screen", "off"])];
+    if let Some(base) = &args.baseline {
+        runs.push(("baseline", base.clone(), vec![]));
+    }
+    let mut timings = Vec::new();
+    for (name, bin, extra) in &runs {
+        let mut cmd = Command::new(bin);
+        cmd.current_dir(&root)
+            .args(["experiments", "all", "--no-cache", "--limit", &limit.to_string(), "--pipeline"])
+            .arg(&pipeline)
+            .arg("--input")
+            .arg(&input)
+            .arg("--out")
+            .arg(tmp.path().join(name))
+            .args(extra)
+            .env("DISSECT_PROFILE", "1")
+            .stderr(Stdio::piped());
+        eprintln!("== {name}: {}", render(&cmd));
+        let t0 = std::time::Instant::now();
+        let out = cmd.output().with_context(|| format!("running {}", bin.display()))?;
+        let wall = t0.elapsed().as_secs_f64();
+        let log = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() {
+            bail!("{name}: the experiments stage failed:\n{log}");
+        }
+        timings.push((*name, profile(&log), wall));
+    }
+    let same = compare_tables(&tmp.path().join("screened"), &tmp.path().join("f32"))?;
+
+    let mut out = std::io::stdout().lock();
+    let facts = timings[0].1.facts;
+    writeln!(out, "experiments stage, pipeline {}, {facts} kept facts, release build; seconds per fact", args.pipeline)?;
+    let names: Vec<String> = timings[0].1.per_experiment.keys().cloned().collect();
+    let header: Vec<&str> = timings.iter().map(|t| t.0).collect();
+    writeln!(out, "{:<20} {}", "experiment", header.iter().map(|h| format!("{h:>10}")).collect::<String>())?;
+    for e in names.iter().map(String::as_str).chain(["total"]) {
+        let cells: String = timings.iter().map(|(_, p, _)| format!("{:>10.3}", p.seconds(e) / p.facts.max(1) as f64)).collect();
+        writeln!(out, "{e:<20} {cells}")?;
+    }
+    let walls: String = timings.iter().map(|(_, _, w)| format!("{w:>10.1}")).collect();
+    writeln!(out, "{:<20} {walls}", "wall (s, whole run)")?;
+    let (screened, f32) = (timings[0].1.seconds("total"), timings[1].1.seconds("total"));
+    writeln!(out, "screened vs f32 path: {:.2}x", f32 / screened)?;
+    writeln!(
+        out,
+        "tables, screened vs f32 path: {}",
+        if same.is_empty() { "identical, every value of every table".to_string() } else { format!("DIFFER in {}", same.join(", ")) }
+    )?;
+    if let Some((_, base, _)) = timings.get(2) {
+        let ratio = base.seconds("total") / screened;
+        let verdict = if ratio >= EXPERIMENTS_GOAL { "met" } else { "NOT met" };
+        writeln!(out, "screened vs baseline: {ratio:.2}x (goal >= {EXPERIMENTS_GOAL}x: {verdict})")?;
+    }
+    if !same.is_empty() {
+        bail!("the screened run's tables differ from the f32 path's");
+    }
+    Ok(())
+}
+
+/// Seconds per experiment from `DISSECT_PROFILE`'s lines (`profile: record ID NAME 1.234s …`).
+#[derive(Default)]
+struct Profile {
+    facts: usize,
+    per_experiment: BTreeMap<String, f64>,
+}
+
+impl Profile {
+    fn seconds(&self, experiment: &str) -> f64 {
+        match experiment {
+            "total" => self.per_experiment.values().sum(),
+            e => self.per_experiment.get(e).copied().unwrap_or(0.0),
+        }
+    }
+}
+
+fn profile(log: &str) -> Profile {
+    let mut p = Profile::default();
+    let mut ids = std::collections::BTreeSet::new();
+    for line in log.lines() {
+        let Some(rest) = line.strip_prefix("profile: record ") else { continue };
+        let mut words = rest.split_whitespace();
+        let (Some(id), Some(name), Some(secs)) = (words.next(), words.next(), words.next()) else { continue };
+        let Ok(secs) = secs.trim_end_matches('s').parse::<f64>() else { continue };
+        ids.insert(id.to_string());
+        *p.per_experiment.entry(name.to_string()).or_default() += secs;
+    }
+    p.facts = ids.len();
+    p
+}
+
+/// The tables (directories of parquet parts) under `a` whose rows differ from `b`'s.
+fn compare_tables(a: &Path, b: &Path) -> Result<Vec<String>> {
+    let mut differ = Vec::new();
+    let mut tables: Vec<PathBuf> = std::fs::read_dir(a)?.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()).collect();
+    tables.sort();
+    for t in tables {
+        let name = t.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let (x, y) = (dissect_data::parquet_io::read_parquet(&t)?, dissect_data::parquet_io::read_parquet(&b.join(&name))?);
+        if x != y {
+            differ.push(name);
+        }
+    }
+    Ok(differ)
 }
 
 /// `cargo xtask reproduce --limit N` twice: the first does (or

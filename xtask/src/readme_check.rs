@@ -44,6 +44,15 @@ pub(crate) const SKIP: &[Skip] = &[
         command: "dissect predict --model hf:google/gemma-3-270m --prompt \"The Eiffel Tower is located in the city of\"",
         reason: "gated on Hugging Face: needs network and the token of an account that accepted the Gemma terms",
     },
+    Skip { command: "python3 bench/make_gpt2_xl_shaped.py", reason: "the GPT-2 XL-shaped model: 6.2 GB of random weights, and pip's access to PyPI" },
+    Skip {
+        command: "dissect filter --model ~/.cache/dissect/models/gpt2-xl-shaped --dataset ~/.cache/dissect/models/gpt2-xl-shaped/facts.json --out /tmp/xl",
+        reason: "needs the GPT-2 XL-shaped model above",
+    },
+    Skip {
+        command: "DISSECT_PROFILE=1 dissect experiments all --model ~/.cache/dissect/models/gpt2-xl-shaped --input /tmp/xl/filtered.parquet --out /tmp/xl/tables --no-cache --limit 20",
+        reason: "the paper's scale: 14 minutes on two cores, with the GPT-2 XL-shaped model above",
+    },
     Skip {
         command: "dissect experiments all --pipeline gemma3-270m --config pipelines/notebook-settings.json --out out/gemma3-270m-notebook/experiments",
         reason: "every experiment on the 490 kept facts: about 25 minutes on two cores",

@@ -48,6 +48,10 @@ pub struct Args {
     /// `notebook` (h·Eᵀ, no final norm) or `logit-lens` (final norm, then unembedding).
     #[arg(long)]
     projection: Option<String>,
+    /// Which reads a bf16 screen answers on a CPU with AMX: `top-k` (the default), `all` or
+    /// `off`. The answers are the f32 path's whatever the setting.
+    #[arg(long)]
+    screen: Option<String>,
     /// Attention-knockout window: layers blocked around each centre layer (default 9).
     #[arg(long, value_parser = positive)]
     window: Option<usize>,
@@ -170,6 +174,9 @@ fn config(args: &Args, p: Option<&Pipeline>) -> Result<ExperimentsConfig> {
     }
     if let Some(proj) = &args.projection {
         cfg.projection = serde_json::from_value(json!(proj)).map_err(|_| anyhow::anyhow!("unknown --projection `{proj}`\nhint: notebook or logit-lens"))?;
+    }
+    if let Some(screen) = &args.screen {
+        cfg.screen = serde_json::from_value(json!(screen)).map_err(|_| anyhow::anyhow!("unknown --screen `{screen}`\nhint: top-k, all or off"))?;
     }
     if let Some(w) = args.window {
         cfg.knockout.window = w;

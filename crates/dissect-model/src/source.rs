@@ -252,19 +252,45 @@ fn load_dir<B: Backend>(spec: &str, dir: &Path, revision: Option<String>, device
 }
 
 /// Reads every tensor of a safetensors file as f32.
+///
+/// Tensor by tensor, from the header's offsets: holding the whole file while converting it would
+/// double the memory at load (a 6.2 GB GPT-2 XL-shaped checkpoint would peak at 12.4 GB).
 pub fn read_safetensors(path: &Path, out: &mut BTreeMap<String, HostTensor>) -> Result<(), ModelError> {
-    let bytes = std::fs::read(path).map_err(|e| ModelError::io(path, e))?;
+    use std::io::{Read, Seek, SeekFrom};
+    let io = |e| ModelError::io(path, e);
     let st_err = |m: String| ModelError::Safetensors { origin: path.display().to_string(), message: m };
-    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| st_err(e.to_string()))?;
-    for (name, view) in st.tensors() {
-        let raw = view.data();
-        let data: Vec<f32> = match view.dtype() {
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len).map_err(io)?;
+    let header_len = usize::try_from(u64::from_le_bytes(len)).map_err(|_| st_err("header length overflows".into()))?;
+    if header_len > 100 << 20 {
+        return Err(st_err(format!("header of {header_len} bytes: not a safetensors file")));
+    }
+    let mut header = vec![0u8; header_len];
+    file.read_exact(&mut header).map_err(io)?;
+    let header: BTreeMap<String, serde_json::Value> = serde_json::from_slice(&header).map_err(|e| st_err(format!("header: {e}")))?;
+    let data_start = 8 + header_len as u64;
+    let mut raw = Vec::new();
+    for (name, info) in header.iter().filter(|(name, _)| *name != "__metadata__") {
+        let info: safetensors::tensor::TensorInfo = serde_json::from_value(info.clone()).map_err(|e| st_err(format!("tensor {name}: {e}")))?;
+        let (begin, end) = info.data_offsets;
+        if end < begin {
+            return Err(st_err(format!("tensor {name}: offsets {begin}..{end}")));
+        }
+        raw.resize(end - begin, 0);
+        file.seek(SeekFrom::Start(data_start + begin as u64)).map_err(io)?;
+        file.read_exact(&mut raw).map_err(io)?;
+        let data: Vec<f32> = match info.dtype {
             safetensors::Dtype::F32 => raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
             safetensors::Dtype::F16 => raw.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
             safetensors::Dtype::BF16 => raw.chunks_exact(2).map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
             other => return Err(st_err(format!("tensor {name} has unsupported dtype {other:?}"))),
         };
-        out.insert(name, HostTensor::new(data, view.shape().to_vec()));
+        let elements: usize = info.shape.iter().product();
+        if data.len() != elements {
+            return Err(st_err(format!("tensor {name}: {} values for shape {:?}", data.len(), info.shape)));
+        }
+        out.insert(name.clone(), HostTensor::new(data, info.shape.clone()));
     }
     Ok(())
 }
