@@ -539,3 +539,25 @@ fn rerun(pipeline: &str, limit: usize) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::profile;
+
+    /// Both forms of the profile line (with and without the screen's counts), other lines
+    /// ignored, records counted once.
+    #[test]
+    fn profile_sums_seconds_per_experiment() {
+        let log = "experiments: knockout on 2 records\n\
+                   profile: record 3 knockout 1.500s screened 0 rows 0 narrowed 0 recomputed\n\
+                   profile: record 3 ranks 0.250s\n\
+                   profile: record 7 knockout 0.500s\n\
+                   profile: record 7 ranks garbage\n";
+        let p = profile(log);
+        assert_eq!(p.facts, 2);
+        assert_eq!(p.seconds("knockout"), 2.0);
+        assert_eq!(p.seconds("ranks"), 0.25);
+        assert_eq!(p.seconds("total"), 2.25);
+        assert_eq!(p.seconds("patching"), 0.0);
+    }
+}
