@@ -84,8 +84,8 @@ pub fn map_logit_rows<B: Backend, T: Send>(model: &Model<B>, h: Tensor<B, 2>, ho
 /// On the CPU backend with AMX, for the reads [`Model::screen`] selects (by default top-k lists
 /// without a rank), the answers come from a bf16 screen of every logit and f32 recomputation of
 /// the logits the screen's error bound cannot place ([`crate::screen`]): the same answers, bit
-/// for bit, for less f32 arithmetic. Anywhere else, and for a logit-lens view of a model with a final softcap (whose
-/// `tanh` the bound does not follow), the f32 path answers.
+/// for bit, for less f32 arithmetic. Anywhere else, and for a logit-lens view of a model with
+/// a final softcap (whose `tanh` the bound does not follow), the f32 path answers.
 pub fn read_rows<B: Backend>(model: &Model<B>, h: Tensor<B, 2>, how: Projection, ask: Ask) -> Vec<Answer> {
     if let Some(answers) = screened_answers(model, &h, how, &ask) {
         return answers;
