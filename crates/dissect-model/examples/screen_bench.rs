@@ -24,8 +24,7 @@ fn main() {
     for p in prompts {
         let ids = l.tokenizer.encode(p).unwrap().ids;
         let mut rec = RecordAll::default();
-        let logits = l.model.forward(l.model.ids_tensor(std::slice::from_ref(&ids)).unwrap(), &mut rec);
-        let _ = logits;
+        l.model.forward(l.model.ids_tensor(std::slice::from_ref(&ids)).unwrap(), &mut rec);
         for h in &rec.residual {
             let n = ids.len();
             rows.push(h.clone().reshape([n, d]));

@@ -176,7 +176,7 @@ pub fn screen_into(h: &RowTiles, w: &TokenTiles, out: &mut Vec<f32>) {
     let len = h.n_pad * ld;
     out.clear();
     out.reserve(len);
-    let out_ptr = SendPtr(out.as_mut_ptr());
+    let out_ptr = crate::matmul::SendPtr(out.as_mut_ptr());
     // Each task: one run of token blocks (its tiles stay in L2) against every row block, so a
     // task writes whole 128-byte row segments of contiguous columns.
     const PAIRS_PER_TASK: usize = 64;
@@ -202,10 +202,6 @@ pub fn screen_into(h: &RowTiles, w: &TokenTiles, out: &mut Vec<f32>) {
     // SAFETY: the tasks above wrote every element of the `n_pad × vocab_pad` output.
     unsafe { out.set_len(len) };
 }
-
-struct SendPtr(*mut f32);
-// SAFETY: the tasks write disjoint columns of the buffer behind the pointer.
-unsafe impl Sync for SendPtr {}
 
 /// Eight 16 × 64-byte tiles (palette 1).
 #[repr(C, align(64))]

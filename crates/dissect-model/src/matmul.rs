@@ -194,8 +194,9 @@ unsafe fn panel_gemm(a_rows: &[f32], n: usize, k: usize, b: &Panels<'_>, out: &m
 }
 
 /// The output pointer, shared by the panel tasks, which write disjoint columns.
-struct SendPtr(*mut f32);
-// SAFETY: each task writes a disjoint set of elements (see `logits_into`).
+pub(crate) struct SendPtr(pub(crate) *mut f32);
+// SAFETY: users share it between tasks that write disjoint elements (here the panels' columns;
+// in `crate::amx` the tasks' column ranges).
 unsafe impl Sync for SendPtr {}
 
 #[cfg(target_arch = "x86_64")]

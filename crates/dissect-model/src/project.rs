@@ -100,25 +100,19 @@ thread_local! {
 
 /// [`read_rows`] through the screen; `None` when it does not apply here.
 fn screened_answers<B: Backend>(model: &Model<B>, h: &Tensor<B, 2>, how: Projection, ask: &Ask) -> Option<Vec<Answer>> {
-    use std::any::Any;
-    type Cpu = crate::backend::Cpu;
     if !model.screen.screens(ask) || !crate::amx::available() {
         return None;
     }
-    let model = (model as &dyn Any).downcast_ref::<Model<Cpu>>()?;
-    let h = (h as &dyn Any).downcast_ref::<Tensor<Cpu, 2>>()?;
+    let (model, h) = on_cpu(model, h)?;
     if how == Projection::LogitLens && model.config.final_logit_softcap.is_some() {
         return None;
     }
     let [n, d] = h.dims();
     let v = model.config.vocab_size;
-    let unembed = match &model.lm_head {
-        Some(head) => head.weight.clone().transpose(),
-        None => model.embed.clone(),
-    };
-    let bias = match (how, model.lm_head.as_ref().and_then(|head| head.bias.clone())) {
-        (Projection::LogitLens, Some(bias)) => Some(bias.into_data().into_vec::<f32>().ok()?),
-        _ => None,
+    let unembed = unembedding(model);
+    let bias = match how {
+        Projection::LogitLens => head_bias(model),
+        Projection::Notebook => None,
     };
     let mut answers = Vec::with_capacity(n);
     let mut buf = SCREEN_SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
@@ -126,11 +120,7 @@ fn screened_answers<B: Backend>(model: &Model<B>, h: &Tensor<B, 2>, how: Project
         let w = Weights { data, stride_vocab: usize::try_from(sv).ok()?, stride_hidden: usize::try_from(sd).ok()? };
         let screen = model.screened_unembed.get_or_init(|| Screen::new(w, v, d).map(std::sync::Arc::new)).as_ref()?;
         for start in (0..n).step_by(CHUNK_ROWS) {
-            let rows = h.clone().slice([start..(start + CHUNK_ROWS).min(n)]);
-            let rows = match how {
-                Projection::Notebook => rows,
-                Projection::LogitLens => model.final_norm.forward(rows),
-            };
+            let rows = unembedding_input(model, h.clone().slice([start..(start + CHUNK_ROWS).min(n)]), how);
             let m = rows.dims()[0];
             let rows = rows.into_data().into_vec::<f32>().ok()?;
             answers.extend(screen.answer_rows(w, bias.as_deref(), &rows, m, ask, &mut buf)?);
@@ -142,24 +132,43 @@ fn screened_answers<B: Backend>(model: &Model<B>, h: &Tensor<B, 2>, how: Project
     Some(answers)
 }
 
+/// The model and `h` as the CPU backend's types; `None` on another backend.
+fn on_cpu<'a, B: Backend>(model: &'a Model<B>, h: &'a Tensor<B, 2>) -> Option<(&'a Model<crate::backend::Cpu>, &'a Tensor<crate::backend::Cpu, 2>)> {
+    use std::any::Any;
+    Some(((model as &dyn Any).downcast_ref()?, (h as &dyn Any).downcast_ref()?))
+}
+
+/// `[vocab, hidden]`: the tied embedding, or the untied head `[hidden, vocab]` as a transposed
+/// view.
+fn unembedding(model: &Model<crate::backend::Cpu>) -> Tensor<crate::backend::Cpu, 2> {
+    match &model.lm_head {
+        Some(head) => head.weight.clone().transpose(),
+        None => model.embed.clone(),
+    }
+}
+
+/// What the unembedding multiplies: `h` itself, or after the final norm (logit lens).
+fn unembedding_input(model: &Model<crate::backend::Cpu>, h: Tensor<crate::backend::Cpu, 2>, how: Projection) -> Tensor<crate::backend::Cpu, 2> {
+    match how {
+        Projection::Notebook => h,
+        Projection::LogitLens => model.final_norm.forward(h),
+    }
+}
+
+/// The untied head's bias on the host, which the logit lens adds after the product.
+fn head_bias(model: &Model<crate::backend::Cpu>) -> Option<Vec<f32>> {
+    let bias = model.lm_head.as_ref()?.bias.clone()?;
+    Some(bias.into_data().into_vec::<f32>().expect("f32 bias"))
+}
+
 /// [`project`] on the CPU backend into `out` (row-major `[rows × vocab]`); `false`, `out`
 /// untouched, for another backend or a non-f32 tensor.
 fn cpu_logits_into<B: Backend>(model: &Model<B>, h: &Tensor<B, 2>, how: Projection, out: &mut Vec<f32>) -> bool {
-    use std::any::Any;
-    type Cpu = crate::backend::Cpu;
-    let (Some(model), Some(h)) = ((model as &dyn Any).downcast_ref::<Model<Cpu>>(), (h as &dyn Any).downcast_ref::<Tensor<Cpu, 2>>()) else {
+    let Some((model, h)) = on_cpu(model, h) else {
         return false;
     };
-    let h = match how {
-        Projection::Notebook => h.clone(),
-        Projection::LogitLens => model.final_norm.forward(h.clone()),
-    };
-    // `[vocab, hidden]`: the tied embedding, or the untied head `[hidden, vocab]` as a
-    // transposed view.
-    let unembed = match &model.lm_head {
-        Some(head) => head.weight.clone().transpose(),
-        None => model.embed.clone(),
-    };
+    let h = unembedding_input(model, h.clone(), how);
+    let unembed = unembedding(model);
     let packed = model.packed_unembed.get_or_init(|| pack(&unembed).map(std::sync::Arc::new));
     match packed {
         Some(packed) => {
@@ -174,8 +183,7 @@ fn cpu_logits_into<B: Backend>(model: &Model<B>, h: &Tensor<B, 2>, how: Projecti
         return true;
     }
     let v = model.config.vocab_size;
-    if let Some(bias) = model.lm_head.as_ref().and_then(|head| head.bias.clone()) {
-        let bias = bias.into_data().into_vec::<f32>().expect("f32 bias");
+    if let Some(bias) = head_bias(model) {
         for row in out.chunks_mut(v) {
             row.iter_mut().zip(&bias).for_each(|(x, b)| *x += b);
         }

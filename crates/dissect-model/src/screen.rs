@@ -393,26 +393,13 @@ impl Screen {
         }
         let rank = ask.rank_of.map(|target| {
             let l_target = w.dot(target, h) + bias.map_or(0.0, |b| b[target]);
-            let mut above = 0usize;
-            s.cand.clear();
-            for t in 0..v {
-                if s.lo[t] > l_target {
-                    above += 1;
-                } else if s.hi[t] > l_target && t != target {
-                    s.cand.push(t as u32);
-                }
-            }
+            let mut undecided = std::mem::take(&mut s.cand);
+            let mut above = split_above(l_target, (0..v as u32).zip(s.lo.iter().zip(&s.hi)).filter(|&(t, _)| t as usize != target), &mut undecided);
+            s.cand = undecided;
             // The same decision on the narrower bounds of the f32 dot products in any order.
             self.narrow(w, bias, h, row.z, s);
             let mut undecided = std::mem::take(&mut s.cand);
-            undecided.clear();
-            for (i, &t) in s.narrowed.iter().enumerate() {
-                if s.lo2[i] > l_target {
-                    above += 1;
-                } else if s.hi2[i] > l_target {
-                    undecided.push(t);
-                }
-            }
+            above += split_above(l_target, s.narrowed.iter().copied().zip(s.lo2.iter().zip(&s.hi2)), &mut undecided);
             s.cand = undecided;
             self.exact_into(w, bias, h, s);
             above + s.exact.iter().filter(|&&x| x > l_target).count()
@@ -472,6 +459,21 @@ impl Screen {
         }
         RECOMPUTED.fetch_add(s.cand.len() as u64, Ordering::Relaxed);
     }
+}
+
+/// The number of tokens certainly above `x` (lower end above it); the tokens whose interval
+/// holds `x` go to `undecided` (cleared first), the rest are certainly not above.
+fn split_above<'a>(x: f32, tokens: impl Iterator<Item = (u32, (&'a f32, &'a f32))>, undecided: &mut Vec<u32>) -> usize {
+    undecided.clear();
+    let mut above = 0;
+    for (t, (&lo, &hi)) in tokens {
+        if lo > x {
+            above += 1;
+        } else if hi > x {
+            undecided.push(t);
+        }
+    }
+    above
 }
 
 /// `(x − b, x + b)` in f32 with `b` inflated by `2⁻¹⁸·b + 2⁻²¹·|x| + 10⁻³⁰`: more than the
