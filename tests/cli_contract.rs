@@ -66,8 +66,8 @@ fn every_stage_prints_json_and_a_current_stage_does_not_load_the_model() {
     let (m, data) = (model.to_str().unwrap(), workspace().join("data"));
     let dataset = data.join("known_1000.json");
     let filter = ["filter", "--model", m, "--dataset", dataset.to_str().unwrap(), "--out", "out", "--limit", "4", "--json"];
-    let experiments = ["experiments", "knockout", "--model", m, "--input", "out/filtered.parquet", "--out", "out/experiments", "--json"];
-    let cache = ["cache", "--model", m, "--input", "out/filtered.parquet", "--out", "out", "--json"];
+    let experiments = ["experiments", "knockout", "--model", m, "--input", "out/filtered", "--out", "out/experiments", "--json"];
+    let cache = ["cache", "--model", m, "--input", "out/filtered", "--out", "out", "--json"];
     let run = |args: &[&str]| json(&dissect_in(&dir, args));
 
     let first: Vec<serde_json::Value> = [&filter[..], &experiments[..], &cache[..]].into_iter().map(run).collect();

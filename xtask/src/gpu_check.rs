@@ -463,7 +463,7 @@ impl Check {
         self.push(&filter_name, Status::Ok, Some(ran.seconds), kept.map_or_else(String::new, |(k, n)| format!("kept {k} of {n}")));
 
         let mut cmd = self.command(bin);
-        cmd.args(["experiments", "all", "--backend", "cuda", "--model", model]).arg("--input").arg(filter_out.join("filtered.parquet"));
+        cmd.args(["experiments", "all", "--backend", "cuda", "--model", model]).arg("--input").arg(filter_out.join("filtered"));
         cmd.arg("--out").arg(&experiments_out).args(["--limit", &experiments_limit.to_string(), "--force", "--json"]);
         let ran = self.run_logged(&mut cmd, "experiments", Some(self.timeout))?;
         let status = if ran.ok { Status::Ok } else { Status::Failed };

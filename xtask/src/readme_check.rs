@@ -50,7 +50,7 @@ pub(crate) const SKIP: &[Skip] = &[
         reason: "needs the GPT-2 XL-shaped model above",
     },
     Skip {
-        command: "DISSECT_PROFILE=1 dissect experiments all --model ~/.cache/dissect/models/gpt2-xl-shaped --input /tmp/xl/filtered.parquet --out /tmp/xl/tables --no-cache --limit 20",
+        command: "DISSECT_PROFILE=1 dissect experiments all --model ~/.cache/dissect/models/gpt2-xl-shaped --input /tmp/xl/filtered --out /tmp/xl/tables --no-cache --limit 20",
         reason: "the paper's scale: 14 minutes on two cores, with the GPT-2 XL-shaped model above",
     },
     Skip {

@@ -20,7 +20,7 @@ pub struct Args {
     /// Directory for tables/, figures/, report.md, report.html and summary.json.
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Where filtered.parquet / rejected.parquet (or their shard directories) are; default:
+    /// Where the filter's `filtered/` and `rejected/` tables are; default:
     /// the input directory if they are there, else its parent.
     #[arg(long)]
     filter_dir: Option<PathBuf>,

@@ -18,7 +18,7 @@ use crate::stage::{out_dir, positive, Input, RunArgs, StageArgs, StageSummary};
 pub struct Args {
     #[command(flatten)]
     stage: StageArgs,
-    /// The filter stage's kept records: filtered.parquet, or its directory of shards.
+    /// The filter stage's kept records: its `filtered` directory (or one Parquet file).
     #[arg(long)]
     input: Option<PathBuf>,
     /// Output directory: the cache goes to `<out>/cache/shard=NNNNN/part-CCCCC.parquet`.
@@ -71,6 +71,7 @@ pub fn run(args: Args) -> Result<()> {
         chunks_reused: reused,
         outputs: vec![cache_dir.clone()],
         seconds: started.elapsed().as_secs_f64(),
+        extra: Default::default(),
     };
     if args.run.nothing_to_do("cache", &shard_dir, parts.all_current(), || parts.clear(), || summary(true, 0, parts.n_chunks()))? {
         return Ok(());

@@ -28,7 +28,7 @@ pub struct Args {
     name: String,
     #[command(flatten)]
     stage: StageArgs,
-    /// The filter stage's kept records: filtered.parquet, or its directory of shards.
+    /// The filter stage's kept records: its `filtered` directory (or one Parquet file).
     #[arg(long)]
     input: Option<PathBuf>,
     /// Directory for the tables (`<out>/<table>/shard=NNNNN/part-CCCCC.parquet`).
@@ -129,6 +129,7 @@ pub fn run(args: Args) -> Result<()> {
         chunks_reused: reused,
         outputs: vec![out.clone()],
         seconds: started.elapsed().as_secs_f64(),
+        extra: Default::default(),
     };
     if args.run.nothing_to_do("experiments", &out, parts.all_current(), || parts.clear(), || summary(true, 0, parts.records.n_chunks()))? {
         return Ok(());

@@ -1,18 +1,20 @@
-use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use dissect_data::filtered::{read_kept, read_rejected};
 use dissect_data::known::load_known_facts;
+use dissect_data::parts::Parts;
 use dissect_data::provenance::sha256_file;
-use dissect_data::Rejected;
-use dissect_filter::{filter_provenance, outputs_are_current, run_filter_with_progress, write_outputs, FilterOutput, OutputPaths};
+use dissect_data::ShardSpec;
+use dissect_data::{KeptRecord, Rejected};
+use dissect_filter::{filter_parts, filter_provenance, run_resumable, FilterTables};
 use dissect_model::source::load;
 
 use crate::backend::on_backend;
 use crate::progress::Progress;
 use crate::shard::ShardArgs;
-use crate::stage::{log_up_to_date, out_dir, positive, Input, RunArgs, StageArgs};
+use crate::stage::{out_dir, positive, Input, RunArgs, StageArgs, StageSummary};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -21,7 +23,7 @@ pub struct Args {
     /// The facts: a JSON array of records in known_1000.json's format (see the README).
     #[arg(long)]
     dataset: Option<PathBuf>,
-    /// Directory for filtered.parquet and rejected.parquet (or their shard partitions).
+    /// Directory for the `filtered/` and `rejected/` tables (`shard=NNNNN/part-CCCCC.parquet` each).
     #[arg(long)]
     out: Option<PathBuf>,
     /// Use only the first N records of the dataset.
@@ -32,6 +34,9 @@ pub struct Args {
     /// Prompts per forward pass (default 16).
     #[arg(long, value_parser = positive)]
     batch_size: Option<usize>,
+    /// Facts per Parquet part (default 256); a killed run redoes at most one part.
+    #[arg(long, value_parser = positive)]
+    chunk_size: Option<usize>,
     #[command(flatten)]
     run: RunArgs,
 }
@@ -43,81 +48,102 @@ pub fn run(args: Args) -> Result<()> {
     let dataset = Input::pick(args.dataset.as_deref(), "--dataset", p.map(|p| (p, "data.dataset", p.data.dataset.clone())), None)?;
     let out = out_dir(args.out.as_deref(), p.map(|p| p.out.clone()))?;
     let mut config = p.map(|p| p.filter.clone()).unwrap_or_default();
-    if let Some(b) = args.batch_size {
-        config.batch_size = b;
-    }
-    let shard = args.shard.resolve()?;
+    config.batch_size = args.batch_size.unwrap_or(config.batch_size);
+    config.chunk_size = args.chunk_size.unwrap_or(config.chunk_size);
+    config.check()?;
+    let shard_flag = args.shard.resolve()?;
+    let shard = shard_flag.unwrap_or(ShardSpec { index: 0, count: 1 });
     let dataset_sha256 = sha256_file(dataset.existing()?)?;
+
+    let (facts, mut unreadable) = load_known_facts(&dataset.path, args.limit)?;
+    let facts: Vec<_> = facts.into_iter().filter(|f| shard.contains(f.known_id)).collect();
+    unreadable.retain(|r| shard.owns(r.id));
+
     let (header, weights) = stage.header()?;
     let prov = filter_provenance(&header.info, weights, dataset_sha256, args.limit, shard, &config);
-    let paths = OutputPaths::new(&out, shard);
-    if !args.run.force && outputs_are_current(&paths, &prov.params_hash()) {
-        log_up_to_date("filter", &paths.filtered);
-        if args.run.json {
-            let kept = dissect_data::filtered::read_kept(&paths.filtered)?;
-            let rejected = dissect_data::filtered::read_rejected(&paths.rejected)?;
-            print_json(&FilterOutput { kept, rejected }, &paths, true, started)?;
-        }
+    let tables = FilterTables::new(&out);
+    let parts = filter_parts(&tables, shard, facts.len(), &config, &prov);
+    let records = facts.len() + unreadable.len();
+    let summary = |up_to_date, computed, reused| StageSummary {
+        stage: "filter",
+        up_to_date,
+        records,
+        chunks_computed: computed,
+        chunks_reused: reused,
+        outputs: vec![tables.filtered.clone(), tables.rejected.clone()],
+        seconds: started.elapsed().as_secs_f64(),
+        extra: decisions(&parts).unwrap_or_default(),
+    };
+    let shard_dir = tables.filtered.join(shard.dir_name());
+    let current = parts.all_current();
+    if args.run.nothing_to_do("filter", &shard_dir, current, || parts.clear(), || summary(true, 0, parts.n_chunks()))? {
         return Ok(());
     }
-    let (facts, mut rejected) = load_known_facts(&dataset.path, args.limit)?;
-    let in_shard = |id: Option<u64>| shard.is_none_or(|s| s.owns(id));
-    let facts: Vec<_> = facts.into_iter().filter(|f| in_shard(Some(f.known_id))).collect();
-    rejected.retain(|r| in_shard(r.id));
-
     let model = &stage.model;
     on_backend!(stage.backend, |B| {
         let loaded = load::<B>(model, &Default::default()).with_context(|| format!("loading {model}"))?;
         eprintln!(
-            "filter: {} records{} on {model} (loaded in {:.1}s)",
-            facts.len() + rejected.len(),
-            shard.map(|s| format!(" in shard {s}")).unwrap_or_default(),
+            "filter: {records} records{} on {model} (loaded in {:.1}s)",
+            shard_flag.map(|s| format!(" in shard {s}")).unwrap_or_default(),
             started.elapsed().as_secs_f64()
         );
         let mut bar = Progress::new("filter", "prompts");
-        let mut out = run_filter_with_progress(&loaded.model, &loaded.tokenizer, &facts, &config, &mut |d, t| bar.update(d, t))?;
+        let done = run_resumable(&loaded.model, &loaded.tokenizer, &facts, &unreadable, &config, &parts, &mut |d, t| bar.update(d, t))?;
         bar.finish();
-        rejected.append(&mut out.rejected);
-        out.rejected = rejected;
-        write_outputs(&paths, &out, &prov)?;
-        report(&out, &paths, started);
+        remove_single_file_tables(&out);
+        report(&tables, &parts, done.computed, done.reused, started)?;
         if args.run.json {
-            print_json(&out, &paths, false, started)?;
+            summary(false, done.computed, done.reused).print()?;
         }
         Ok(())
     })
 }
 
-fn report(out: &FilterOutput, paths: &OutputPaths, started: Instant) {
-    let total = out.kept.len() + out.rejected.len();
-    let wrong = out.rejected.iter().filter(|r| !r.reason.is_invalid_input()).count();
-    let invalid: Vec<&Rejected> = out.rejected.iter().filter(|r| r.reason.is_invalid_input()).collect();
-    let pct = if total == 0 { 0.0 } else { 100.0 * out.kept.len() as f64 / total as f64 };
+/// Earlier versions wrote each table as one file beside the directories; readers must not
+/// find two versions of a table.
+fn remove_single_file_tables(out: &Path) {
+    for name in ["filtered.parquet", "rejected.parquet"] {
+        let _ = std::fs::remove_file(out.join(name));
+    }
+}
+
+/// `kept` (ids) and `rejected` (id, kind, reason) of this shard, for `--json`.
+fn decisions(parts: &Parts) -> Result<serde_json::Map<String, serde_json::Value>> {
+    let (kept, rejected) = read_back(parts)?;
+    let kept: Vec<u64> = kept.iter().map(|k| k.id).collect();
+    let rejected: Vec<_> = rejected.iter().map(|r| serde_json::json!({"id": r.id, "kind": r.reason.kind(), "reason": r.reason.to_string()})).collect();
+    let mut m = serde_json::Map::new();
+    m.insert("kept".into(), kept.into());
+    m.insert("rejected".into(), rejected.into());
+    Ok(m)
+}
+
+/// This run's parts of both tables, as written.
+fn read_back(parts: &Parts) -> Result<(Vec<KeptRecord>, Vec<Rejected>)> {
+    let (mut kept, mut rejected) = (Vec::new(), Vec::new());
+    for c in 0..parts.n_chunks() {
+        kept.extend(read_kept(&parts.path(0, c))?);
+        rejected.extend(read_rejected(&parts.path(1, c))?);
+    }
+    Ok((kept, rejected))
+}
+
+/// Counts from this shard's tables as written, so a resumed run reports the reused parts too.
+fn report(tables: &FilterTables, parts: &Parts, computed: usize, reused: usize, started: Instant) -> Result<()> {
+    let (kept, rejected) = read_back(parts)?;
+    let kept = kept.len();
+    let total = kept + rejected.len();
+    let invalid: Vec<&Rejected> = rejected.iter().filter(|r| r.reason.is_invalid_input()).collect();
+    let wrong = rejected.len() - invalid.len();
+    let pct = if total == 0 { 0.0 } else { 100.0 * kept as f64 / total as f64 };
     eprintln!(
-        "filter: kept {} of {total} ({pct:.1}%); rejected {wrong} wrong predictions and {} invalid records; {:.1}s",
-        out.kept.len(),
+        "filter: kept {kept} of {total} ({pct:.1}%); rejected {wrong} wrong predictions and {} invalid records; {computed} chunks computed, {reused} reused; {:.1}s",
         invalid.len(),
         started.elapsed().as_secs_f64()
     );
     for r in invalid {
         eprintln!("filter: record {}: {}", r.id.map_or("?".to_string(), |i| i.to_string()), r.reason);
     }
-    eprintln!("filter: wrote {} and {}", paths.filtered.display(), paths.rejected.display());
-}
-
-fn print_json(out: &FilterOutput, paths: &OutputPaths, up_to_date: bool, started: Instant) -> Result<()> {
-    let rejected: Vec<_> = out.rejected.iter().map(|r| serde_json::json!({"id": r.id, "kind": r.reason.kind(), "reason": r.reason.to_string()})).collect();
-    let v = serde_json::json!({
-        "stage": "filter",
-        "up_to_date": up_to_date,
-        "records": out.kept.len() + out.rejected.len(),
-        "outputs": [&paths.filtered, &paths.rejected],
-        "seconds": started.elapsed().as_secs_f64(),
-        "kept": out.kept.iter().map(|k| k.id).collect::<Vec<_>>(),
-        "rejected": rejected,
-    });
-    let mut stdout = std::io::stdout().lock();
-    serde_json::to_writer(&mut stdout, &v)?;
-    writeln!(stdout)?;
+    eprintln!("filter: wrote {} and {}", tables.filtered.display(), tables.rejected.display());
     Ok(())
 }

@@ -29,7 +29,7 @@ enum Command {
     Predict(predict::Args),
     /// Attention knockout on one prompt: % change of the top-1 probability per layer and set.
     Knockout(knockout::Args),
-    /// Stage 1: keep the known facts the model predicts; writes filtered.parquet and rejected.parquet.
+    /// Stage 1: keep the known facts the model predicts; writes the `filtered` and `rejected` tables.
     Filter(filter::Args),
     /// Stage 2: cache the kept records' activations the experiments read, to Parquet.
     Cache(cache::Args),

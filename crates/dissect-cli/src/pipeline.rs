@@ -113,14 +113,9 @@ impl Pipeline {
         Ok(p)
     }
 
-    /// The filter stage's kept records: one file, or a directory of shard partitions.
+    /// The filter stage's kept records: a directory of shard partitions.
     pub fn filtered(&self) -> PathBuf {
-        let sharded = self.out.join("filtered");
-        if sharded.is_dir() {
-            sharded
-        } else {
-            self.out.join("filtered.parquet")
-        }
+        self.out.join("filtered")
     }
 
     /// Where `dissect cache --pipeline` writes and `dissect experiments` reads the cache.

@@ -178,6 +178,9 @@ pub struct StageSummary {
     /// The directories or files the stage wrote.
     pub outputs: Vec<PathBuf>,
     pub seconds: f64,
+    /// A stage's own entries (the filter's kept ids and rejections).
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 impl StageSummary {

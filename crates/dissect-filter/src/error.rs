@@ -12,10 +12,10 @@ pub enum FilterError {
     /// Reading the facts or writing the output tables failed.
     #[error(transparent)]
     Data(#[from] DataError),
-    /// A batch size of 0 was asked for.
-    #[error("batch size {batch_size} is not allowed\nhint: use a batch size of at least 1, e.g. 16")]
-    BatchSize {
-        /// The rejected value.
-        batch_size: usize,
+    /// A batch or chunk size of 0 was asked for.
+    #[error("a {name} of 0 is not allowed\nhint: use a {name} of at least 1")]
+    Size {
+        /// `batch size` or `chunk size`.
+        name: &'static str,
     },
 }

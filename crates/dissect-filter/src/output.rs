@@ -1,36 +1,37 @@
-//! Where the stage writes, what it records about the run, and whether a previous run can be
-//! reused.
+//! Where the stage writes, what it records about the run, and the resumable run itself on the
+//! stage engine ([`Parts`]).
 
 use std::path::{Path, PathBuf};
 
+use burn_tensor::backend::Backend;
 use dissect_data::filtered::{kept_to_batch, rejected_to_batch};
-use dissect_data::parquet_io::write_parquet_atomic;
-use dissect_data::provenance::{output_is_current, sha256_file_memo};
-use dissect_data::{DataError, Provenance, ShardSpec};
+use dissect_data::known::FactChecker;
+use dissect_data::parts::{Parts, RunSummary};
+use dissect_data::provenance::sha256_file_memo;
+use dissect_data::{DataError, KnownFact, Provenance, RejectReason, Rejected, ShardSpec};
 use dissect_model::source::ModelInfo;
+use dissect_model::tokenizer::Tokenizer;
+use dissect_model::Model;
 use serde_json::json;
 
 use crate::error::FilterError;
-use crate::run::{FilterConfig, FilterOutput};
+use crate::run::{run_filter_with_progress, FilterConfig};
 
-/// `<out>/filtered.parquet` and `<out>/rejected.parquet`; for a shard,
-/// `<out>/filtered/shard=0000i/part-00000.parquet` and the same under `rejected/`, so each table
-/// reads back whole as a directory.
+/// The stage's two tables, each a directory of parts: `<out>/filtered/shard=NNNNN/part-CCCCC.parquet`
+/// (the kept records) and the same under `<out>/rejected/` (every other record with its
+/// reason). An unsharded run is shard 0 of 1. Each table reads back whole as its directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutputPaths {
+pub struct FilterTables {
     /// The kept records' table.
     pub filtered: PathBuf,
     /// The rejected records' table, with the reason for each.
     pub rejected: PathBuf,
 }
 
-impl OutputPaths {
-    /// The tables under `out_dir`, as one file each or, for a shard, as its partition.
-    pub fn new(out_dir: &Path, shard: Option<ShardSpec>) -> Self {
-        match shard {
-            None => OutputPaths { filtered: out_dir.join("filtered.parquet"), rejected: out_dir.join("rejected.parquet") },
-            Some(s) => OutputPaths { filtered: s.part_path(&out_dir.join("filtered"), 0), rejected: s.part_path(&out_dir.join("rejected"), 0) },
-        }
+impl FilterTables {
+    /// The tables under `out_dir`.
+    pub fn new(out_dir: &Path) -> Self {
+        FilterTables { filtered: out_dir.join("filtered"), rejected: out_dir.join("rejected") }
     }
 }
 
@@ -42,14 +43,14 @@ pub fn weights_sha256(info: &ModelInfo) -> Result<String, DataError> {
 }
 
 /// The provenance of a filter run. Its parameters hold everything the tables depend on (the
-/// model, its weights, the dataset's bytes, the limit, the shard, the batching), so an equal
-/// parameter hash means the existing tables can be reused.
+/// model, its weights, the dataset's bytes, the limit, the shard, the batching and chunking),
+/// so an equal parameter hash means the existing parts can be reused.
 pub fn filter_provenance(
     info: &ModelInfo,
     weights_sha256: String,
     dataset_sha256: String,
     limit: Option<usize>,
-    shard: Option<ShardSpec>,
+    shard: ShardSpec,
     config: &FilterConfig,
 ) -> Provenance {
     let params = json!({
@@ -58,8 +59,9 @@ pub fn filter_provenance(
         "weights_sha256": weights_sha256,
         "dataset_sha256": dataset_sha256,
         "limit": limit,
-        "shard": shard.map(|s| s.to_string()),
+        "shard": shard.to_string(),
         "batch_size": config.batch_size,
+        "chunk_size": config.chunk_size,
     });
     let mut p = Provenance::new("filter", &info.spec, params);
     p.model_revision = info.revision.clone();
@@ -67,16 +69,49 @@ pub fn filter_provenance(
     p
 }
 
-/// Whether both tables exist and were written with this parameter hash.
-pub fn outputs_are_current(paths: &OutputPaths, params_hash: &str) -> bool {
-    output_is_current(&paths.filtered, params_hash) && output_is_current(&paths.rejected, params_hash)
+/// The parts a filter run owns: both tables, one part per chunk of `config.chunk_size` of
+/// the shard's `n_facts` facts (one part when there are none, so that an empty shard leaves
+/// empty tables).
+pub fn filter_parts(tables: &FilterTables, shard: ShardSpec, n_facts: usize, config: &FilterConfig, provenance: &Provenance) -> Parts {
+    let n_chunks = n_facts.div_ceil(config.chunk_size.max(1)).max(1);
+    Parts::new(vec![tables.filtered.clone(), tables.rejected.clone()], shard, n_chunks, provenance)
 }
 
-/// Writes both tables atomically, `rejected` first: a run killed in between leaves no
-/// `filtered` table, so it is not taken as done.
-pub fn write_outputs(paths: &OutputPaths, output: &FilterOutput, provenance: &Provenance) -> Result<(), FilterError> {
-    let kv = provenance.to_kv();
-    write_parquet_atomic(&paths.rejected, &[rejected_to_batch(&output.rejected)], &kv)?;
-    write_parquet_atomic(&paths.filtered, &[kept_to_batch(&output.kept)], &kv)?;
-    Ok(())
+/// Runs the stage over `facts` (already restricted to this shard, in input order) with the
+/// resumable engine ([`Parts::run`]): each chunk of facts is decided by
+/// [`run_filter_with_progress`] and written as one part of each table; a chunk whose parts
+/// exist with the same parameters is not recomputed. Facts are checked over the whole list
+/// first, so a duplicate id is rejected whichever chunk its first record is in. `unreadable`
+/// (records rejected while reading the dataset) go into the first chunk's `rejected` part.
+/// `progress` gets (facts done, total) after each batch.
+pub fn run_resumable<B: Backend>(
+    model: &Model<B>,
+    tokenizer: &Tokenizer,
+    facts: &[KnownFact],
+    unreadable: &[Rejected],
+    config: &FilterConfig,
+    parts: &Parts,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<RunSummary, FilterError> {
+    config.check()?;
+    let total = facts.len();
+    let size = config.chunk_size;
+    let mut checker = FactChecker::default();
+    let verdicts: Vec<Option<RejectReason>> = facts.iter().map(|f| checker.check(f)).collect();
+    parts.run(
+        facts,
+        size,
+        |c, chunk| {
+            let verdicts = &verdicts[c * size..c * size + chunk.len()];
+            let valid: Vec<KnownFact> = chunk.iter().zip(verdicts).filter(|(_, v)| v.is_none()).map(|(f, _)| f.clone()).collect();
+            let out = run_filter_with_progress(model, tokenizer, &valid, config, &mut |d, _| progress(c * size + d, total))?;
+            // Facts rejected before the model count as done too.
+            progress(c * size + chunk.len(), total);
+            let mut rejected: Vec<Rejected> = if c == 0 { unreadable.to_vec() } else { Vec::new() };
+            let checked = chunk.iter().zip(verdicts).filter_map(|(f, v)| v.clone().map(|reason| Rejected { id: Some(f.known_id), reason }));
+            rejected.extend(checked.chain(out.rejected));
+            Ok::<_, FilterError>(vec![(kept_to_batch(&out.kept), vec![]), (rejected_to_batch(&rejected), vec![])])
+        },
+        |_, _| {},
+    )
 }

@@ -16,13 +16,28 @@ use crate::prepare::{prepare, Prepared};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FilterConfig {
-    /// Prompts per forward pass.
+    /// Prompts per forward pass. Within a chunk, prompts of similar lengths share a batch.
     pub batch_size: usize,
+    /// Facts per Parquet part, in input order: each part is written when its facts are
+    /// decided, so a killed run loses at most one chunk's work.
+    pub chunk_size: usize,
 }
 
 impl Default for FilterConfig {
     fn default() -> Self {
-        FilterConfig { batch_size: 16 }
+        FilterConfig { batch_size: 16, chunk_size: 256 }
+    }
+}
+
+impl FilterConfig {
+    /// Refuses sizes of 0.
+    pub fn check(&self) -> Result<(), FilterError> {
+        for (name, value) in [("batch size", self.batch_size), ("chunk size", self.chunk_size)] {
+            if value == 0 {
+                return Err(FilterError::Size { name });
+            }
+        }
+        Ok(())
     }
 }
 
@@ -51,9 +66,7 @@ pub fn run_filter_with_progress<B: Backend>(
     config: &FilterConfig,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<FilterOutput, FilterError> {
-    if config.batch_size == 0 {
-        return Err(FilterError::BatchSize { batch_size: config.batch_size });
-    }
+    config.check()?;
     let context_length = model.config.context_length;
     let mut outcomes: Vec<Option<Result<KeptRecord, RejectReason>>> = vec![None; facts.len()];
     let mut ready: Vec<(usize, Prepared)> = Vec::new();

@@ -9,7 +9,7 @@ use dissect_data::known::load_known_facts;
 use dissect_data::parquet_io::read_kv_metadata;
 use dissect_data::{KnownFact, Provenance, ShardSpec};
 use dissect_filter::prepare::attribute_first_token;
-use dissect_filter::{filter_provenance, outputs_are_current, run_filter, write_outputs, FilterConfig, OutputPaths};
+use dissect_filter::{filter_parts, filter_provenance, run_filter, run_resumable, FilterConfig, FilterTables};
 use dissect_model::backend::Cpu;
 use dissect_model::predict::{last_position_probs, top_k};
 use dissect_model::source::{load, Loaded};
@@ -72,7 +72,7 @@ fn check_fixture(name: &str, expected_first_token: usize) {
         KnownFact { known_id: 10, ..other.clone() },
         fact(14, "Rome", "Italy", ""),
     ];
-    let out = run_filter(&m.model, &m.tokenizer, &facts, &FilterConfig { batch_size: 2 }).unwrap();
+    let out = run_filter(&m.model, &m.tokenizer, &facts, &FilterConfig { batch_size: 2, ..Default::default() }).unwrap();
 
     assert_eq!(out.kept.len(), 1, "{name}: {out:?}");
     let k = &out.kept[0];
@@ -105,20 +105,6 @@ fn check_fixture(name: &str, expected_first_token: usize) {
         }
         r => panic!("{r:?}"),
     }
-
-    // Written, read back, and recognised as current by its parameter hash.
-    let dir = tempfile::tempdir().unwrap();
-    let shard = ShardSpec::parse("1/3").unwrap();
-    let paths = OutputPaths::new(dir.path(), Some(shard));
-    let prov = filter_provenance(&m.info, "w".into(), "d".into(), None, Some(shard), &FilterConfig { batch_size: 2 });
-    assert!(!outputs_are_current(&paths, &prov.params_hash()));
-    write_outputs(&paths, &out, &prov).unwrap();
-    assert_eq!(read_kept(&dir.path().join("filtered")).unwrap(), out.kept);
-    assert_eq!(read_rejected(&dir.path().join("rejected")).unwrap(), out.rejected);
-    assert_eq!(Provenance::from_kv(&read_kv_metadata(&paths.filtered).unwrap()).unwrap(), prov);
-    assert!(outputs_are_current(&paths, &prov.params_hash()));
-    std::fs::remove_file(&paths.filtered).unwrap();
-    assert!(!outputs_are_current(&paths, &prov.params_hash()), "a run killed before `filtered` was written is not done");
 }
 
 #[test]
@@ -147,15 +133,15 @@ fn batch_size_does_not_change_decisions() {
             }
         })
         .collect();
-    let one = run_filter(&m.model, &m.tokenizer, &facts, &FilterConfig { batch_size: 1 }).unwrap();
-    let many = run_filter(&m.model, &m.tokenizer, &facts, &FilterConfig { batch_size: 16 }).unwrap();
+    let one = run_filter(&m.model, &m.tokenizer, &facts, &FilterConfig { batch_size: 1, ..Default::default() }).unwrap();
+    let many = run_filter(&m.model, &m.tokenizer, &facts, &FilterConfig { batch_size: 16, ..Default::default() }).unwrap();
     assert!(!one.kept.is_empty() && !one.rejected.is_empty());
     assert_eq!(one.kept.iter().map(|k| k.id).collect::<Vec<_>>(), many.kept.iter().map(|k| k.id).collect::<Vec<_>>());
     for (a, b) in one.kept.iter().zip(&many.kept) {
         assert!((a.target_prob - b.target_prob).abs() < 1e-5);
     }
     assert_eq!(one.rejected.len(), many.rejected.len());
-    assert!(run_filter(&m.model, &m.tokenizer, &facts, &FilterConfig { batch_size: 0 }).is_err());
+    assert!(run_filter(&m.model, &m.tokenizer, &facts, &FilterConfig { batch_size: 0, ..Default::default() }).is_err());
 }
 
 #[test]
@@ -188,4 +174,69 @@ fn the_shards_union_is_the_unsharded_run() {
     assert!(!all.kept.is_empty());
     assert_eq!(kept.iter().map(|k| (k.id, k.target_id)).collect::<Vec<_>>(), all.kept.iter().map(|k| (k.id, k.target_id)).collect::<Vec<_>>());
     assert_eq!(rejected.iter().map(|r| (r.id, r.reason.kind())).collect::<Vec<_>>(), all.rejected.iter().map(|r| (r.id, r.reason.kind())).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_resumable_run_writes_one_part_per_chunk_and_redoes_only_what_is_missing() {
+    let m = load::<Cpu>(fixture("tiny-gpt2").to_str().unwrap(), &Default::default()).unwrap();
+    let mut facts: Vec<KnownFact> = known_1000()
+        .into_iter()
+        .take(30)
+        .map(|f| {
+            let word = m.tokenizer.decode_token(greedy(&m, &f.prompt).0).trim_start().to_string();
+            if f.known_id % 3 == 0 && !word.is_empty() {
+                KnownFact { attribute: word, ..f }
+            } else {
+                f
+            }
+        })
+        .collect();
+    // A duplicate of the first chunk's first id, three chunks later.
+    facts.insert(25, KnownFact { known_id: facts[0].known_id, ..facts[5].clone() });
+    let config = FilterConfig { batch_size: 4, chunk_size: 8 };
+    let whole = run_filter(&m.model, &m.tokenizer, &facts, &config).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let tables = FilterTables::new(dir.path());
+    let shard = ShardSpec::new(0, 1).unwrap();
+    let prov = filter_provenance(&m.info, "w".into(), "d".into(), None, shard, &config);
+    let parts = filter_parts(&tables, shard, facts.len(), &config, &prov);
+    assert_eq!(parts.n_chunks(), 4);
+    assert!(!parts.all_current());
+    let mut seen = Vec::new();
+    let done = run_resumable(&m.model, &m.tokenizer, &facts, &[], &config, &parts, &mut |d, t| seen.push((d, t))).unwrap();
+    assert_eq!((done.computed, done.reused), (4, 0));
+    assert_eq!(seen.last(), Some(&(31, 31)));
+    assert!(parts.all_current());
+
+    // The chunks' union is the one-pass decision (batches differ, so probabilities to 1e-5).
+    let mut kept = read_kept(&tables.filtered).unwrap();
+    kept.sort_by_key(|k| k.id);
+    let mut expected = whole.kept.clone();
+    expected.sort_by_key(|k| k.id);
+    assert!(!kept.is_empty());
+    assert_eq!(kept.iter().map(|k| (k.id, k.target_id)).collect::<Vec<_>>(), expected.iter().map(|k| (k.id, k.target_id)).collect::<Vec<_>>());
+    for (a, b) in kept.iter().zip(&expected) {
+        assert!((a.target_prob - b.target_prob).abs() < 1e-5);
+    }
+    let kinds = |r: &[dissect_data::Rejected]| {
+        let mut v: Vec<(Option<u64>, &str)> = r.iter().map(|r| (r.id, r.reason.kind())).collect();
+        v.sort();
+        v
+    };
+    let rejected = read_rejected(&tables.rejected).unwrap();
+    assert_eq!(kinds(&rejected), kinds(&whole.rejected));
+    assert!(rejected.iter().any(|r| r.reason.kind() == "duplicate_id"), "the duplicate in a later chunk is caught");
+    assert_eq!(Provenance::from_kv(&read_kv_metadata(&parts.path(0, 3)).unwrap()).unwrap(), prov);
+
+    // A run killed after chunk 2's `filtered` part but before its `rejected` one redoes chunk 2 only.
+    std::fs::remove_file(parts.path(1, 2)).unwrap();
+    assert!(!parts.all_current());
+    seen.clear();
+    let again = run_resumable(&m.model, &m.tokenizer, &facts, &[], &config, &parts, &mut |d, t| seen.push((d, t))).unwrap();
+    assert_eq!((again.computed, again.reused), (1, 3));
+    assert!(seen.iter().all(|&(d, _)| d > 16 && d <= 24), "{seen:?}");
+    assert_eq!(kinds(&read_rejected(&tables.rejected).unwrap()), kinds(&whole.rejected));
+
+    assert!(run_resumable(&m.model, &m.tokenizer, &facts, &[], &FilterConfig { chunk_size: 0, ..config }, &parts, &mut |_, _| {}).is_err());
 }
