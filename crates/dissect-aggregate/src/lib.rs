@@ -41,9 +41,8 @@ pub mod report;
 pub mod summary;
 pub mod tables;
 
-use std::io::Write;
+use dissect_data::atomic;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use dissect_data::parquet_io::write_parquet_atomic;
 use dissect_data::provenance::output_is_current;
@@ -213,7 +212,7 @@ pub fn aggregate(input: &Path, out: &Path, cfg: &AggregateConfig) -> Result<Summ
     for t in tables.all() {
         let base = out.join("tables").join(&t.name);
         write_parquet_atomic(&base.with_extension("parquet"), &[t.to_batch()], &kv)?;
-        write_atomic(&base.with_extension("csv"), &t.to_csv()?)?;
+        atomic::write(&base.with_extension("csv"), &t.to_csv()?)?;
         table_paths.extend([base.with_extension("parquet"), base.with_extension("csv")]);
     }
 
@@ -228,8 +227,8 @@ pub fn aggregate(input: &Path, out: &Path, cfg: &AggregateConfig) -> Result<Summ
         let svg = plot::render_svg(&f.chart).map_err(plot_err)?;
         let png = plot::render_png(&f.chart).map_err(plot_err)?;
         let base = out.join("figures").join(f.name);
-        write_atomic(&base.with_extension("svg"), svg.as_bytes())?;
-        write_atomic(&base.with_extension("png"), &png)?;
+        atomic::write(&base.with_extension("svg"), svg.as_bytes())?;
+        atomic::write(&base.with_extension("png"), &png)?;
         figure_paths.extend([base.with_extension("svg"), base.with_extension("png")]);
         svgs.insert(f.name, svg);
     }
@@ -238,13 +237,13 @@ pub fn aggregate(input: &Path, out: &Path, cfg: &AggregateConfig) -> Result<Summ
     let title = format!("Dissecting factual recall — {}", short_model(&model));
     let report_md = out.join("report.md");
     let report_html = out.join("report.html");
-    write_atomic(&report_md, report::to_markdown(&blocks).as_bytes())?;
-    write_atomic(&report_html, report::to_html(&title, &blocks).as_bytes())?;
+    atomic::write(&report_md, report::to_markdown(&blocks).as_bytes())?;
+    atomic::write(&report_html, report::to_html(&title, &blocks).as_bytes())?;
 
     // Counts last: its footer is what `outputs_are_current` checks, so a run killed before
     // this point is not taken as done.
     let counts = out.join("tables/counts");
-    write_atomic(&counts.with_extension("csv"), &summary::counts_csv(&tables.counts)?)?;
+    atomic::write(&counts.with_extension("csv"), &summary::counts_csv(&tables.counts)?)?;
     let summary = Summary {
         model,
         n_layers: tables.n_layers,
@@ -259,7 +258,7 @@ pub fn aggregate(input: &Path, out: &Path, cfg: &AggregateConfig) -> Result<Summ
         params_sha256: prov.params_hash(),
     };
     let json = serde_json::to_vec_pretty(&summary.relative_to(out)).expect("the summary serializes");
-    write_atomic(&out.join("summary.json"), &json)?;
+    atomic::write(&out.join("summary.json"), &json)?;
     write_parquet_atomic(&counts.with_extension("parquet"), &[summary::counts_batch(&tables.counts)], &kv)?;
     Ok(summary)
 }
@@ -271,28 +270,6 @@ fn short_model(model: &str) -> String {
     } else {
         model.to_string()
     }
-}
-
-/// Writes `bytes` to a hidden temporary file next to `path`, syncs it and renames it over
-/// `path`: readers see the old file or the new one, never part of one.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), AggregateError> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| AggregateError::io(dir, e))?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.{}.tmp", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        // Best effort: the name is hidden and unique, so a leftover harms no reader.
-        let _ = std::fs::remove_file(&tmp);
-        return Err(AggregateError::io(path, e));
-    }
-    Ok(())
 }
 
 /// `3 of 5 hold, 1 insufficient evidence`.

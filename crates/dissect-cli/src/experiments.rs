@@ -76,8 +76,8 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let started = Instant::now();
     let stage = args.stage.resolve()?;
+    let input = Input::kept_records(args.input.as_deref(), stage.pipeline.as_ref())?;
     let p = stage.pipeline.as_ref();
-    let input = Input::pick(args.input.as_deref(), "--input", p.map(|p| (p, "out", p.filtered())), None)?;
     let out = out_dir(args.out.as_deref(), p.map(Pipeline::experiments_dir))?;
     let paragraphs = Input::pick(
         args.paragraphs.as_deref(),

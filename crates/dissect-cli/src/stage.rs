@@ -129,6 +129,11 @@ impl Input {
         }
     }
 
+    /// `--input` of the stages after the filter: the flag, else the pipeline's `filtered` table.
+    pub fn kept_records(flag: Option<&Path>, pipeline: Option<&Pipeline>) -> Result<Input> {
+        Input::pick(flag, "--input", pipeline.map(|p| (p, "out", p.filtered())), None)
+    }
+
     /// The path, once it is known to exist.
     pub fn existing(&self) -> Result<&Path> {
         if self.path.exists() {

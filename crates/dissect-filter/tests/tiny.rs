@@ -43,6 +43,20 @@ fn greedy(m: &Loaded<Cpu>, prompt: &str) -> (u32, f32) {
     (top as u32, probs[top])
 }
 
+/// The first `n` known_1000 facts, every `every`-th one's attribute set to the word the model
+/// predicts for it, so that both kept and rejected lists are non-empty.
+fn some_known(m: &Loaded<Cpu>, n: usize, every: u64) -> Vec<KnownFact> {
+    let know = |f: KnownFact| {
+        let word = m.tokenizer.decode_token(greedy(m, &f.prompt).0).trim_start().to_string();
+        if f.known_id % every == 0 && !word.is_empty() {
+            KnownFact { attribute: word, ..f }
+        } else {
+            f
+        }
+    };
+    known_1000().into_iter().take(n).map(know).collect()
+}
+
 /// A known_1000 fact rewritten so that the tiny model "knows" it: its attribute is the word
 /// the model predicts.
 fn a_fact_the_model_knows(m: &Loaded<Cpu>) -> (KnownFact, u32, f32) {
@@ -120,19 +134,7 @@ fn keeps_what_the_model_predicts_with_bos() {
 #[test]
 fn batch_size_does_not_change_decisions() {
     let m = load::<Cpu>(fixture("tiny-gpt2").to_str().unwrap(), &Default::default()).unwrap();
-    // Attributes set to each prompt's own prediction where it is a word, so both lists are non-empty.
-    let facts: Vec<KnownFact> = known_1000()
-        .into_iter()
-        .take(40)
-        .map(|f| {
-            let word = m.tokenizer.decode_token(greedy(&m, &f.prompt).0).trim_start().to_string();
-            if f.known_id % 2 == 0 && !word.is_empty() {
-                KnownFact { attribute: word, ..f }
-            } else {
-                f
-            }
-        })
-        .collect();
+    let facts: Vec<KnownFact> = some_known(&m, 40, 2);
     let one = run_filter(&m.model, &m.tokenizer, &facts, &FilterConfig { batch_size: 1, ..Default::default() }).unwrap();
     let many = run_filter(&m.model, &m.tokenizer, &facts, &FilterConfig { batch_size: 16, ..Default::default() }).unwrap();
     assert!(!one.kept.is_empty() && !one.rejected.is_empty());
@@ -147,18 +149,7 @@ fn batch_size_does_not_change_decisions() {
 #[test]
 fn the_shards_union_is_the_unsharded_run() {
     let m = load::<Cpu>(fixture("tiny-gpt2").to_str().unwrap(), &Default::default()).unwrap();
-    let facts: Vec<KnownFact> = known_1000()
-        .into_iter()
-        .take(30)
-        .map(|f| {
-            let word = m.tokenizer.decode_token(greedy(&m, &f.prompt).0).trim_start().to_string();
-            if f.known_id % 3 == 0 && !word.is_empty() {
-                KnownFact { attribute: word, ..f }
-            } else {
-                f
-            }
-        })
-        .collect();
+    let facts: Vec<KnownFact> = some_known(&m, 30, 3);
     let config = FilterConfig::default();
     let all = run_filter(&m.model, &m.tokenizer, &facts, &config).unwrap();
     let (mut kept, mut rejected) = (Vec::new(), Vec::new());
@@ -179,18 +170,7 @@ fn the_shards_union_is_the_unsharded_run() {
 #[test]
 fn a_resumable_run_writes_one_part_per_chunk_and_redoes_only_what_is_missing() {
     let m = load::<Cpu>(fixture("tiny-gpt2").to_str().unwrap(), &Default::default()).unwrap();
-    let mut facts: Vec<KnownFact> = known_1000()
-        .into_iter()
-        .take(30)
-        .map(|f| {
-            let word = m.tokenizer.decode_token(greedy(&m, &f.prompt).0).trim_start().to_string();
-            if f.known_id % 3 == 0 && !word.is_empty() {
-                KnownFact { attribute: word, ..f }
-            } else {
-                f
-            }
-        })
-        .collect();
+    let mut facts: Vec<KnownFact> = some_known(&m, 30, 3);
     // A duplicate of the first chunk's first id, three chunks later.
     facts.insert(25, KnownFact { known_id: facts[0].known_id, ..facts[5].clone() });
     let config = FilterConfig { batch_size: 4, chunk_size: 8 };
