@@ -14,20 +14,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::AggregateError;
 
-/// The experiment tables this stage reads, by directory name.
-pub const EXPERIMENT_TABLES: [&str; 10] = [
-    KnockoutRow::TABLE,
-    ExtractionRow::TABLE,
-    PatchingRow::TABLE,
-    EnrichmentRow::TABLE,
-    EnrichmentBaselineRow::TABLE,
-    SublayerKnockoutRow::TABLE,
-    RanksRow::TABLE,
-    ParametersHeadRow::TABLE,
-    ParametersMlpRow::TABLE,
-    SkippedRow::TABLE,
-];
-
 /// Who wrote a table: the distinct values over all its files (one per shard).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TableProvenance {
@@ -58,36 +44,49 @@ pub struct TableProvenance {
     pub files_sha256: String,
 }
 
-/// Everything read from the input directories: each experiment table as the row type its
-/// writer uses (`None` where the table is absent).
-#[derive(Debug, Default)]
-pub struct Inputs {
-    /// `knockout`.
-    pub knockout: Option<Vec<KnockoutRow>>,
-    /// `extraction`.
-    pub extraction: Option<Vec<ExtractionRow>>,
-    /// `patching`.
-    pub patching: Option<Vec<PatchingRow>>,
-    /// `enrichment`.
-    pub enrichment: Option<Vec<EnrichmentRow>>,
-    /// `enrichment_baseline`.
-    pub enrichment_baseline: Option<Vec<EnrichmentBaselineRow>>,
-    /// `sublayer_knockout`.
-    pub sublayer: Option<Vec<SublayerKnockoutRow>>,
-    /// `ranks`.
-    pub ranks: Option<Vec<RanksRow>>,
-    /// `parameters_heads`.
-    pub parameters_heads: Option<Vec<ParametersHeadRow>>,
-    /// `parameters_mlp`.
-    pub parameters_mlp: Option<Vec<ParametersMlpRow>>,
-    /// `skipped`.
-    pub skipped: Option<Vec<SkippedRow>>,
-    /// Kept records: id → subject.
-    pub kept: Option<BTreeMap<i64, String>>,
-    /// Rejected records by reason kind.
-    pub rejected: Option<BTreeMap<String, usize>>,
-    /// Who wrote each table read.
-    pub provenance: Vec<TableProvenance>,
+/// The experiment tables the stage reads, one line each: the [`Inputs`] field and the row
+/// type its writer uses (the row type names the table's directory). Adding a table to the
+/// report starts with a line here.
+macro_rules! experiment_tables {
+    ($($field:ident: $row:ty,)*) => {
+        /// The experiment tables this stage reads, by directory name.
+        pub const EXPERIMENT_TABLES: &[&str] = &[$(<$row>::TABLE),*];
+
+        /// Everything read from the input directories: each experiment table as the row type
+        /// its writer uses (`None` where the table is absent).
+        #[derive(Debug, Default)]
+        pub struct Inputs {
+            $(
+                #[doc = concat!("The `", stringify!($field), "` rows ([`", stringify!($row), "`]).")]
+                pub $field: Option<Vec<$row>>,
+            )*
+            /// Kept records: id → subject.
+            pub kept: Option<BTreeMap<i64, String>>,
+            /// Rejected records by reason kind.
+            pub rejected: Option<BTreeMap<String, usize>>,
+            /// Who wrote each table read.
+            pub provenance: Vec<TableProvenance>,
+        }
+
+        impl Reader<'_> {
+            fn experiment_tables(&mut self) -> Result<Inputs, AggregateError> {
+                Ok(Inputs { $($field: self.table()?,)* ..Inputs::default() })
+            }
+        }
+    };
+}
+
+experiment_tables! {
+    knockout: KnockoutRow,
+    extraction: ExtractionRow,
+    patching: PatchingRow,
+    enrichment: EnrichmentRow,
+    enrichment_baseline: EnrichmentBaselineRow,
+    sublayer: SublayerKnockoutRow,
+    ranks: RanksRow,
+    parameters_heads: ParametersHeadRow,
+    parameters_mlp: ParametersMlpRow,
+    skipped: SkippedRow,
 }
 
 impl Inputs {
@@ -161,19 +160,7 @@ fn provenance_of(table: &str, path: &Path) -> Result<TableProvenance, AggregateE
 pub fn read_inputs(input: &Path, filter_dir: &Path) -> Result<Inputs, AggregateError> {
     let mut provenance = Vec::new();
     let mut read = Reader { input, provenance: &mut provenance };
-    let mut inputs = Inputs {
-        knockout: read.table()?,
-        extraction: read.table()?,
-        patching: read.table()?,
-        enrichment: read.table()?,
-        enrichment_baseline: read.table()?,
-        sublayer: read.table()?,
-        ranks: read.table()?,
-        parameters_heads: read.table()?,
-        parameters_mlp: read.table()?,
-        skipped: read.table()?,
-        ..Inputs::default()
-    };
+    let mut inputs = read.experiment_tables()?;
     let found = provenance.len();
     if found == 0 || (found == 1 && inputs.skipped.is_some()) {
         return Err(AggregateError::NoTables { path: input.to_path_buf(), expected: EXPERIMENT_TABLES.join(", ") });
