@@ -5,7 +5,7 @@
 use std::ops::Range;
 
 use burn_tensor::backend::Backend;
-use dissect_model::intervene::{run_plans, BlockEdges, CleanRun, EdgeBlocking, ExecPath, Plan, RecordSpec};
+use dissect_model::intervene::{run_plans, run_staggered, BlockEdges, CleanRun, EdgeBlocking, ExecPath, Plan, RecordSpec};
 use dissect_model::predict::top_k;
 use dissect_model::project::{map_logit_rows, Projection};
 use dissect_model::Model;
@@ -163,10 +163,26 @@ pub fn knockout_sweep_from<B: Backend>(
             variants.push((layer, set, Plan { edges, ..Plan::default() }));
         }
     }
+    // On the fast path, a variant's last position is the clean one until its window starts:
+    // variants join a growing batch there (layer-major order has ascending starts).
+    let entering = match cfg.path {
+        ExecPath::Fast => {
+            let record = RecordSpec { residual: true, positions: vec![vec![last]], ..RecordSpec::default() };
+            Some(run_plans(model, clean, &[Plan::default()], ExecPath::Fast, record)?.1.residual)
+        }
+        ExecPath::Full => None,
+    };
     let mut rows = Vec::with_capacity(variants.len());
     for chunk in variants.chunks(cfg.batch.max(1)) {
         let plans: Vec<Plan> = chunk.iter().map(|(_, _, p)| p.clone()).collect();
-        let (h, _) = run_plans(model, clean, &plans, cfg.path, RecordSpec::default())?;
+        let h = match &entering {
+            Some(entering) => {
+                let starts: Vec<usize> = chunk.iter().map(|(layer, _, _)| window_layers(*layer, cfg.window, n_layers).start).collect();
+                let n = plans.len();
+                run_staggered(model, &plans, &starts, n_layers, |l| entering[l].clone(), Some(&clean.prefix), last).reshape([n, model.config.hidden])
+            }
+            None => run_plans(model, clean, &plans, cfg.path, RecordSpec::default())?.0,
+        };
         for ((layer, set, _), p_new) in chunk.iter().zip(prob_of_residual(model, h, target)) {
             rows.push(KnockoutRow { layer: *layer, block: *set, p_new, pct_change: 100.0 * (p_new - p_base) / p_base });
         }

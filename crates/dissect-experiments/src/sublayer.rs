@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use burn_tensor::backend::Backend;
 use burn_tensor::Tensor;
-use dissect_model::intervene::{Knockout, KnockoutMode, Plan, PlanHooks, RecordSpec, Sublayer};
+use dissect_model::intervene::{run_staggered, Knockout, KnockoutMode, Plan, Sublayer};
 use dissect_model::project::{read_rows, Ask, Projection};
 use dissect_model::tokenizer::Tokenizer;
 use dissect_model::Model;
@@ -101,22 +101,24 @@ pub fn sublayer_knockout<B: Backend>(
     let d = model.config.hidden;
     let mut labels = vec![(None, None, None, None)];
     let at_read = |h: Tensor<B, 2>| crate::projected_hidden_state(model, read, h, cfg.projection);
-    let mut vectors = vec![at_read(hidden[read].clone().slice([subject_last..q]))];
-    #[allow(clippy::needless_range_loop)] // `start` is a layer index: it names the rows too.
+    let clean = at_read(hidden[read].clone().slice([subject_last..q]));
+    // Every start's variants in one batch that grows block by block (ascending starts).
+    let (mut plans, mut starts) = (Vec::new(), Vec::new());
     for start in 0..repr {
         let end = (start + cfg.span).min(repr);
-        let mut plans = Vec::new();
         for sublayer in [Sublayer::Mlp, Sublayer::Attn] {
             for &mode in &cfg.modes {
                 plans.push(Plan { knockouts: vec![Knockout { sublayer, layers: start..end, positions: None, mode }], ..Plan::default() });
+                starts.push(start);
                 labels.push((Some(start), Some(end), Some(sublayer), Some(mode)));
             }
         }
+    }
+    let mut vectors = vec![clean];
+    if !plans.is_empty() {
         let n = plans.len();
-        let input = hidden[start].clone().slice([0..q]).unsqueeze::<3>().expand([n, q, d]);
-        let mut hooks = PlanHooks::new(model, &plans, 0, q, RecordSpec::default());
         // Through block R, whose output is read; the knockouts never reach it.
-        let out = model.run_blocks(input, start..read, &mut hooks);
+        let out = run_staggered(model, &plans, &starts, read, |l| hidden[l].clone().slice([0..q]).unsqueeze::<3>(), None, 0);
         vectors.push(at_read(out.slice([0..n, subject_last..q]).reshape([n, d])));
     }
     let ask = Ask { rank_of: None, top: attrs.top };

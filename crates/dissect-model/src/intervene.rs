@@ -209,8 +209,22 @@ pub struct PlanHooks<B: Backend> {
 impl<B: Backend> PlanHooks<B> {
     /// `plans[i]` applies to row `i`; queries are positions `q_start..q_start + q`.
     pub fn new(model: &Model<B>, plans: &[Plan], q_start: usize, q: usize, spec: RecordSpec) -> Self {
+        Self::with_rows(model, plans, &|_| plans.len(), q_start, q, spec)
+    }
+
+    /// For a batch that grows ([`run_staggered`]): block `l` runs the rows of the plans whose
+    /// start is at most `l`; `starts` is ascending, so those rows are a prefix of the batch.
+    /// Nothing is recorded.
+    pub fn staggered(model: &Model<B>, plans: &[Plan], starts: &[usize], q_start: usize, q: usize) -> Self {
+        assert_eq!(plans.len(), starts.len(), "one start per plan");
+        assert!(starts.is_sorted(), "starts must be ascending");
+        Self::with_rows(model, plans, &|l| starts.partition_point(|&s| s <= l), q_start, q, RecordSpec::default())
+    }
+
+    /// Block `l` runs rows `0..rows_at(l)`, plan `i` on row `i`.
+    fn with_rows(model: &Model<B>, plans: &[Plan], rows_at: &dyn Fn(usize) -> usize, q_start: usize, q: usize, spec: RecordSpec) -> Self {
         let c = &model.config;
-        let (b, nh, n_layers, dev) = (plans.len(), c.n_heads, c.n_layers, &model.device);
+        let (nh, n_layers, dev) = (c.n_heads, c.n_layers, &model.device);
         let k = q_start + q;
         let in_q = |pos: usize| (q_start..q_start + q).contains(&pos).then(|| pos - q_start);
 
@@ -222,13 +236,14 @@ impl<B: Backend> PlanHooks<B> {
         let mut mlp_keep = vec![None; n_layers];
         let mut patches: Vec<Vec<_>> = vec![Vec::new(); n_layers];
         for l in 0..n_layers {
+            let b = rows_at(l);
             let mut bias = vec![0f32; b * nh * q * k];
             let mut uniform = vec![false; b * nh * q * k];
             // (rows, bias), allocated only for a layer that has a notebook-arithmetic edge.
             let mut resoftmax: Option<(Vec<bool>, Vec<f32>)> = None;
             let mut keep = [vec![1f32; b * q], vec![1f32; b * q], vec![1f32; b * q]];
             let (mut any_bias, mut any_uniform, mut any_keep) = (false, false, [false; 3]);
-            for (row, plan) in plans.iter().enumerate() {
+            for (row, plan) in plans[..b].iter().enumerate() {
                 for e in plan.edges.iter().filter(|e| e.layers.contains(&l)) {
                     let Some(qi) = in_q(e.query) else { continue };
                     let heads: Vec<usize> = e.heads.clone().unwrap_or_else(|| (0..nh).collect());
@@ -315,7 +330,7 @@ impl<B: Backend> PlanHooks<B> {
                     ps.iter().map(move |&p| (row * q + in_q(p).expect("recorded position is computed in this pass")) as i64)
                 })
                 .collect();
-            Tensor::from_data(TensorData::new(idx, [b * n_gather]), dev)
+            Tensor::from_data(TensorData::new(idx, [plans.len() * n_gather]), dev)
         });
         PlanHooks {
             q_start,
@@ -485,6 +500,45 @@ pub fn run_plans<B: Backend>(
         (h.slice([0..n, last..s]).reshape([n, d]), hooks.recorded)
     };
     Ok((h, recorded))
+}
+
+/// Runs plans that start at different blocks as one batch that grows: plan `i`'s row joins at
+/// block `starts[i]` (ascending) with `entering(starts[i])` `[1, seq, hidden]`, the clean
+/// stream entering that block (no plan may touch an earlier block), and every row runs to
+/// block `end - 1`. Each block runs once over the rows that have joined, where a batch per
+/// start would run it once per start: a block's weights are read once, and each row's
+/// arithmetic is what it would be in a batch of its own. `prefix` and `q_start` as in
+/// [`Model::run_blocks_after`]. Returns the stream leaving block `end - 1` `[plans, seq,
+/// hidden]`, rows in plan order.
+pub fn run_staggered<B: Backend>(
+    model: &Model<B>,
+    plans: &[Plan],
+    starts: &[usize],
+    end: usize,
+    entering: impl Fn(usize) -> Tensor<B, 3>,
+    prefix: Option<&[KvCache<B>]>,
+    q_start: usize,
+) -> Tensor<B, 3> {
+    let first = *starts.first().expect("at least one plan");
+    assert!(starts.iter().all(|&s| s < end), "every plan starts before `end`");
+    let q = entering(first).dims()[1];
+    let mut hooks = PlanHooks::staggered(model, plans, starts, q_start, q);
+    let mut h: Option<Tensor<B, 3>> = None;
+    for l in first..end {
+        let joining = starts.iter().filter(|&&s| s == l).count();
+        if joining > 0 {
+            let new = entering(l);
+            let [_, s, d] = new.dims();
+            let new = new.expand([joining, s, d]);
+            h = Some(match h {
+                Some(h) => Tensor::cat(vec![h, new], 0),
+                None => new,
+            });
+        }
+        let rows = h.take().expect("the first start joins at the first block");
+        h = Some(model.run_blocks_after(rows, l..l + 1, prefix, &mut hooks));
+    }
+    h.expect("end is after the first start")
 }
 
 /// The rows to re-softmax and what is added to their probabilities first.

@@ -292,13 +292,27 @@ impl<B: Backend> Model<B> {
     /// Earlier blocks are not run: callers pass the clean run's `hidden_states[layers.start]`
     /// when everything before that layer is unchanged. `final_residual` is called only when the
     /// range reaches the last block.
-    pub fn run_blocks(&self, mut h: Tensor<B, 3>, layers: std::ops::Range<usize>, hooks: &mut impl Hooks<B>) -> Tensor<B, 3> {
+    pub fn run_blocks(&self, h: Tensor<B, 3>, layers: std::ops::Range<usize>, hooks: &mut impl Hooks<B>) -> Tensor<B, 3> {
+        self.run_blocks_after(h, layers, None, hooks)
+    }
+
+    /// [`Model::run_blocks`] on positions `p..p+seq` placed after a cached prefix, as in
+    /// [`Model::forward_suffix`]: `prefix[l]` holds block `l`'s keys and values of positions
+    /// `0..p` (`None`: no prefix, positions `0..seq`).
+    pub fn run_blocks_after(
+        &self,
+        mut h: Tensor<B, 3>,
+        layers: std::ops::Range<usize>,
+        prefix: Option<&[KvCache<B>]>,
+        hooks: &mut impl Hooks<B>,
+    ) -> Tensor<B, 3> {
         let q = h.dims()[1];
-        let ctx = AttnContext { start: 0, masks: AttentionMasks::new(&self.config, 0, q, &self.device) };
+        let start = prefix.and_then(|p| p.first()).map_or(0, |kv| kv.k.dims()[2]);
+        let ctx = AttnContext { start, masks: AttentionMasks::new(&self.config, start, q, &self.device) };
         let end = layers.end;
         for l in layers {
             h = hooks.block_input(l, h);
-            h = self.block_forward(l, &self.blocks[l], h, &ctx, None, hooks);
+            h = self.block_forward(l, &self.blocks[l], h, &ctx, prefix.map(|p| &p[l]), hooks);
         }
         if end == self.n_layers() {
             h = hooks.final_residual(h);

@@ -1,8 +1,11 @@
 //! The fast path (reuse the clean run's keys/values, recompute only the last position) equals
-//! full recomputation on every intervention primitive, on tiny models and the real Gemma.
+//! full recomputation on every intervention primitive, on tiny models and the real Gemma; a
+//! growing batch of variants that start at different blocks equals each variant run alone.
 
 use burn_tensor::backend::Backend;
-use dissect_model::intervene::{run_plans, BlockEdges, CleanRun, EdgeBlocking, ExecPath, Knockout, KnockoutMode, Patch, Plan, RecordSpec, Sublayer};
+use dissect_model::intervene::{
+    run_plans, run_staggered, BlockEdges, CleanRun, EdgeBlocking, ExecPath, Knockout, KnockoutMode, Patch, Plan, PlanHooks, RecordSpec, Sublayer,
+};
 use dissect_model::source::load;
 
 mod common;
@@ -100,5 +103,79 @@ fn real_gemma<B: Backend>(device: &B::Device) {
     check::<B>(common::gemma_gguf().to_str().unwrap(), "Mount Kilimanjaro belongs to the continent of", device);
 }
 
+/// Variants starting at blocks 0, 1, mid (twice) and the last, each touching only blocks from
+/// its start: knockouts at `positions` (`None`: every position), and the edge from the last position
+/// to the one before it (inside every sliding window).
+fn staggered_plans(n_layers: usize, last: usize, positions: Option<Vec<usize>>) -> (Vec<Plan>, Vec<usize>) {
+    let mid = n_layers / 2;
+    let starts = vec![0, 1, mid, mid, n_layers - 1];
+    let plans = starts
+        .iter()
+        .enumerate()
+        .map(|(i, &start)| match i % 2 {
+            0 => Plan {
+                knockouts: vec![Knockout { sublayer: Sublayer::Mlp, layers: start..n_layers, positions: positions.clone(), mode: KnockoutMode::Zero }],
+                ..Plan::default()
+            },
+            _ => Plan {
+                edges: vec![BlockEdges { layers: start..start + 2, query: last, keys: vec![last - 1], heads: None, arithmetic: EdgeBlocking::PreSoftmax }],
+                ..Plan::default()
+            },
+        })
+        .collect();
+    (plans, starts)
+}
+
+fn check_staggered<B: Backend>(spec: &str, device: &B::Device) {
+    let loaded = load::<B>(spec, device).unwrap();
+    let m = &loaded.model;
+    let ids = loaded.tokenizer.encode("The Eiffel Tower is located in the city of").unwrap().ids;
+    let (s, last, n_layers, d) = (ids.len(), ids.len() - 1, m.n_layers(), m.config.hidden);
+    let clean = CleanRun::new(m, &ids).unwrap();
+    let (plans, starts) = staggered_plans(n_layers, last, None);
+    // On the CPU every row's arithmetic is that of a batch of its own, bit for bit.
+    let exact = std::any::TypeId::of::<B>() == std::any::TypeId::of::<dissect_model::backend::Cpu>();
+    let v = |t: burn_tensor::Tensor<B, 3>| t.into_data().into_vec::<f32>().unwrap();
+    let same = |what: &str, ours: &[f32], alone: &[f32]| {
+        if exact {
+            assert!(ours.iter().zip(alone).all(|(a, b)| a.to_bits() == b.to_bits()), "{spec} {what}: not bit for bit");
+        } else {
+            assert_close(&format!("{spec} {what}"), ours, alone, 1e-5);
+        }
+    };
+
+    // Every position, no prefix: the clean stream entering each block, then the variants.
+    let all = RecordSpec { residual: true, positions: vec![(0..s).collect()], ..RecordSpec::default() };
+    let entering = run_plans(m, &clean, &[Plan::default()], ExecPath::Full, all).unwrap().1.residual;
+    let grown = v(run_staggered(m, &plans, &starts, n_layers, |l| entering[l].clone(), None, 0));
+    for (i, (plan, &start)) in plans.iter().zip(&starts).enumerate() {
+        let mut hooks = PlanHooks::new(m, std::slice::from_ref(plan), 0, s, RecordSpec::default());
+        let alone = v(m.run_blocks(entering[start].clone(), start..n_layers, &mut hooks));
+        same(&format!("plan {i} from block {start}, every position"), &grown[i * s * d..(i + 1) * s * d], &alone);
+    }
+
+    // The last position after the clean prefix (knockout's fast path), plans touching only it.
+    let (plans, starts) = staggered_plans(n_layers, last, Some(vec![last]));
+    let at_last = RecordSpec { residual: true, positions: vec![vec![last]], ..RecordSpec::default() };
+    let entering = run_plans(m, &clean, &[Plan::default()], ExecPath::Fast, at_last).unwrap().1.residual;
+    let grown = v(run_staggered(m, &plans, &starts, n_layers, |l| entering[l].clone(), Some(&clean.prefix), last));
+    for (i, plan) in plans.iter().enumerate() {
+        let (alone, _) = run_plans(m, &clean, std::slice::from_ref(plan), ExecPath::Fast, RecordSpec::default()).unwrap();
+        same(&format!("plan {i}, last position"), &grown[i * d..(i + 1) * d], &alone.into_data().into_vec::<f32>().unwrap());
+    }
+    // The plans do something: a variant equal to the clean stream would not test the rows' order.
+    let clean_last = v(entering[n_layers].clone());
+    for i in 0..plans.len() {
+        assert!(grown[i * d..(i + 1) * d] != clean_last[..], "{spec}: plan {i} changed nothing");
+    }
+}
+
+fn staggered_tiny<B: Backend>(device: &B::Device) {
+    for dir in ["tiny-gpt2", "tiny-gemma3"] {
+        check_staggered::<B>(common::fixtures().join(dir).to_str().unwrap(), device);
+    }
+}
+
+test_device!(staggered_tiny, staggered_equals_alone_tiny_cpu, staggered_equals_alone_tiny_cuda, staggered_equals_alone_tiny_wgpu);
 test_device!(tiny, fast_equals_full_tiny_cpu, fast_equals_full_tiny_cuda, fast_equals_full_tiny_wgpu);
 test_device!(real_gemma, fast_equals_full_gemma_cpu, fast_equals_full_gemma_cuda, fast_equals_full_gemma_wgpu);
