@@ -48,7 +48,7 @@ fn greedy(m: &Loaded<Cpu>, prompt: &str) -> (u32, f32) {
 fn some_known(m: &Loaded<Cpu>, n: usize, every: u64) -> Vec<KnownFact> {
     let know = |f: KnownFact| {
         let word = m.tokenizer.decode_token(greedy(m, &f.prompt).0).trim_start().to_string();
-        if f.known_id % every == 0 && !word.is_empty() {
+        if f.known_id.is_multiple_of(every) && !word.is_empty() {
             KnownFact { attribute: word, ..f }
         } else {
             f
