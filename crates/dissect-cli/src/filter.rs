@@ -64,7 +64,7 @@ pub fn run(args: Args) -> Result<()> {
     let tables = FilterTables::new(&out);
     let parts = filter_parts(&tables, shard, facts.len(), &config, &prov);
     let records = facts.len() + unreadable.len();
-    let summary = |up_to_date, computed, reused| StageSummary {
+    let summary = |up_to_date, computed, reused, extra| StageSummary {
         stage: "filter",
         up_to_date,
         records,
@@ -72,11 +72,13 @@ pub fn run(args: Args) -> Result<()> {
         chunks_reused: reused,
         outputs: vec![tables.filtered.clone(), tables.rejected.clone()],
         seconds: started.elapsed().as_secs_f64(),
-        extra: decisions(&parts).unwrap_or_default(),
+        extra,
     };
     let shard_dir = tables.filtered.join(shard.dir_name());
     let current = parts.all_current();
-    if args.run.nothing_to_do("filter", &shard_dir, current, || parts.clear(), || summary(true, 0, parts.n_chunks()))? {
+    // `--json` on a current run reports the decisions read back from the parts.
+    let extra = if args.run.json && current && !args.run.force { decisions(&parts)? } else { Default::default() };
+    if args.run.nothing_to_do("filter", &shard_dir, current, || parts.clear(), || summary(true, 0, parts.n_chunks(), extra))? {
         return Ok(());
     }
     let model = &stage.model;
@@ -93,7 +95,7 @@ pub fn run(args: Args) -> Result<()> {
         remove_single_file_tables(&out);
         report(&tables, &parts, done.computed, done.reused, started)?;
         if args.run.json {
-            summary(false, done.computed, done.reused).print()?;
+            summary(false, done.computed, done.reused, decisions(&parts)?).print()?;
         }
         Ok(())
     })

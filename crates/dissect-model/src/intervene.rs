@@ -218,6 +218,8 @@ impl<B: Backend> PlanHooks<B> {
     pub fn staggered(model: &Model<B>, plans: &[Plan], starts: &[usize], q_start: usize, q: usize) -> Self {
         assert_eq!(plans.len(), starts.len(), "one start per plan");
         assert!(starts.is_sorted(), "starts must be ascending");
+        // A row is absent from the blocks before its start: an intervention there would be lost.
+        assert!(plans.iter().zip(starts).all(|(p, &s)| p.first_layer().is_none_or(|f| f >= s)), "a plan acts before its start");
         Self::with_rows(model, plans, &|l| starts.partition_point(|&s| s <= l), q_start, q, RecordSpec::default())
     }
 

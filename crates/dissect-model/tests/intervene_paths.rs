@@ -174,6 +174,11 @@ fn staggered_tiny<B: Backend>(device: &B::Device) {
     for dir in ["tiny-gpt2", "tiny-gemma3"] {
         check_staggered::<B>(common::fixtures().join(dir).to_str().unwrap(), device);
     }
+    // A plan acting before its start would lose that intervention: refused.
+    let loaded = load::<B>(common::fixtures().join("tiny-gpt2").to_str().unwrap(), device).unwrap();
+    let (plans, _) = staggered_plans(loaded.model.n_layers(), 3, None);
+    let early = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| PlanHooks::staggered(&loaded.model, &plans[1..2], &[2], 0, 4)));
+    assert!(early.is_err(), "a plan starting at block 1 given start 2 must be refused");
 }
 
 test_device!(staggered_tiny, staggered_equals_alone_tiny_cpu, staggered_equals_alone_tiny_cuda, staggered_equals_alone_tiny_wgpu);
