@@ -414,9 +414,9 @@ fn experiments(args: &Args) -> Result<()> {
     if !filter.status().context("running dissect filter")?.success() {
         bail!("dissect filter failed");
     }
+    // A directory of parts: every version, `--baseline` ones included, reads a table so.
     let input = filtered.join("filtered");
-    // A path, not a name, so that an older `--baseline` binary finds the same file (a
-    // directory of parts: every version reads a table as its directory).
+    // A path, not a name, so that an older `--baseline` binary finds the same file.
     let pipeline =
         if args.pipeline.ends_with(".toml") { PathBuf::from(&args.pipeline) } else { root.join("pipelines").join(format!("{}.toml", args.pipeline)) };
     let mut runs: Vec<(&str, PathBuf, Vec<&str>)> = vec![("screened", ours.clone(), vec![]), ("f32", ours.clone(), vec!["--screen", "off"])];

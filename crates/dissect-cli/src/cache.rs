@@ -5,7 +5,6 @@ use anyhow::{Context, Result};
 use dissect_cache::{cache_parts, cache_provenance, run_resumable, CacheConfig, StoreDtype};
 use dissect_data::filtered::read_kept;
 use dissect_data::parts::input_hashes;
-use dissect_data::ShardSpec;
 use dissect_model::source::load;
 
 use crate::backend::on_backend;
@@ -49,7 +48,7 @@ pub fn run(args: Args) -> Result<()> {
     let p = stage.pipeline.as_ref();
     let out = out_dir(args.out.as_deref(), p.map(|p| p.out.clone()))?;
     let cache_dir = out.join("cache");
-    let shard = args.shard.resolve()?.unwrap_or(ShardSpec { index: 0, count: 1 });
+    let shard = args.shard.resolve()?;
     let cfg = config(&args, p);
 
     let mut records = read_kept(input.existing()?)?;

@@ -8,7 +8,7 @@ use dissect_data::filtered::read_kept;
 use dissect_data::paragraphs::{load_paragraphs, load_stopwords};
 use dissect_data::parts::input_hashes;
 use dissect_data::provenance::sha256_file;
-use dissect_data::{KeptRecord, ShardSpec};
+use dissect_data::KeptRecord;
 use dissect_experiments::stage::{provenance, run_resumable, Experiment, ExperimentsConfig, Inputs, RunInputs, StageParts};
 use dissect_model::intervene::ExecPath;
 use dissect_model::source::load;
@@ -91,7 +91,7 @@ pub fn run(args: Args) -> Result<()> {
         p.map(|p| (p, "data.stopwords", p.data.stopwords.clone())),
         Some("data/nltk_stopwords_english.txt"),
     )?;
-    let shard = args.shard.resolve()?.unwrap_or(ShardSpec { index: 0, count: 1 });
+    let shard = args.shard.resolve()?;
     let cfg = config(&args, p)?;
     cfg.validate().map_err(anyhow::Error::msg)?;
 

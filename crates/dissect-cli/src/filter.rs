@@ -2,13 +2,11 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use dissect_data::filtered::{read_kept, read_rejected};
 use dissect_data::known::load_known_facts;
-use dissect_data::parts::Parts;
 use dissect_data::provenance::sha256_file;
+use dissect_data::Rejected;
 use dissect_data::ShardSpec;
-use dissect_data::{KeptRecord, Rejected};
-use dissect_filter::{filter_parts, filter_provenance, run_resumable, FilterTables};
+use dissect_filter::{filter_parts, filter_provenance, read_parts, run_resumable, FilterOutput, FilterTables};
 use dissect_model::source::load;
 
 use crate::backend::on_backend;
@@ -51,8 +49,7 @@ pub fn run(args: Args) -> Result<()> {
     config.batch_size = args.batch_size.unwrap_or(config.batch_size);
     config.chunk_size = args.chunk_size.unwrap_or(config.chunk_size);
     config.check()?;
-    let shard_flag = args.shard.resolve()?;
-    let shard = shard_flag.unwrap_or(ShardSpec { index: 0, count: 1 });
+    let shard = args.shard.resolve()?;
     let dataset_sha256 = sha256_file(dataset.existing()?)?;
 
     let (facts, mut unreadable) = load_known_facts(&dataset.path, args.limit)?;
@@ -77,7 +74,7 @@ pub fn run(args: Args) -> Result<()> {
     let shard_dir = tables.filtered.join(shard.dir_name());
     let current = parts.all_current();
     // `--json` on a current run reports the decisions read back from the parts.
-    let extra = if args.run.json && current && !args.run.force { decisions(&parts)? } else { Default::default() };
+    let extra = if args.run.json && current && !args.run.force { decisions(&read_parts(&parts)?) } else { Default::default() };
     if args.run.nothing_to_do("filter", &shard_dir, current, || parts.clear(), || summary(true, 0, parts.n_chunks(), extra))? {
         return Ok(());
     }
@@ -86,16 +83,17 @@ pub fn run(args: Args) -> Result<()> {
         let loaded = load::<B>(model, &Default::default()).with_context(|| format!("loading {model}"))?;
         eprintln!(
             "filter: {records} records{} on {model} (loaded in {:.1}s)",
-            shard_flag.map(|s| format!(" in shard {s}")).unwrap_or_default(),
+            if shard == ShardSpec::WHOLE { String::new() } else { format!(" in shard {shard}") },
             started.elapsed().as_secs_f64()
         );
         let mut bar = Progress::new("filter", "prompts");
         let done = run_resumable(&loaded.model, &loaded.tokenizer, &facts, &unreadable, &config, &parts, &mut |d, t| bar.update(d, t))?;
         bar.finish();
         remove_single_file_tables(&out);
-        report(&tables, &parts, done.computed, done.reused, started)?;
+        let written = read_parts(&parts)?;
+        report(&written, &tables, done.computed, done.reused, started);
         if args.run.json {
-            summary(false, done.computed, done.reused, decisions(&parts)?).print()?;
+            summary(false, done.computed, done.reused, decisions(&written)).print()?;
         }
         Ok(())
     })
@@ -110,33 +108,21 @@ fn remove_single_file_tables(out: &Path) {
 }
 
 /// `kept` (ids) and `rejected` (id, kind, reason) of this shard, for `--json`.
-fn decisions(parts: &Parts) -> Result<serde_json::Map<String, serde_json::Value>> {
-    let (kept, rejected) = read_back(parts)?;
-    let kept: Vec<u64> = kept.iter().map(|k| k.id).collect();
-    let rejected: Vec<_> = rejected.iter().map(|r| serde_json::json!({"id": r.id, "kind": r.reason.kind(), "reason": r.reason.to_string()})).collect();
+fn decisions(out: &FilterOutput) -> serde_json::Map<String, serde_json::Value> {
+    let kept: Vec<u64> = out.kept.iter().map(|k| k.id).collect();
+    let rejected: Vec<_> = out.rejected.iter().map(|r| serde_json::json!({"id": r.id, "kind": r.reason.kind(), "reason": r.reason.to_string()})).collect();
     let mut m = serde_json::Map::new();
     m.insert("kept".into(), kept.into());
     m.insert("rejected".into(), rejected.into());
-    Ok(m)
-}
-
-/// This run's parts of both tables, as written.
-fn read_back(parts: &Parts) -> Result<(Vec<KeptRecord>, Vec<Rejected>)> {
-    let (mut kept, mut rejected) = (Vec::new(), Vec::new());
-    for c in 0..parts.n_chunks() {
-        kept.extend(read_kept(&parts.path(0, c))?);
-        rejected.extend(read_rejected(&parts.path(1, c))?);
-    }
-    Ok((kept, rejected))
+    m
 }
 
 /// Counts from this shard's tables as written, so a resumed run reports the reused parts too.
-fn report(tables: &FilterTables, parts: &Parts, computed: usize, reused: usize, started: Instant) -> Result<()> {
-    let (kept, rejected) = read_back(parts)?;
-    let kept = kept.len();
-    let total = kept + rejected.len();
-    let invalid: Vec<&Rejected> = rejected.iter().filter(|r| r.reason.is_invalid_input()).collect();
-    let wrong = rejected.len() - invalid.len();
+fn report(out: &FilterOutput, tables: &FilterTables, computed: usize, reused: usize, started: Instant) {
+    let kept = out.kept.len();
+    let total = kept + out.rejected.len();
+    let invalid: Vec<&Rejected> = out.rejected.iter().filter(|r| r.reason.is_invalid_input()).collect();
+    let wrong = out.rejected.len() - invalid.len();
     let pct = if total == 0 { 0.0 } else { 100.0 * kept as f64 / total as f64 };
     eprintln!(
         "filter: kept {kept} of {total} ({pct:.1}%); rejected {wrong} wrong predictions and {} invalid records; {computed} chunks computed, {reused} reused; {:.1}s",
@@ -147,5 +133,4 @@ fn report(tables: &FilterTables, parts: &Parts, computed: usize, reused: usize, 
         eprintln!("filter: record {}: {}", r.id.map_or("?".to_string(), |i| i.to_string()), r.reason);
     }
     eprintln!("filter: wrote {} and {}", tables.filtered.display(), tables.rejected.display());
-    Ok(())
 }

@@ -13,14 +13,15 @@ pub struct ShardArgs {
 }
 
 impl ShardArgs {
-    pub fn resolve(&self) -> Result<Option<ShardSpec>> {
+    /// The shard asked for; without either flag, the whole input ([`ShardSpec::WHOLE`]).
+    pub fn resolve(&self) -> Result<ShardSpec> {
         Ok(match (&self.shard, self.shards) {
-            (Some(s), _) => Some(ShardSpec::parse(s)?),
+            (Some(s), _) => ShardSpec::parse(s)?,
             (None, Some(n)) => match ShardSpec::from_env(n)? {
-                Some(s) => Some(s),
+                Some(s) => s,
                 None => bail!("--shards {n} needs the task index in SLURM_ARRAY_TASK_ID or JOB_COMPLETION_INDEX\nhint: set one of them, or pass --shard i/{n}"),
             },
-            (None, None) => None,
+            (None, None) => ShardSpec::WHOLE,
         })
     }
 }

@@ -27,6 +27,9 @@ pub struct ShardSpec {
 }
 
 impl ShardSpec {
+    /// The whole input as one shard: what an unsharded run writes (`shard=00000`).
+    pub const WHOLE: ShardSpec = ShardSpec { index: 0, count: 1 };
+
     /// Shard `index` of `count`; an error unless `count >= 1` and `index < count`.
     pub fn new(index: u32, count: u32) -> Result<Self, DataError> {
         let spec = format!("{index}/{count}");

@@ -9,5 +9,5 @@ pub mod prepare;
 pub mod run;
 
 pub use error::FilterError;
-pub use output::{filter_parts, filter_provenance, run_resumable, weights_sha256, FilterTables};
+pub use output::{filter_parts, filter_provenance, read_parts, run_resumable, weights_sha256, FilterTables};
 pub use run::{run_filter, run_filter_with_progress, FilterConfig, FilterOutput};

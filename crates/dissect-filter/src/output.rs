@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use burn_tensor::backend::Backend;
-use dissect_data::filtered::{kept_to_batch, rejected_to_batch};
+use dissect_data::filtered::{kept_to_batch, read_kept, read_rejected, rejected_to_batch};
 use dissect_data::known::FactChecker;
 use dissect_data::parts::{Parts, RunSummary};
 use dissect_data::provenance::sha256_file_memo;
@@ -15,7 +15,7 @@ use dissect_model::Model;
 use serde_json::json;
 
 use crate::error::FilterError;
-use crate::run::{run_filter_with_progress, FilterConfig};
+use crate::run::{run_filter_with_progress, FilterConfig, FilterOutput};
 
 /// The stage's two tables, each a directory of parts: `<out>/filtered/shard=NNNNN/part-CCCCC.parquet`
 /// (the kept records) and the same under `<out>/rejected/` (every other record with its
@@ -75,6 +75,17 @@ pub fn filter_provenance(
 pub fn filter_parts(tables: &FilterTables, shard: ShardSpec, n_facts: usize, config: &FilterConfig, provenance: &Provenance) -> Parts {
     let n_chunks = n_facts.div_ceil(config.chunk_size.max(1)).max(1);
     Parts::new(vec![tables.filtered.clone(), tables.rejected.clone()], shard, n_chunks, provenance)
+}
+
+/// What the run's parts hold, read back in chunk order: every decision of this shard,
+/// including those of parts an earlier run wrote.
+pub fn read_parts(parts: &Parts) -> Result<FilterOutput, FilterError> {
+    let mut out = FilterOutput::default();
+    for c in 0..parts.n_chunks() {
+        out.kept.extend(read_kept(&parts.path(0, c))?);
+        out.rejected.extend(read_rejected(&parts.path(1, c))?);
+    }
+    Ok(out)
 }
 
 /// Runs the stage over `facts` (already restricted to this shard, in input order) with the

@@ -521,26 +521,27 @@ pub fn run_staggered<B: Backend>(
     prefix: Option<&[KvCache<B>]>,
     q_start: usize,
 ) -> Tensor<B, 3> {
-    let first = *starts.first().expect("at least one plan");
-    assert!(starts.iter().all(|&s| s < end), "every plan starts before `end`");
-    let q = entering(first).dims()[1];
+    assert!(!starts.is_empty() && starts.iter().all(|&s| s < end), "at least one plan, every one starting before `end`");
+    let q = entering(starts[0]).dims()[1];
     let mut hooks = PlanHooks::staggered(model, plans, starts, q_start, q);
     let mut h: Option<Tensor<B, 3>> = None;
-    for l in first..end {
-        let joining = starts.iter().filter(|&&s| s == l).count();
-        if joining > 0 {
-            let new = entering(l);
-            let [_, s, d] = new.dims();
-            let new = new.expand([joining, s, d]);
-            h = Some(match h {
-                Some(h) => Tensor::cat(vec![h, new], 0),
-                None => new,
-            });
-        }
-        let rows = h.take().expect("the first start joins at the first block");
-        h = Some(model.run_blocks_after(rows, l..l + 1, prefix, &mut hooks));
+    let mut joined = 0;
+    // From one start to the next, the batch is fixed: those blocks run in one call.
+    while joined < starts.len() {
+        let start = starts[joined];
+        let joining = starts[joined..].iter().take_while(|&&s| s == start).count();
+        joined += joining;
+        let until = starts.get(joined).copied().unwrap_or(end);
+        let new = entering(start);
+        let [_, s, d] = new.dims();
+        let new = new.expand([joining, s, d]);
+        let rows = match h {
+            Some(h) => Tensor::cat(vec![h, new], 0),
+            None => new,
+        };
+        h = Some(model.run_blocks_after(rows, start..until, prefix, &mut hooks));
     }
-    h.expect("end is after the first start")
+    h.expect("at least one plan")
 }
 
 /// The rows to re-softmax and what is added to their probabilities first.

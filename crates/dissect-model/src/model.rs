@@ -278,13 +278,7 @@ impl<B: Backend> Model<B> {
         if let Some(pe) = &self.pos_embed {
             h = h + pe.clone().slice([start..start + q]).unsqueeze::<3>();
         }
-        let ctx = AttnContext { start, masks: AttentionMasks::new(&self.config, start, q, &self.device) };
-        for (l, block) in self.blocks.iter().enumerate() {
-            h = hooks.block_input(l, h);
-            let kv = prefix.map(|p| &p[l]);
-            h = self.block_forward(l, block, h, &ctx, kv, hooks);
-        }
-        hooks.final_residual(h)
+        self.run_blocks_after(h, 0..self.n_layers(), prefix, hooks)
     }
 
     /// Runs blocks `layers` on a residual stream `h` `[batch, seq, hidden]` (positions `0..seq`)
