@@ -5,10 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use dissect_data::parquet_io::{parquet_files, read_kv_metadata};
-use dissect_data::table::{
-    EnrichmentBaselineRow, EnrichmentRow, ExtractionRow, KnockoutRow, ParametersHeadRow, ParametersMlpRow, PatchingRow, RanksRow, Row, SkippedRow,
-    SublayerKnockoutRow,
-};
+use dissect_data::table::{Row, SkippedRow};
 use dissect_data::Provenance;
 use serde::{Deserialize, Serialize};
 
@@ -44,22 +41,23 @@ pub struct TableProvenance {
     pub files_sha256: String,
 }
 
-/// The experiment tables the stage reads, one line each: the [`Inputs`] field and the row
-/// type its writer uses (the row type names the table's directory). Adding a table to the
-/// report starts with a line here.
+/// Expands [`dissect_data::experiment_registry`] (where an experiment and its tables are
+/// registered) into what this stage reads: every table of the list, then `skipped`.
 macro_rules! experiment_tables {
-    ($($field:ident: $row:ty,)*) => {
+    ($( $(#[$doc:meta])* $variant:ident($module:ident) => $($field:ident: $row:ty),+; )+) => {
         /// The experiment tables this stage reads, by directory name.
-        pub const EXPERIMENT_TABLES: &[&str] = &[$(<$row>::TABLE),*];
+        pub const EXPERIMENT_TABLES: &[&str] = &[$($(<$row>::TABLE,)+)+ SkippedRow::TABLE];
 
         /// Everything read from the input directories: each experiment table as the row type
         /// its writer uses (`None` where the table is absent).
         #[derive(Debug, Default)]
         pub struct Inputs {
-            $(
+            $($(
                 #[doc = concat!("The `", stringify!($field), "` rows ([`", stringify!($row), "`]).")]
                 pub $field: Option<Vec<$row>>,
-            )*
+            )+)+
+            /// Records an experiment could not measure, and why.
+            pub skipped: Option<Vec<SkippedRow>>,
             /// Kept records: id → subject.
             pub kept: Option<BTreeMap<i64, String>>,
             /// Rejected records by reason kind.
@@ -70,24 +68,13 @@ macro_rules! experiment_tables {
 
         impl Reader<'_> {
             fn experiment_tables(&mut self) -> Result<Inputs, AggregateError> {
-                Ok(Inputs { $($field: self.table()?,)* ..Inputs::default() })
+                Ok(Inputs { $($($field: self.table()?,)+)+ skipped: self.table()?, ..Inputs::default() })
             }
         }
     };
 }
 
-experiment_tables! {
-    knockout: KnockoutRow,
-    extraction: ExtractionRow,
-    patching: PatchingRow,
-    enrichment: EnrichmentRow,
-    enrichment_baseline: EnrichmentBaselineRow,
-    sublayer: SublayerKnockoutRow,
-    ranks: RanksRow,
-    parameters_heads: ParametersHeadRow,
-    parameters_mlp: ParametersMlpRow,
-    skipped: SkippedRow,
-}
+dissect_data::experiment_registry!(experiment_tables);
 
 impl Inputs {
     /// The model as the tables' footers name it.

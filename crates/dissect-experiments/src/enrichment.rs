@@ -223,11 +223,6 @@ fn rates<B: Backend>(
 pub struct Enrichment;
 
 impl crate::record::Measure for Enrichment {
-    fn declare(out: &mut crate::rows::TableRows) {
-        out.declare::<dissect_data::table::EnrichmentRow>();
-        out.declare::<dissect_data::table::EnrichmentBaselineRow>();
-    }
-
     fn measure<B: Backend>(run: &crate::record::RecordRun<'_, B>, out: &mut crate::rows::TableRows) -> Result<(), ExperimentError> {
         let para = run.paragraph()?;
         let rec = run.rec;

@@ -154,10 +154,6 @@ pub fn extraction_from<B: Backend>(
 pub struct Extraction;
 
 impl crate::record::Measure for Extraction {
-    fn declare(out: &mut crate::rows::TableRows) {
-        out.declare::<dissect_data::table::ExtractionRow>();
-    }
-
     fn measure<B: Backend>(run: &crate::record::RecordRun<'_, B>, out: &mut crate::rows::TableRows) -> Result<(), ExperimentError> {
         for r in run.extraction_rows()? {
             out.push(dissect_data::table::ExtractionRow {

@@ -194,10 +194,6 @@ pub fn knockout_sweep_from<B: Backend>(
 pub struct Knockout;
 
 impl crate::record::Measure for Knockout {
-    fn declare(out: &mut crate::rows::TableRows) {
-        out.declare::<dissect_data::table::KnockoutRow>();
-    }
-
     fn measure<B: Backend>(run: &crate::record::RecordRun<'_, B>, out: &mut crate::rows::TableRows) -> Result<(), ExperimentError> {
         let r = knockout_sweep_from(run.model, &run.clean, run.subject(), &run.cfg.knockout)?;
         for row in r.rows {

@@ -13,7 +13,7 @@ pub mod ranks;
 pub mod record;
 pub mod rows;
 pub mod stage;
-pub mod sublayer;
+pub mod sublayer_knockout;
 pub mod vocab;
 
 use burn_tensor::backend::Backend;

@@ -290,11 +290,6 @@ pub fn matrices<B: Backend>(model: &Model<B>, tokenizer: &Tokenizer, cfg: &Param
 pub struct Parameters;
 
 impl crate::record::Measure for Parameters {
-    fn declare(out: &mut crate::rows::TableRows) {
-        out.declare::<dissect_data::table::ParametersHeadRow>();
-        out.declare::<dissect_data::table::ParametersMlpRow>();
-    }
-
     fn measure<B: Backend>(run: &crate::record::RecordRun<'_, B>, out: &mut crate::rows::TableRows) -> Result<(), ExperimentError> {
         let (pc, projection, last, target) = (&run.cfg.parameters, run.cfg.projection, run.subject_last(), run.target());
         let ids = |top: &[u32]| top.iter().map(|&t| t as i32).collect::<Vec<i32>>();

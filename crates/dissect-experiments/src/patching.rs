@@ -118,10 +118,6 @@ pub fn baseline(extraction: &[ExtractionRow]) -> Vec<(usize, bool)> {
 pub struct Patching;
 
 impl crate::record::Measure for Patching {
-    fn declare(out: &mut crate::rows::TableRows) {
-        out.declare::<dissect_data::table::PatchingRow>();
-    }
-
     fn measure<B: Backend>(run: &crate::record::RecordRun<'_, B>, out: &mut crate::rows::TableRows) -> Result<(), ExperimentError> {
         for r in patching(run.model, run.hidden()?, &run.ids, &run.subject(), run.target(), &run.cfg.patching)? {
             out.push(dissect_data::table::PatchingRow {

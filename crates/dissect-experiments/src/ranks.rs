@@ -60,10 +60,6 @@ pub fn ranks_at<B: Backend>(model: &Model<B>, subject_last: Tensor<B, 2>, target
 pub struct Ranks;
 
 impl crate::record::Measure for Ranks {
-    fn declare(out: &mut crate::rows::TableRows) {
-        out.declare::<dissect_data::table::RanksRow>();
-    }
-
     fn measure<B: Backend>(run: &crate::record::RecordRun<'_, B>, out: &mut crate::rows::TableRows) -> Result<(), ExperimentError> {
         let extraction = run.extraction_rows()?;
         let subject_last = run.cached()?.residual(dissect_data::PositionKind::SubjectLast).expect("the cache holds every position kind");

@@ -20,13 +20,10 @@ use crate::rows::TableRows;
 use crate::stage::{ExperimentsConfig, Inputs};
 use crate::{clean_hidden, ExperimentError};
 
-/// One experiment: the tables it writes and how it measures one record. An experiment's
-/// module implements it; `stage.rs` registers it with one line.
+/// One experiment: how it measures one record. An experiment's module implements it on the
+/// type named after its variant; its line in [`dissect_data::experiment_registry`] registers
+/// it and names the tables it writes.
 pub(crate) trait Measure {
-    /// Declares (empty) every table the experiment writes, so that a chunk whose records all
-    /// fail still writes them.
-    fn declare(out: &mut TableRows);
-
     /// Pushes the record's rows. On an error nothing pushed is kept and the record is listed in
     /// `skipped` instead.
     fn measure<B: Backend>(run: &RecordRun<'_, B>, out: &mut TableRows) -> Result<(), ExperimentError>;

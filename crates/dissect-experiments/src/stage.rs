@@ -23,13 +23,14 @@ use crate::parameters::ParametersConfig;
 use crate::patching::PatchingConfig;
 use crate::record::{Measure, RecordRun};
 use crate::rows::TableRows;
-use crate::sublayer::SublayerConfig;
+use crate::sublayer_knockout::SublayerConfig;
 use crate::ExperimentError;
 
-/// Declares the experiments: each line registers one, as `Variant = "label" => its Measure`.
-/// The label is what users type and the `skipped` table records.
+/// Expands [`dissect_data::experiment_registry`] (where an experiment is registered) into the
+/// [`Experiment`] enum: each line's variant, its label (the module's name, which is what users
+/// type and the `skipped` table records), its [`Measure`] and its tables.
 macro_rules! experiments {
-    ($( $(#[$doc:meta])* $variant:ident = $label:literal => $measure:path; )+) => {
+    ($( $(#[$doc:meta])* $variant:ident($module:ident) => $($field:ident: $row:ty),+; )+) => {
         /// An experiment of the paper.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(rename_all = "kebab-case")]
@@ -45,41 +46,28 @@ macro_rules! experiments {
             /// `skipped` table).
             pub fn label(self) -> &'static str {
                 match self {
-                    $(Experiment::$variant => $label,)+
+                    $(Experiment::$variant => stringify!($module),)+
                 }
             }
 
+            /// Declares (empty) every table the experiment writes, so that a chunk whose
+            /// records all fail still writes them.
             fn declare(self, out: &mut TableRows) {
                 match self {
-                    $(Experiment::$variant => <$measure as Measure>::declare(out),)+
+                    $(Experiment::$variant => { $(out.declare::<$row>();)+ })+
                 }
             }
 
             fn measure<B: Backend>(self, run: &RecordRun<'_, B>, out: &mut TableRows) -> Result<(), ExperimentError> {
                 match self {
-                    $(Experiment::$variant => <$measure as Measure>::measure(run, out),)+
+                    $(Experiment::$variant => <crate::$module::$variant as Measure>::measure(run, out),)+
                 }
             }
         }
     };
 }
 
-experiments! {
-    /// Attention knockout (the paper's §3).
-    Knockout = "knockout" => crate::knockout::Knockout;
-    /// Attribute extraction (§5).
-    Extraction = "extraction" => crate::extraction::Extraction;
-    /// Extraction with early representations patched in (§5.2).
-    Patching = "patching" => crate::patching::Patching;
-    /// Subject enrichment (§4).
-    Enrichment = "enrichment" => crate::enrichment::Enrichment;
-    /// Sublayer knockout (§4.2).
-    SublayerKnockout = "sublayer_knockout" => crate::sublayer::SublayerKnockout;
-    /// The target's ranks in the subject and in the MHSA output.
-    Ranks = "ranks" => crate::ranks::Ranks;
-    /// Parameters in vocabulary space (see [`crate::parameters`]).
-    Parameters = "parameters" => crate::parameters::Parameters;
-}
+dissect_data::experiment_registry!(experiments);
 
 impl Experiment {
     /// The tables the experiment writes, by name.
@@ -179,7 +167,7 @@ impl ExperimentsConfig {
         let repr = e.sublayer.repr_layer(n_layers);
         serde_json::json!({
             "n_layers": n_layers,
-            "paper_depth": crate::sublayer::PAPER_DEPTH,
+            "paper_depth": crate::sublayer_knockout::PAPER_DEPTH,
             "projection": self.projection,
             "knockout_window": e.knockout.window,
             "sublayer_repr_layer": repr,
@@ -439,4 +427,30 @@ pub fn run_resumable<B: Backend>(
         },
         |d, t| (progress.borrow_mut())(d, t),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_registry_gives_each_experiment_its_label_and_tables() {
+        let by_label: Vec<(&str, Vec<&str>)> = Experiment::ALL.iter().map(|e| (e.label(), e.tables())).collect();
+        assert_eq!(
+            by_label,
+            [
+                ("knockout", vec!["knockout"]),
+                ("extraction", vec!["extraction"]),
+                ("patching", vec!["patching"]),
+                ("enrichment", vec!["enrichment", "enrichment_baseline"]),
+                ("sublayer_knockout", vec!["sublayer_knockout"]),
+                ("ranks", vec!["ranks"]),
+                ("parameters", vec!["parameters_heads", "parameters_mlp"]),
+            ]
+        );
+        for name in ["sublayer-knockout", "sublayer_knockout", "enrichment_baseline", "parameters-mlp"] {
+            assert!(name.parse::<Experiment>().is_ok(), "{name}");
+        }
+        assert!("sublayer".parse::<Experiment>().is_err());
+    }
 }

@@ -45,7 +45,7 @@ use dissect_experiments::extraction::{extraction, ExtractionConfig, ExtractionRo
 use dissect_experiments::knockout::{knockout_sweep, BlockSet, KnockoutConfig};
 use dissect_experiments::patching::{patching, PatchingConfig};
 use dissect_experiments::ranks::ranks;
-use dissect_experiments::sublayer::{sublayer_knockout, SublayerConfig, SublayerRow};
+use dissect_experiments::sublayer_knockout::{sublayer_knockout, SublayerConfig, SublayerRow};
 use dissect_model::intervene::{run_plans, CleanRun, EdgeBlocking, ExecPath, Knockout, KnockoutMode, Plan, RecordSpec, Sublayer};
 use dissect_model::project::map_logit_rows;
 use dissect_model::project::Projection;

@@ -29,7 +29,7 @@ use dissect_experiments::extraction::{extraction, ExtractionConfig, ExtractionRo
 use dissect_experiments::knockout::{knockout_sweep, BlockSet, KnockoutConfig};
 use dissect_experiments::patching::{patching, PatchingConfig};
 use dissect_experiments::ranks::ranks;
-use dissect_experiments::sublayer::{sublayer_knockout, SublayerConfig};
+use dissect_experiments::sublayer_knockout::{sublayer_knockout, SublayerConfig};
 use dissect_experiments::vocab::rank_and_top1;
 use dissect_model::intervene::{run_plans, BlockEdges, CleanRun, EdgeBlocking, ExecPath, KnockoutMode, Plan, RecordSpec, Sublayer};
 use dissect_model::project::Projection;

@@ -113,6 +113,37 @@ pub fn column_values<T: Column>(batch: &RecordBatch, path: &Path, name: &str) ->
     T::values(array.as_ref()).map_err(schema_error)
 }
 
+/// The experiments and the per-record tables each writes, in the order a run measures them:
+/// the one list both sides expand, so adding an experiment registers it with one line here.
+///
+/// A line reads `Variant(module) => field: RowType, …;`. The experiments stage makes it
+/// `Experiment::Variant`, labelled `module` (the name users type), measured by
+/// `dissect_experiments::module::Variant`, writing the listed tables. The aggregate reads each
+/// table into `Inputs::field` with the same row type. Each side passes its own macro:
+/// `dissect_data::experiment_registry!(its_macro)`.
+#[macro_export]
+macro_rules! experiment_registry {
+    ($callback:ident) => {
+        $callback! {
+            /// Attention knockout (the paper's §3).
+            Knockout(knockout) => knockout: $crate::table::KnockoutRow;
+            /// Attribute extraction (§5).
+            Extraction(extraction) => extraction: $crate::table::ExtractionRow;
+            /// Extraction with early representations patched in (§5.2).
+            Patching(patching) => patching: $crate::table::PatchingRow;
+            /// Subject enrichment (§4).
+            Enrichment(enrichment) => enrichment: $crate::table::EnrichmentRow, enrichment_baseline: $crate::table::EnrichmentBaselineRow;
+            /// Sublayer knockout (§4.2).
+            SublayerKnockout(sublayer_knockout) => sublayer: $crate::table::SublayerKnockoutRow;
+            /// The target's ranks in the subject and in the MHSA output.
+            Ranks(ranks) => ranks: $crate::table::RanksRow;
+            /// Parameters in vocabulary space (the model-level `parameters_matrices` table is
+            /// written once per run, not per record).
+            Parameters(parameters) => parameters_heads: $crate::table::ParametersHeadRow, parameters_mlp: $crate::table::ParametersMlpRow;
+        }
+    };
+}
+
 /// Declares a row type and derives its [`Row`] implementation: the struct's field names are
 /// the column names, their types ([`Column`]) the column types.
 macro_rules! table_row {

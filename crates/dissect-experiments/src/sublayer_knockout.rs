@@ -132,10 +132,6 @@ pub fn sublayer_knockout<B: Backend>(
 pub struct SublayerKnockout;
 
 impl crate::record::Measure for SublayerKnockout {
-    fn declare(out: &mut crate::rows::TableRows) {
-        out.declare::<dissect_data::table::SublayerKnockoutRow>();
-    }
-
     fn measure<B: Backend>(run: &crate::record::RecordRun<'_, B>, out: &mut crate::rows::TableRows) -> Result<(), ExperimentError> {
         let para = run.paragraph()?;
         let (cfg, stopwords) = (run.cfg, run.inputs.stopwords);
