@@ -39,11 +39,22 @@ fn counts_of_zero_are_rejected_with_the_flag_named() {
         &["predict", "--prompt", "The Eiffel Tower is in", "--top-k", "0"][..],
         &["filter", "--dataset", "x.json", "--out", "o", "--limit", "0"][..],
         &["aggregate", "--input", "x", "--out", "o", "--resamples", "0"][..],
+        &["experiments", "--input", "x", "--out", "o", "--chunk-size", "0"][..],
     ] {
         let o = dissect_in(&dir, args);
         assert_eq!(o.status.code(), Some(2), "{args:?} must be a usage error:\n{}", stderr(&o));
         let flag = args.iter().rev().nth(1).unwrap();
         assert!(stderr(&o).contains(flag) && stderr(&o).contains("at least 1"), "{args:?}: {}", stderr(&o));
+    }
+}
+
+#[test]
+fn an_unknown_configuration_name_is_a_usage_error_listing_the_names() {
+    let dir = scratch("names");
+    for (flag, allowed) in [("--projection", "logit-lens"), ("--screen", "top-k")] {
+        let o = dissect_in(&dir, &["experiments", "--input", "x", "--out", "o", flag, "nonsense"]);
+        assert_eq!(o.status.code(), Some(2), "{flag}: {}", stderr(&o));
+        assert!(stderr(&o).contains(flag) && stderr(&o).contains(allowed), "{}", stderr(&o));
     }
 }
 

@@ -52,4 +52,34 @@ pub enum CacheError {
         /// The rejected value.
         batch_size: usize,
     },
+    /// The activation cache an experiments run was pointed at cannot be read.
+    #[error("cannot open the activation cache {dir}: {source}\nhint: run `dissect cache` with the same --pipeline (or --input) first, or pass --no-cache")]
+    Unreadable {
+        /// The directory asked for.
+        dir: PathBuf,
+        /// Why it cannot be read.
+        source: Box<CacheError>,
+    },
+    /// The cache lacks records the run reads.
+    #[error("the activation cache {root} lacks {missing} of the {total} records (e.g. {examples:?})\nhint: run `dissect cache` on the same --input with the same or a larger --limit first, or pass --no-cache")]
+    Incomplete {
+        /// Where the parts were found.
+        root: PathBuf,
+        /// How many of the records are absent.
+        missing: usize,
+        /// How many records the run reads.
+        total: usize,
+        /// The first few absent ids.
+        examples: Vec<u64>,
+    },
+    /// The cache was computed with other weights: its activations are another model's.
+    #[error("the activation cache {root} was computed with {model} (weights {weights}), not this model\nhint: rerun `dissect cache` with this --model (with --force), or pass --no-cache")]
+    OtherModel {
+        /// Where the parts were found.
+        root: PathBuf,
+        /// The model as the cache stage was given it.
+        model: String,
+        /// The sha256 of its weights (`unknown` when the footer has none).
+        weights: String,
+    },
 }

@@ -143,6 +143,30 @@ impl CacheReader {
         Ok(CacheReader { root, files, index, hidden, dtype, provenance, current: Mutex::new(None) })
     }
 
+    /// Opens the cache an experiments run reads, and checks that it can serve it: it holds
+    /// every record of `ids`, and every part was computed with the weights `weights_sha256`
+    /// (a cache of other weights would give another model's numbers).
+    pub fn open_for(dir: &Path, ids: &[u64], weights_sha256: &str) -> Result<Self, CacheError> {
+        let cache = CacheReader::open(dir).map_err(|e| CacheError::Unreadable { dir: dir.to_path_buf(), source: Box::new(e) })?;
+        let missing: Vec<u64> = ids.iter().copied().filter(|&id| !cache.contains(id)).collect();
+        if !missing.is_empty() {
+            return Err(CacheError::Incomplete {
+                root: cache.root.clone(),
+                missing: missing.len(),
+                total: ids.len(),
+                examples: missing.into_iter().take(5).collect(),
+            });
+        }
+        if let Some(p) = cache.provenances().into_iter().find(|p| p.weights_sha256.as_deref() != Some(weights_sha256)) {
+            return Err(CacheError::OtherModel {
+                root: cache.root.clone(),
+                model: p.model_spec.clone(),
+                weights: p.weights_sha256.clone().unwrap_or_else(|| "unknown".into()),
+            });
+        }
+        Ok(cache)
+    }
+
     /// The directory (or file) the parts were found in.
     pub fn root(&self) -> &Path {
         &self.root

@@ -360,3 +360,25 @@ fn the_reader_refuses_mixed_or_foreign_directories() {
         other => panic!("{other:?}"),
     }
 }
+
+/// An experiments run opens the cache through `open_for`, which refuses a cache that lacks
+/// records or was computed with other weights, and a directory that is no cache at all.
+#[test]
+fn open_for_refuses_a_cache_that_cannot_serve_the_run() {
+    let m = tiny();
+    let recs = records(&m);
+    let dir = tempfile::tempdir().unwrap();
+    run(&m, &recs[..3], &config(StoreDtype::F32), dir.path(), ALL);
+    let ids: Vec<u64> = recs[..3].iter().map(|r| r.id).collect();
+    assert_eq!(CacheReader::open_for(dir.path(), &ids, "feed").unwrap().len(), 3);
+    match CacheReader::open_for(dir.path(), &[ids[0], 1000, 1001], "feed") {
+        Err(CacheError::Incomplete { missing: 2, total: 3, examples, .. }) => assert_eq!(examples, [1000, 1001]),
+        other => panic!("{other:?}"),
+    }
+    match CacheReader::open_for(dir.path(), &ids, "other-weights") {
+        Err(e @ CacheError::OtherModel { .. }) => assert!(e.to_string().contains("weights feed"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    let empty = tempfile::tempdir().unwrap();
+    assert!(matches!(CacheReader::open_for(empty.path(), &ids, "feed"), Err(CacheError::Unreadable { .. })));
+}

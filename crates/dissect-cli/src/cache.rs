@@ -3,15 +3,13 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use dissect_cache::{cache_parts, cache_provenance, run_resumable, CacheConfig, StoreDtype};
-use dissect_data::filtered::read_kept;
-use dissect_data::parts::input_hashes;
+use dissect_data::filtered::read_kept_selection;
+use dissect_data::parts::{input_hashes, RunSummary};
 use dissect_model::source::load;
 
 use crate::backend::on_backend;
-use crate::pipeline::Pipeline;
 use crate::progress::Progress;
-use crate::shard::ShardArgs;
-use crate::stage::{out_dir, positive, Input, RunArgs, StageArgs, StageSummary};
+use crate::stage::{out_dir, positive, Input, RunArgs, StageArgs, StageRun};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -23,20 +21,13 @@ pub struct Args {
     /// Output directory: the cache goes to `<out>/cache/shard=NNNNN/part-CCCCC.parquet`.
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Only the first N kept records (by id).
-    #[arg(long, value_parser = positive)]
-    limit: Option<usize>,
-    #[command(flatten)]
-    shard: ShardArgs,
     /// How vectors are stored: f32 (default) or f16 (half the size, about 3 significant digits).
     #[arg(long)]
     dtype: Option<StoreDtype>,
-    /// Prompts per forward pass (default 8).
+    /// Prompts per forward pass (default 1: each record's vectors are then bit for bit those
+    /// the experiments compute without a cache; more pads prompts to one length).
     #[arg(long, value_parser = positive)]
     batch_size: Option<usize>,
-    /// Records per Parquet part (default 32); a killed run redoes at most one part.
-    #[arg(long, value_parser = positive)]
-    chunk_size: Option<usize>,
     #[command(flatten)]
     run: RunArgs,
 }
@@ -44,35 +35,24 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let started = Instant::now();
     let stage = args.stage.resolve()?;
-    let input = Input::kept_records(args.input.as_deref(), stage.pipeline.as_ref())?;
     let p = stage.pipeline.as_ref();
-    let out = out_dir(args.out.as_deref(), p.map(|p| p.out.clone()))?;
-    let cache_dir = out.join("cache");
-    let shard = args.shard.resolve()?;
-    let cfg = config(&args, p);
-
-    let mut records = read_kept(input.existing()?)?;
-    records.sort_by_key(|r| r.id);
-    if let Some(n) = args.limit {
-        records.truncate(n);
-    }
-    records.retain(|r| shard.contains(r.id));
+    let input = Input::kept_records(args.input.as_deref(), p)?;
+    let cache_dir = out_dir(args.out.as_deref(), p.map(|p| p.out.clone()))?.join("cache");
+    let shard = args.run.shard.resolve()?;
+    let defaults: CacheConfig = p.map(|p| p.cache.config()).unwrap_or_default();
+    let cfg = CacheConfig {
+        dtype: args.dtype.unwrap_or(defaults.dtype),
+        batch_size: args.batch_size.unwrap_or(defaults.batch_size),
+        chunk_size: args.run.chunk_size.unwrap_or(defaults.chunk_size),
+    };
+    let records = read_kept_selection(input.existing()?, args.run.limit, shard)?;
 
     let (header, weights) = stage.header()?;
-    let prov = cache_provenance(&header.info, weights, input_hashes(&input.path, shard)?, args.limit, shard, &cfg);
+    let prov = cache_provenance(&header.info, weights, input_hashes(&input.path, shard)?, args.run.limit, shard, &cfg);
     let parts = cache_parts(&cache_dir, shard, records.len(), &cfg, &prov);
     let shard_dir = cache_dir.join(shard.dir_name());
-    let summary = |up_to_date, computed, reused| StageSummary {
-        stage: "cache",
-        up_to_date,
-        records: records.len(),
-        chunks_computed: computed,
-        chunks_reused: reused,
-        outputs: vec![cache_dir.clone()],
-        seconds: started.elapsed().as_secs_f64(),
-        extra: Default::default(),
-    };
-    if args.run.nothing_to_do("cache", &shard_dir, parts.all_current(), || parts.clear(), || summary(true, 0, parts.n_chunks()))? {
+    let run = StageRun::new("cache", &args.run, started, records.len(), vec![cache_dir.clone()]);
+    if run.nothing_to_do(&shard_dir, parts.all_current(), parts.n_chunks(), || parts.clear(), || Ok(Default::default()))? {
         return Ok(());
     }
     let model = &stage.model;
@@ -82,45 +62,12 @@ pub fn run(args: Args) -> Result<()> {
         let mut bar = Progress::new("cache", "records");
         let done = run_resumable(&loaded.model, &loaded.tokenizer, &records, &cfg, &parts, |d, t| bar.update(d, t))?;
         bar.finish();
-        eprintln!(
-            "cache: {} chunks computed ({} rows), {} reused, {:.1}s; {} in {}",
-            done.computed,
-            done.rows,
-            done.reused,
-            started.elapsed().as_secs_f64(),
-            human_bytes(dir_size(&shard_dir)),
-            shard_dir.display()
-        );
-        if args.run.json {
-            summary(false, done.computed, done.reused).print()?;
-        }
-        Ok(())
+        let detail = format!("{} rows, {:.1} MiB in {}", done.rows, dir_size(&shard_dir) as f64 / f64::from(1 << 20), shard_dir.display());
+        run.finish(RunSummary { computed: done.computed, reused: done.reused }, &detail, Default::default())
     })
-}
-
-fn config(args: &Args, p: Option<&Pipeline>) -> CacheConfig {
-    let mut cfg: CacheConfig = p.map(|p| p.cache.config()).unwrap_or_default();
-    if let Some(d) = args.dtype {
-        cfg.dtype = d;
-    }
-    if let Some(b) = args.batch_size {
-        cfg.batch_size = b;
-    }
-    if let Some(c) = args.chunk_size {
-        cfg.chunk_size = c;
-    }
-    cfg
 }
 
 fn dir_size(dir: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
     entries.flatten().filter_map(|e| e.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum()
-}
-
-fn human_bytes(n: u64) -> String {
-    if n >= 1 << 20 {
-        format!("{:.1} MiB", n as f64 / f64::from(1 << 20))
-    } else {
-        format!("{:.1} KiB", n as f64 / 1024.0)
-    }
 }

@@ -1,24 +1,22 @@
-use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use dissect_cache::CacheReader;
-use dissect_data::filtered::read_kept;
+use dissect_data::filtered::read_kept_selection;
 use dissect_data::paragraphs::{load_paragraphs, load_stopwords};
 use dissect_data::parts::input_hashes;
 use dissect_data::provenance::sha256_file;
-use dissect_data::KeptRecord;
 use dissect_experiments::stage::{provenance, run_resumable, Experiment, ExperimentsConfig, Inputs, RunInputs, StageParts};
 use dissect_model::intervene::ExecPath;
+use dissect_model::project::Projection;
+use dissect_model::screen::Screening;
 use dissect_model::source::load;
-use serde_json::json;
 
 use crate::backend::on_backend;
 use crate::pipeline::Pipeline;
 use crate::progress::Progress;
-use crate::shard::ShardArgs;
-use crate::stage::{out_dir, positive, Input, RunArgs, StageArgs, StageSummary};
+use crate::stage::{config_name, out_dir, positive, Input, RunArgs, StageArgs, StageRun};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -40,18 +38,13 @@ pub struct Args {
     /// Stopwords, one per line; default data/nltk_stopwords_english.txt.
     #[arg(long)]
     stopwords: Option<PathBuf>,
-    /// Only the first N kept records (by id).
-    #[arg(long, value_parser = positive)]
-    limit: Option<usize>,
-    #[command(flatten)]
-    shard: ShardArgs,
     /// `notebook` (h·Eᵀ, no final norm) or `logit-lens` (final norm, then unembedding).
-    #[arg(long)]
-    projection: Option<String>,
+    #[arg(long, value_parser = config_name::<Projection>)]
+    projection: Option<Projection>,
     /// Which reads a bf16 screen answers on a CPU with AMX: `top-k` (the default), `all` or
     /// `off`. The answers are the f32 path's whatever the setting.
-    #[arg(long)]
-    screen: Option<String>,
+    #[arg(long, value_parser = config_name::<Screening>)]
+    screen: Option<Screening>,
     /// Attention-knockout window: layers blocked around each centre layer (default 9).
     #[arg(long, value_parser = positive)]
     window: Option<usize>,
@@ -66,7 +59,7 @@ pub struct Args {
     /// Compute every activation by running the model, even where the pipeline has a cache.
     #[arg(long, conflicts_with = "cache")]
     no_cache: bool,
-    /// A JSON file with a full experiments configuration (overrides the flags above).
+    /// A JSON file with a full experiments configuration (the flags above override it).
     #[arg(long)]
     config: Option<PathBuf>,
     #[command(flatten)]
@@ -76,8 +69,8 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let started = Instant::now();
     let stage = args.stage.resolve()?;
-    let input = Input::kept_records(args.input.as_deref(), stage.pipeline.as_ref())?;
     let p = stage.pipeline.as_ref();
+    let input = Input::kept_records(args.input.as_deref(), p)?;
     let out = out_dir(args.out.as_deref(), p.map(Pipeline::experiments_dir))?;
     let paragraphs = Input::pick(
         args.paragraphs.as_deref(),
@@ -91,23 +84,14 @@ pub fn run(args: Args) -> Result<()> {
         p.map(|p| (p, "data.stopwords", p.data.stopwords.clone())),
         Some("data/nltk_stopwords_english.txt"),
     )?;
-    let shard = args.shard.resolve()?;
+    let shard = args.run.shard.resolve()?;
     let cfg = config(&args, p)?;
-    cfg.validate().map_err(anyhow::Error::msg)?;
-
-    let mut records = read_kept(input.existing()?)?;
-    records.sort_by_key(|r| r.id);
-    if let Some(n) = args.limit {
-        records.truncate(n);
-    }
-    records.retain(|r| shard.contains(r.id));
-    let cache_dir = args.cache.clone().or(p.filter(|p| p.cache.use_in_experiments && !args.no_cache).map(Pipeline::cache_dir));
-    let cache = cache_dir.as_deref().map(|d| open_cache(d, &records)).transpose()?;
+    let records = read_kept_selection(input.existing()?, args.run.limit, shard)?;
 
     let (header, weights) = stage.header()?;
-    if let Some(c) = &cache {
-        check_cache_model(c, &weights)?;
-    }
+    let cache_dir = args.cache.clone().or(p.filter(|p| p.cache.use_in_experiments && !args.no_cache).map(Pipeline::cache_dir));
+    let ids: Vec<u64> = records.iter().map(|r| r.id).collect();
+    let cache = cache_dir.map(|dir| CacheReader::open_for(&dir, &ids, &weights)).transpose()?;
     let run_inputs = RunInputs {
         model: &header.info,
         n_layers: header.n_layers,
@@ -115,48 +99,30 @@ pub fn run(args: Args) -> Result<()> {
         input_hashes: input_hashes(&input.path, shard)?,
         paragraphs_sha256: sha256_file(paragraphs.existing()?)?,
         stopwords_sha256: sha256_file(stopwords.existing()?)?,
-        limit: args.limit,
+        limit: args.run.limit,
         shard,
-        cache_hashes: cache.as_ref().map(|c| c.params_hashes(records.iter().map(|r| &r.id))).transpose()?,
+        cache_hashes: cache.as_ref().map(|c| c.params_hashes(&ids)).transpose()?,
     };
-    let prov = provenance(&run_inputs, &cfg);
-    let parts = StageParts::new(&out, &cfg, shard, records.len(), &prov);
-    let summary = |up_to_date, computed, reused| StageSummary {
-        stage: "experiments",
-        up_to_date,
-        records: records.len(),
-        chunks_computed: computed,
-        chunks_reused: reused,
-        outputs: vec![out.clone()],
-        seconds: started.elapsed().as_secs_f64(),
-        extra: Default::default(),
-    };
-    if args.run.nothing_to_do("experiments", &out, parts.all_current(), || parts.clear(), || summary(true, 0, parts.records.n_chunks()))? {
+    let parts = StageParts::new(&out, &cfg, shard, records.len(), &provenance(&run_inputs, &cfg));
+    let run = StageRun::new("experiments", &args.run, started, records.len(), vec![out.clone()]);
+    if run.nothing_to_do(&out, parts.all_current(), parts.records.n_chunks(), || parts.clear(), || Ok(Default::default()))? {
         return Ok(());
     }
-
     let (paragraphs, _) = load_paragraphs(&paragraphs.path)?;
-    let stopwords: HashSet<String> = load_stopwords(&stopwords.path)?.into_iter().collect();
+    let stopwords = load_stopwords(&stopwords.path)?.into_iter().collect();
     let model = &stage.model;
     on_backend!(stage.backend, |B| {
         let mut loaded = load::<B>(model, &Default::default()).with_context(|| format!("loading {model}"))?;
-        loaded.model.screen = cfg.screen;
-        eprintln!("experiments: {} on {} records (shard {shard}) with {model}", experiment_list(&cfg), records.len());
+        let list: Vec<&str> = cfg.experiments.iter().map(|e| e.label()).collect();
+        eprintln!("experiments: {} on {} records (shard {shard}) with {model}", list.join(", "), records.len());
+        if let Some(c) = &cache {
+            eprintln!("experiments: reading clean activations from {} ({} vectors)", c.root().display(), c.dtype());
+        }
         let inputs = Inputs { records: &records, paragraphs: &paragraphs, stopwords: &stopwords, cache: cache.as_ref() };
         let mut bar = Progress::new("experiments", "records");
-        let done = run_resumable(&loaded.model, &loaded.tokenizer, &inputs, &cfg, &parts, |d, t| bar.update(d, t))?;
+        let done = run_resumable(&mut loaded.model, &loaded.tokenizer, &inputs, &cfg, &parts, |d, t| bar.update(d, t))?;
         bar.finish();
-        eprintln!(
-            "experiments: {} chunks computed, {} reused, {:.1}s; tables in {}",
-            done.computed,
-            done.reused,
-            started.elapsed().as_secs_f64(),
-            out.display()
-        );
-        if args.run.json {
-            summary(false, done.computed, done.reused).print()?;
-        }
-        Ok(())
+        run.finish(done, &format!("tables in {}", out.display()), Default::default())
     })
 }
 
@@ -170,59 +136,14 @@ fn config(args: &Args, p: Option<&Pipeline>) -> Result<ExperimentsConfig> {
     };
     if args.name != "all" {
         cfg.experiments = vec![args.name.parse::<Experiment>().map_err(anyhow::Error::msg)?];
-    } else if args.config.is_none() && p.is_none() {
-        cfg.experiments = Experiment::ALL.to_vec();
     }
-    if let Some(proj) = &args.projection {
-        cfg.projection = serde_json::from_value(json!(proj)).map_err(|_| anyhow::anyhow!("unknown --projection `{proj}`\nhint: notebook or logit-lens"))?;
-    }
-    if let Some(screen) = &args.screen {
-        cfg.screen = serde_json::from_value(json!(screen)).map_err(|_| anyhow::anyhow!("unknown --screen `{screen}`\nhint: top-k, all or off"))?;
-    }
-    if let Some(w) = args.window {
-        cfg.knockout.window = w;
-    }
+    cfg.projection = args.projection.unwrap_or(cfg.projection);
+    cfg.screen = args.screen.unwrap_or(cfg.screen);
+    cfg.knockout.window = args.window.unwrap_or(cfg.knockout.window);
+    cfg.chunk_size = args.run.chunk_size.unwrap_or(cfg.chunk_size);
     if args.full_recompute {
-        cfg.knockout.path = ExecPath::Full;
-        cfg.extraction.path = ExecPath::Full;
+        (cfg.knockout.path, cfg.extraction.path) = (ExecPath::Full, ExecPath::Full);
     }
+    cfg.validate().map_err(anyhow::Error::msg)?;
     Ok(cfg)
-}
-
-/// Opens the cache and checks that it holds every record this run reads.
-fn open_cache(dir: &Path, records: &[KeptRecord]) -> Result<CacheReader> {
-    let cache = CacheReader::open(dir).with_context(|| {
-        format!("opening the activation cache {}\nhint: run `dissect cache` with the same --pipeline (or --input) first, or pass --no-cache", dir.display())
-    })?;
-    let missing: Vec<u64> = records.iter().map(|r| r.id).filter(|&id| !cache.contains(id)).collect();
-    if !missing.is_empty() {
-        anyhow::bail!(
-            "the activation cache {} lacks {} of the {} records (e.g. {:?})\nhint: run `dissect cache` on the same --input with the same or a larger --limit first, or pass --no-cache",
-            cache.root().display(),
-            missing.len(),
-            records.len(),
-            &missing[..missing.len().min(5)]
-        );
-    }
-    eprintln!("experiments: reading clean activations from {} ({} vectors)", cache.root().display(), cache.dtype());
-    Ok(cache)
-}
-
-/// A cache of other weights would give numbers of another model.
-fn check_cache_model(cache: &CacheReader, weights: &str) -> Result<()> {
-    for p in cache.provenances() {
-        if p.weights_sha256.as_deref() != Some(weights) {
-            anyhow::bail!(
-                "the activation cache {} was computed with {} (weights {}), not this model\nhint: rerun `dissect cache` with this --model (with --force), or pass --no-cache",
-                cache.root().display(),
-                p.model_spec,
-                p.weights_sha256.as_deref().unwrap_or("unknown")
-            );
-        }
-    }
-    Ok(())
-}
-
-fn experiment_list(cfg: &ExperimentsConfig) -> String {
-    cfg.experiments.iter().map(|e| e.label()).collect::<Vec<_>>().join(", ")
 }

@@ -9,13 +9,16 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use anyhow::{bail, Result};
+use dissect_data::parts::RunSummary;
 use dissect_model::backend::BackendKind;
 use dissect_model::source::{describe, ModelHeader, DEFAULT_MODEL};
 use serde::Serialize;
 
 use crate::pipeline::Pipeline;
+use crate::shard::ShardArgs;
 
 /// The flags every subcommand that runs a model shares: a pipeline gives the defaults,
 /// `--model` and `--backend` win over it.
@@ -32,9 +35,20 @@ pub struct StageArgs {
     pub backend: Option<BackendKind>,
 }
 
-/// The flags of every per-record stage about its run.
+/// The flags every per-record stage (filter, cache, experiments) shares: which records, how
+/// its outputs are cut, and how it reports.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct RunArgs {
+    /// Only the first N records: of the dataset (filter), of the kept records by id (cache,
+    /// experiments). Every shard of a run with --limit N shares the same N.
+    #[arg(long, value_parser = positive)]
+    pub limit: Option<usize>,
+    #[command(flatten)]
+    pub shard: ShardArgs,
+    /// Records per Parquet part; a killed run redoes at most one part. Default: the stage's
+    /// `chunk_size` in the pipeline, else 256 (filter), 32 (cache, experiments).
+    #[arg(long, value_parser = positive)]
+    pub chunk_size: Option<usize>,
     /// Recompute this shard's outputs even if they exist with the same parameters.
     #[arg(long)]
     pub force: bool,
@@ -44,30 +58,69 @@ pub struct RunArgs {
     pub json: bool,
 }
 
-impl RunArgs {
-    /// The step every per-record stage takes before loading the model: `--force` clears its
-    /// outputs; otherwise, when they are `current`, it says so (and prints `summary` with
-    /// `--json`). True when there is nothing left to do.
+/// A per-record stage's run as it reports itself: the up-to-date check before the model is
+/// loaded, the closing log line, and the `--json` summary.
+pub struct StageRun<'a> {
+    stage: &'static str,
+    args: &'a RunArgs,
+    started: Instant,
+    records: usize,
+    outputs: Vec<PathBuf>,
+}
+
+impl<'a> StageRun<'a> {
+    /// `started`: when the subcommand began (its time is reported); `outputs`: what `--json`
+    /// lists.
+    pub fn new(stage: &'static str, args: &'a RunArgs, started: Instant, records: usize, outputs: Vec<PathBuf>) -> Self {
+        StageRun { stage, args, started, records, outputs }
+    }
+
+    fn summary(&self, up_to_date: bool, done: RunSummary, extra: serde_json::Map<String, serde_json::Value>) -> StageSummary {
+        StageSummary {
+            stage: self.stage,
+            up_to_date,
+            records: self.records,
+            chunks_computed: done.computed,
+            chunks_reused: done.reused,
+            outputs: self.outputs.clone(),
+            seconds: self.started.elapsed().as_secs_f64(),
+            extra,
+        }
+    }
+
+    /// The step before loading the model: `--force` clears the outputs (`clear`); otherwise,
+    /// when they are `current`, it says so about `what` (and prints the summary with `--json`,
+    /// `extra` added). True when there is nothing left to do.
     pub fn nothing_to_do(
         &self,
-        stage: &str,
         what: &Path,
         current: bool,
+        n_chunks: usize,
         clear: impl FnOnce() -> Result<(), dissect_data::DataError>,
-        summary: impl FnOnce() -> StageSummary,
+        extra: impl FnOnce() -> Result<serde_json::Map<String, serde_json::Value>>,
     ) -> Result<bool> {
-        if self.force {
+        if self.args.force {
             clear()?;
             return Ok(false);
         }
         if !current {
             return Ok(false);
         }
-        log_up_to_date(stage, what);
-        if self.json {
-            summary().print()?;
+        log_up_to_date(self.stage, what);
+        if self.args.json {
+            self.summary(true, RunSummary { computed: 0, reused: n_chunks }, extra()?).print()?;
         }
         Ok(true)
+    }
+
+    /// The closing log line (`detail` follows the counts) and, with `--json`, the summary with
+    /// `extra` added.
+    pub fn finish(&self, done: RunSummary, detail: &str, extra: serde_json::Map<String, serde_json::Value>) -> Result<()> {
+        eprintln!("{}: {} chunks computed, {} reused, {:.1}s; {detail}", self.stage, done.computed, done.reused, self.started.elapsed().as_secs_f64());
+        if self.args.json {
+            self.summary(false, done, extra).print()?;
+        }
+        Ok(())
     }
 }
 
@@ -169,6 +222,12 @@ pub fn positive(s: &str) -> std::result::Result<usize, String> {
         Ok(n) => Ok(n),
         Err(e) => Err(e.to_string()),
     }
+}
+
+/// A value parser for a configuration enum's name as pipeline files write it (`logit-lens`,
+/// `top-k`); an unknown one is refused with the names allowed.
+pub fn config_name<T: serde::de::DeserializeOwned>(s: &str) -> std::result::Result<T, String> {
+    serde_json::from_value(serde_json::Value::String(s.into())).map_err(|e| e.to_string())
 }
 
 /// What a per-record stage did, printed by `--json` on stdout (logs stay on stderr).

@@ -12,6 +12,7 @@ use crate::error::DataError;
 use crate::parquet_io::read_parquet;
 use crate::position::TokenPositions;
 use crate::reject::{RejectReason, Rejected};
+use crate::shard::ShardSpec;
 use crate::span::SubjectSpan;
 
 /// A record the model predicts correctly, with everything later stages need to find its
@@ -147,6 +148,18 @@ pub fn kept_from_batches(batches: &[RecordBatch], origin: &Path) -> Result<Vec<K
 /// The kept records of a `filtered.parquet` file or a directory of its shard partitions.
 pub fn read_kept(path: &Path) -> Result<Vec<KeptRecord>, DataError> {
     kept_from_batches(&read_parquet(path)?, path)
+}
+
+/// The kept records a later stage runs on: sorted by id, the first `limit` of them, then those
+/// of `shard`. Limiting before sharding makes every shard of `--limit N` a part of the same N.
+pub fn read_kept_selection(path: &Path, limit: Option<usize>, shard: ShardSpec) -> Result<Vec<KeptRecord>, DataError> {
+    let mut records = read_kept(path)?;
+    records.sort_by_key(|r| r.id);
+    if let Some(n) = limit {
+        records.truncate(n);
+    }
+    records.retain(|r| shard.contains(r.id));
+    Ok(records)
 }
 
 /// `id` (null when the record had none), `kind` ([`RejectReason::kind`]), `reason` (for

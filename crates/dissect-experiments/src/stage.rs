@@ -395,15 +395,18 @@ impl StageParts {
 
 /// Runs the stage over `inputs.records` (already restricted to this shard) with the
 /// resumable engine ([`Parts::run`]): each chunk's tables are written as soon as the chunk is
-/// done, current chunks are reused, parts of other runs are removed first.
+/// done, current chunks are reused, parts of other runs are removed first. The model reads
+/// the vocabulary view with the configuration's screening policy (`cfg.screen`).
 pub fn run_resumable<B: Backend>(
-    model: &Model<B>,
+    model: &mut Model<B>,
     tokenizer: &Tokenizer,
     inputs: &Inputs<'_>,
     cfg: &ExperimentsConfig,
     parts: &StageParts,
     progress: impl FnMut(usize, usize),
 ) -> Result<RunSummary, dissect_data::DataError> {
+    model.screen = cfg.screen;
+    let model = &*model;
     // Within a chunk (per record) and after each chunk, computed or reused.
     let progress = std::cell::RefCell::new(progress);
     if let Some(m) = &parts.matrices {

@@ -33,6 +33,14 @@ impl FilterTables {
     pub fn new(out_dir: &Path) -> Self {
         FilterTables { filtered: out_dir.join("filtered"), rejected: out_dir.join("rejected") }
     }
+
+    /// Removes `filtered.parquet` and `rejected.parquet` beside the directories: earlier
+    /// versions wrote each table as one file, and no reader may find two versions of a table.
+    pub fn remove_single_file_tables(&self) {
+        for table in [&self.filtered, &self.rejected] {
+            let _ = std::fs::remove_file(table.with_extension("parquet"));
+        }
+    }
 }
 
 /// sha256 of each weight file the model was loaded from, joined with `,`.

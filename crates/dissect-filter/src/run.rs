@@ -50,6 +50,29 @@ pub struct FilterOutput {
     pub rejected: Vec<Rejected>,
 }
 
+impl FilterOutput {
+    /// The decisions as `--json` reports them: `kept` (ids) and `rejected` (id, kind, reason).
+    pub fn decisions(&self) -> serde_json::Map<String, serde_json::Value> {
+        let kept: Vec<u64> = self.kept.iter().map(|k| k.id).collect();
+        let rejected: Vec<_> = self.rejected.iter().map(|r| serde_json::json!({"id": r.id, "kind": r.reason.kind(), "reason": r.reason.to_string()})).collect();
+        serde_json::Map::from_iter([("kept".into(), kept.into()), ("rejected".into(), rejected.into())])
+    }
+
+    /// The records rejected for invalid input rather than a wrong prediction.
+    pub fn invalid(&self) -> impl Iterator<Item = &Rejected> {
+        self.rejected.iter().filter(|r| r.reason.is_invalid_input())
+    }
+}
+
+impl std::fmt::Display for FilterOutput {
+    /// `kept 41 of 100 (41.0%); rejected 50 wrong predictions and 9 invalid records`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (kept, total, invalid) = (self.kept.len(), self.kept.len() + self.rejected.len(), self.invalid().count());
+        let pct = if total == 0 { 0.0 } else { 100.0 * kept as f64 / total as f64 };
+        write!(f, "kept {kept} of {total} ({pct:.1}%); rejected {} wrong predictions and {invalid} invalid records", self.rejected.len() - invalid)
+    }
+}
+
 /// [`run_filter_with_progress`] without progress reports.
 pub fn run_filter<B: Backend>(model: &Model<B>, tokenizer: &Tokenizer, facts: &[KnownFact], config: &FilterConfig) -> Result<FilterOutput, FilterError> {
     run_filter_with_progress(model, tokenizer, facts, config, &mut |_, _| {})
