@@ -17,6 +17,7 @@ pub mod predict;
 pub mod project;
 pub mod quant;
 pub mod screen;
+pub mod softmax;
 pub mod source;
 pub mod tokenizer;
 pub mod weights;
