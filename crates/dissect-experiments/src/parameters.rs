@@ -27,6 +27,7 @@
 use burn_tensor::backend::Backend;
 use burn_tensor::Tensor;
 use dissect_model::hooks::Hooks;
+use dissect_model::model::matmul;
 use dissect_model::project::{read_rows, Ask, Projection};
 use dissect_model::tokenizer::Tokenizer;
 use dissect_model::Model;
@@ -160,14 +161,14 @@ pub fn head_ov<B: Backend>(
     let mut labels = Vec::new();
     for (layer, blk) in model.blocks.iter().enumerate() {
         let x = blk.attn_norm.forward(hidden[layer].clone().slice([subject_last..subject_last + 1]));
-        let v = x.matmul(blk.v.weight.clone());
+        let v = matmul(x, blk.v.weight.clone());
         let v = match &blk.v.bias {
             Some(b) => v + b.clone().unsqueeze::<2>(),
             None => v,
         };
         for head in 0..model.config.n_heads {
             let vh = cols(&v, kv_head(model, head) * hd, hd);
-            vectors.push(vh.matmul(rows(&blk.o.weight, head * hd, hd)));
+            vectors.push(matmul(vh, rows(&blk.o.weight, head * hd, hd)));
             labels.push((layer, head));
         }
     }
@@ -263,15 +264,15 @@ pub fn matrices<B: Backend>(model: &Model<B>, tokenizer: &Tokenizer, cfg: &Param
     let hd = model.config.head_dim;
     let mut out = Vec::new();
     for (layer, blk) in model.blocks.iter().enumerate() {
-        let ev = e.clone().matmul(blk.v.weight.clone());
-        let eq = e.clone().matmul(blk.q.weight.clone());
-        let ek = e.clone().matmul(blk.k.weight.clone());
+        let ev = matmul(e.clone(), blk.v.weight.clone());
+        let eq = matmul(e.clone(), blk.q.weight.clone());
+        let ek = matmul(e.clone(), blk.k.weight.clone());
         // W_O^h · E_Cᵀ for each head: `[hd, n]`.
-        let oe = blk.o.weight.clone().matmul(e.clone().transpose());
+        let oe = matmul(blk.o.weight.clone(), e.clone().transpose());
         for head in 0..model.config.n_heads {
             let kvh = kv_head(model, head);
-            let ov = cols(&ev, kvh * hd, hd).matmul(rows(&oe, head * hd, hd));
-            let qk = cols(&eq, head * hd, hd).matmul(cols(&ek, kvh * hd, hd).transpose());
+            let ov = matmul(cols(&ev, kvh * hd, hd), rows(&oe, head * hd, hd));
+            let qk = matmul(cols(&eq, head * hd, hd), cols(&ek, kvh * hd, hd).transpose());
             for (circuit, m) in [(Circuit::Ov, ov), (Circuit::Qk, qk)] {
                 let values = m.into_data().into_vec::<f32>().expect("f32 backend");
                 for (rank, flat) in top_k(&values, cfg.matrix_pairs).into_iter().enumerate() {

@@ -45,20 +45,33 @@ impl<B: Backend> Linear<B> {
     }
 }
 
+/// `x · w` `[m, k] · [k, n]`: on the CPU backend by its AVX-512 kernel
+/// ([`crate::matmul::matmul_into`], each output the sequential FMA sum over `k`), elsewhere by
+/// burn's matmul.
+pub fn matmul<B: Backend>(x: Tensor<B, 2>, w: Tensor<B, 2>) -> Tensor<B, 2> {
+    cpu_matmul(&x, &w).unwrap_or_else(|| x.matmul(w))
+}
+
 /// `x · w` by the CPU backend's AVX-512 kernel ([`crate::matmul::matmul_into`]); `None` on
-/// another backend, a CPU without AVX-512F, a non-f32 tensor or a weight that is not
-/// row-major, where burn's matmul runs instead.
+/// another backend, a CPU without AVX-512F or a non-f32 tensor, where burn's matmul runs
+/// instead. A weight that is not row-major (a transposed view) is copied into a row-major one.
 fn cpu_matmul<B: Backend>(x: &Tensor<B, 2>, w: &Tensor<B, 2>) -> Option<Tensor<B, 2>> {
     use std::any::Any;
     type Cpu = crate::backend::Cpu;
     let (x, w) = ((x as &dyn Any).downcast_ref::<Tensor<Cpu, 2>>()?, (w as &dyn Any).downcast_ref::<Tensor<Cpu, 2>>()?);
     let ([m, k], [_, n]) = (x.dims(), w.dims());
+    if !crate::matmul::available() {
+        return None;
+    }
     let device = x.device();
     let x = x.clone().into_data().into_vec::<f32>().ok()?;
     let mut out = Vec::new();
-    let ran = crate::backend::with_f32_storage(w, |w, strides| strides == [n as isize, 1] && crate::matmul::matmul_into(&x, m, k, &w[..k * n], n, &mut out))?;
+    let ran = crate::backend::with_f32_storage(w, |ws, strides| strides == [n as isize, 1] && crate::matmul::matmul_into(&x, m, k, &ws[..k * n], n, &mut out))?;
     if !ran {
-        return None;
+        let w = w.clone().into_data().into_vec::<f32>().ok()?;
+        if !crate::matmul::matmul_into(&x, m, k, &w, n, &mut out) {
+            return None;
+        }
     }
     let y: Box<dyn Any> = Box::new(Tensor::<Cpu, 2>::from_data(burn_tensor::TensorData::new(out, [m, n]), &device));
     y.downcast::<Tensor<B, 2>>().ok().map(|y| *y)

@@ -32,8 +32,9 @@ pub struct Prediction {
     pub top: Vec<TokenProb>,
 }
 
-/// The indices of the `k` largest values, largest first (ties: lower index first), in one pass
-/// with a bounded heap: most values fall below the heap's minimum and cost one comparison.
+/// The indices of the `k` largest values, largest first (ties: lower index first; values in
+/// `f32::total_cmp` order, so a NaN ranks above +∞), in one pass with a bounded heap: most
+/// values fall below the heap's minimum and are skipped a block at a time.
 pub fn top_k(values: &[f32], k: usize) -> Vec<usize> {
     use std::cmp::{Ordering, Reverse};
     use std::collections::BinaryHeap;
@@ -57,13 +58,24 @@ pub fn top_k(values: &[f32], k: usize) -> Vec<usize> {
     if k == 0 {
         return Vec::new();
     }
-    let mut heap: BinaryHeap<Reverse<Entry>> = BinaryHeap::with_capacity(k + 1);
-    for (i, &v) in values.iter().enumerate() {
-        if heap.len() < k {
-            heap.push(Reverse(Entry(v, i)));
-        } else if Entry(v, i) > heap.peek().expect("k > 0").0 {
-            heap.pop();
-            heap.push(Reverse(Entry(v, i)));
+    let mut heap: BinaryHeap<Reverse<Entry>> = values[..k].iter().enumerate().map(|(i, &v)| Reverse(Entry(v, i))).collect();
+    let mut floor = heap.peek().expect("k > 0").0 .0;
+    // Blocks of values all strictly below the heap's minimum (`v < floor` in IEEE order, which
+    // implies below it in total order too) cannot enter; that test vectorizes, the heap's
+    // comparison does not. A NaN or a zero of the other sign fails `v < floor` and takes the
+    // exact comparison.
+    const BLOCK: usize = 64;
+    for (b, block) in values[k..].chunks(BLOCK).enumerate() {
+        if !block.iter().fold(false, |any, &v| any | !(v < floor)) {
+            continue;
+        }
+        for (j, &v) in block.iter().enumerate() {
+            let e = Entry(v, k + b * BLOCK + j);
+            if e > heap.peek().expect("k > 0").0 {
+                heap.pop();
+                heap.push(Reverse(e));
+                floor = heap.peek().expect("k > 0").0 .0;
+            }
         }
     }
     let mut out: Vec<Entry> = heap.into_iter().map(|Reverse(e)| e).collect();
@@ -112,6 +124,33 @@ mod tests {
         assert!(top_k(&v, 0).is_empty());
         assert_eq!(rank_of(&v, 4), 2);
         assert_eq!(rank_of(&v, 1), 0);
+    }
+
+    /// NaNs, zeros of both signs, ties and rising runs (each value entering the heap) at
+    /// lengths around the skipped blocks' size: the same list as a full sort in total order.
+    #[test]
+    fn top_k_equals_a_full_sort_on_adversarial_values() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let specials = [f32::NAN, -f32::NAN, 0.0, -0.0, f32::INFINITY, f32::NEG_INFINITY, 1.0, 1.0];
+        for n in [1, 63, 64, 65, 130, 1000, 4099] {
+            let random: Vec<f32> = (0..n).map(|_| if next() % 5 == 0 { specials[(next() % 8) as usize] } else { (next() % 64) as f32 / 8.0 - 4.0 }).collect();
+            let rising: Vec<f32> = (0..n).map(|i| i as f32).collect();
+            let zeros: Vec<f32> = (0..n).map(|i| if i % 3 == 0 { -0.0 } else { 0.0 }).collect();
+            for v in [random, rising, zeros] {
+                let mut idx: Vec<usize> = (0..v.len()).collect();
+                idx.sort_by(|&a, &b| v[b].total_cmp(&v[a]).then(a.cmp(&b)));
+                for k in [1, 2, 10, 64, n] {
+                    let k = k.min(n);
+                    assert_eq!(top_k(&v, k), idx[..k].to_vec(), "n = {n}, k = {k}");
+                }
+            }
+        }
     }
 
     #[test]
