@@ -66,7 +66,7 @@ pub fn top_k(values: &[f32], k: usize) -> Vec<usize> {
     // exact comparison.
     const BLOCK: usize = 64;
     for (b, block) in values[k..].chunks(BLOCK).enumerate() {
-        if !block.iter().fold(false, |any, &v| any | !(v < floor)) {
+        if block.iter().fold(true, |below, &v| below & (v < floor)) {
             continue;
         }
         for (j, &v) in block.iter().enumerate() {
