@@ -26,3 +26,15 @@ pub use config::ModelConfig;
 pub use error::ModelError;
 pub use hooks::{Hooks, NoHooks, RecordAll};
 pub use model::Model;
+
+/// A seeded xorshift64 stream for the unit tests' pseudo-random inputs.
+#[cfg(test)]
+pub(crate) fn test_rng(seed: u64) -> impl FnMut() -> u64 {
+    let mut state = seed;
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    }
+}

@@ -130,16 +130,11 @@ mod tests {
     /// lengths around the skipped blocks' size: the same list as a full sort in total order.
     #[test]
     fn top_k_equals_a_full_sort_on_adversarial_values() {
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = crate::test_rng(0x9e37_79b9_7f4a_7c15);
         let specials = [f32::NAN, -f32::NAN, 0.0, -0.0, f32::INFINITY, f32::NEG_INFINITY, 1.0, 1.0];
         for n in [1, 63, 64, 65, 130, 1000, 4099] {
-            let random: Vec<f32> = (0..n).map(|_| if next() % 5 == 0 { specials[(next() % 8) as usize] } else { (next() % 64) as f32 / 8.0 - 4.0 }).collect();
+            let random: Vec<f32> =
+                (0..n).map(|_| if next().is_multiple_of(5) { specials[(next() % 8) as usize] } else { (next() % 64) as f32 / 8.0 - 4.0 }).collect();
             let rising: Vec<f32> = (0..n).map(|i| i as f32).collect();
             let zeros: Vec<f32> = (0..n).map(|i| if i % 3 == 0 { -0.0 } else { 0.0 }).collect();
             for v in [random, rising, zeros] {

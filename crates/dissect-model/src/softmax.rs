@@ -152,13 +152,8 @@ mod tests {
     /// probability rounds to the same f32 on a spread of logit rows.
     #[test]
     fn the_normaliser_agrees_with_libms() {
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 11) as f64 / (1u64 << 53) as f64
-        };
+        let mut bits = crate::test_rng(0x2545_f491_4f6c_dd1d);
+        let mut next = || (bits() >> 11) as f64 / (1u64 << 53) as f64;
         for (n, scale) in [(262_147usize, 8.0), (1001, 40.0), (7, 1.0), (50_000, 0.01)] {
             let logits: Vec<f32> = (0..n).map(|_| ((next() - 0.5) * 2.0 * scale) as f32).collect();
             let (max, sum) = softmax_parts(&logits);
