@@ -151,3 +151,38 @@ fn decide(tokenizer: &Tokenizer, fact: &KnownFact, p: &Prepared, probs: &[f32]) 
         target_prob: prob(predicted),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use dissect_data::reject::{RejectReason, Rejected};
+
+    use super::FilterOutput;
+
+    /// The counts and the `--json` shape separate wrong predictions from invalid input.
+    #[test]
+    fn decisions_and_the_summary_line_count_each_kind() {
+        let wrong = RejectReason::WrongPrediction {
+            predicted_id: 1,
+            predicted: " a".into(),
+            predicted_prob: 0.5,
+            expected_id: 2,
+            expected: " b".into(),
+            expected_prob: 0.1,
+        };
+        let out = FilterOutput {
+            kept: Vec::new(),
+            rejected: vec![
+                Rejected { id: Some(3), reason: wrong },
+                Rejected { id: None, reason: RejectReason::EmptyPrompt },
+                Rejected { id: Some(5), reason: RejectReason::DuplicateId },
+            ],
+        };
+        assert_eq!(out.invalid().count(), 2);
+        assert_eq!(out.to_string(), "kept 0 of 3 (0.0%); rejected 1 wrong predictions and 2 invalid records");
+        let d = out.decisions();
+        assert_eq!(d["kept"], serde_json::json!([]));
+        assert_eq!(d["rejected"][0]["kind"], "wrong_prediction");
+        assert_eq!(d["rejected"][1]["id"], serde_json::Value::Null);
+        assert_eq!(d["rejected"][2]["kind"], "duplicate_id");
+    }
+}
