@@ -20,6 +20,7 @@ pub mod screen;
 pub mod softmax;
 pub mod source;
 pub mod tokenizer;
+pub mod vmath;
 pub mod weights;
 
 pub use config::ModelConfig;

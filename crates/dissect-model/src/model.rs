@@ -77,6 +77,24 @@ fn cpu_matmul<B: Backend>(x: &Tensor<B, 2>, w: &Tensor<B, 2>) -> Option<Tensor<B
     y.downcast::<Tensor<B, 2>>().ok().map(|y| *y)
 }
 
+/// The tanh-approximated GELU by the CPU backend's AVX-512 pass ([`crate::vmath`]: one pass,
+/// each value within one f32 ulp of the formula); `None` elsewhere, where burn's
+/// `gelu_approximate` runs.
+fn cpu_gelu_tanh<B: Backend>(x: &Tensor<B, 3>) -> Option<Tensor<B, 3>> {
+    use std::any::Any;
+    let x = (x as &dyn Any).downcast_ref::<Tensor<crate::backend::Cpu, 3>>()?;
+    if !crate::matmul::available() {
+        return None;
+    }
+    let (dims, device) = (x.dims(), x.device());
+    let mut v = x.clone().into_data().into_vec::<f32>().ok()?;
+    if !crate::vmath::gelu_tanh_in_place(&mut v) {
+        return None;
+    }
+    let y: Box<dyn Any> = Box::new(Tensor::<crate::backend::Cpu, 3>::from_data(burn_tensor::TensorData::new(v, dims), &device));
+    y.downcast::<Tensor<B, 3>>().ok().map(|y| *y)
+}
+
 /// A LayerNorm or RMSNorm over the last dimension, with its learned scale (and LayerNorm's shift).
 #[derive(Debug, Clone)]
 pub struct Norm<B: Backend> {
@@ -385,7 +403,7 @@ impl<B: Backend> Model<B> {
 
     fn activate(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         match self.config.activation {
-            Activation::GeluTanh => gelu_approximate(x),
+            Activation::GeluTanh => cpu_gelu_tanh(&x).unwrap_or_else(|| gelu_approximate(x)),
             Activation::Gelu => gelu(x),
             Activation::Silu => silu(x),
         }
