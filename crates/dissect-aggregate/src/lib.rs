@@ -41,9 +41,9 @@ pub mod report;
 pub mod summary;
 pub mod tables;
 
-use dissect_data::atomic;
 use std::path::{Path, PathBuf};
 
+use dissect_data::atomic;
 use dissect_data::parquet_io::write_parquet_atomic;
 use dissect_data::provenance::output_is_current;
 use dissect_data::Provenance;

@@ -8,10 +8,11 @@ use burn_tensor::backend::Backend;
 use dissect_model::intervene::{run_plans, run_staggered, BlockEdges, CleanRun, EdgeBlocking, ExecPath, Plan, RecordSpec};
 use dissect_model::predict::top_k;
 use dissect_model::project::{map_logit_rows, Projection};
+use dissect_model::softmax::softmax_at;
 use dissect_model::Model;
 use serde::{Deserialize, Serialize};
 
-use crate::vocab::{prob_of_residual, softmax_at};
+use crate::vocab::prob_of_residual;
 use crate::ExperimentError;
 
 /// The key positions whose edges from the last position are blocked.

@@ -3,8 +3,7 @@
 use burn_tensor::backend::Backend;
 use burn_tensor::Tensor;
 use dissect_model::project::{map_logit_rows, read_rows, Ask, Projection};
-use dissect_model::softmax::softmax;
-pub use dissect_model::softmax::softmax_at;
+use dissect_model::softmax::{softmax, softmax_at};
 use dissect_model::Model;
 
 /// The target's 0-based rank and the top-1 token of the vocabulary view of each row of `h`

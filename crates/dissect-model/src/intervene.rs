@@ -522,7 +522,8 @@ pub fn run_staggered<B: Backend>(
     q_start: usize,
 ) -> Tensor<B, 3> {
     assert!(!starts.is_empty() && starts.iter().all(|&s| s < end), "at least one plan, every one starting before `end`");
-    let q = entering(starts[0]).dims()[1];
+    let mut first = Some(entering(starts[0]));
+    let q = first.as_ref().expect("just set").dims()[1];
     let mut hooks = PlanHooks::staggered(model, plans, starts, q_start, q);
     let mut h: Option<Tensor<B, 3>> = None;
     let mut joined = 0;
@@ -532,7 +533,7 @@ pub fn run_staggered<B: Backend>(
         let joining = starts[joined..].iter().take_while(|&&s| s == start).count();
         joined += joining;
         let until = starts.get(joined).copied().unwrap_or(end);
-        let new = entering(start);
+        let new = first.take().unwrap_or_else(|| entering(start));
         let [_, s, d] = new.dims();
         let new = new.expand([joining, s, d]);
         let rows = match h {

@@ -52,47 +52,47 @@ pub fn matmul<B: Backend>(x: Tensor<B, 2>, w: Tensor<B, 2>) -> Tensor<B, 2> {
     cpu_matmul(&x, &w).unwrap_or_else(|| x.matmul(w))
 }
 
-/// `x · w` by the CPU backend's AVX-512 kernel ([`crate::matmul::matmul_into`]); `None` on
-/// another backend, a CPU without AVX-512F or a non-f32 tensor, where burn's matmul runs
-/// instead. A weight that is not row-major (a transposed view) is copied into a row-major one.
+/// `x · w` by the CPU backend's AVX-512 kernel ([`crate::matmul::matmul_into`]); `None` where
+/// [`on_host`] declines, where burn's matmul runs instead. A weight that is not row-major (a
+/// transposed view) is copied into a row-major one.
 fn cpu_matmul<B: Backend>(x: &Tensor<B, 2>, w: &Tensor<B, 2>) -> Option<Tensor<B, 2>> {
+    let w = (w as &dyn std::any::Any).downcast_ref::<Tensor<crate::backend::Cpu, 2>>()?;
+    let [k, n] = w.dims();
+    on_host(x, |x, [m, _]| {
+        let mut out = Vec::new();
+        let ran =
+            crate::backend::with_f32_storage(w, |ws, strides| strides == [n as isize, 1] && crate::matmul::matmul_into(&x, m, k, &ws[..k * n], n, &mut out))?;
+        if !ran {
+            crate::matmul::matmul_into(&x, m, k, &w.clone().into_data().into_vec::<f32>().ok()?, n, &mut out).then_some(())?;
+        }
+        Some((out, [m, n]))
+    })
+}
+
+/// The tanh-approximated GELU by one AVX-512 pass ([`crate::vmath::gelu_tanh_in_place`], each
+/// value within one f32 ulp of the formula); `None` where [`on_host`] declines, where burn's
+/// `gelu_approximate` runs.
+fn cpu_gelu_tanh<B: Backend>(x: &Tensor<B, 3>) -> Option<Tensor<B, 3>> {
+    on_host(x, |mut v, dims| crate::vmath::gelu_tanh_in_place(&mut v).then_some((v, dims)))
+}
+
+/// Runs a host kernel on `x`'s f32 values when the model is on the CPU backend of a CPU with
+/// AVX-512F (where the host kernels apply): `f` gets the values and the dims, and returns the
+/// output's. `None` on another backend, CPU or dtype, or when `f` declines.
+fn on_host<B: Backend, const D: usize, const E: usize>(
+    x: &Tensor<B, D>,
+    f: impl FnOnce(Vec<f32>, [usize; D]) -> Option<(Vec<f32>, [usize; E])>,
+) -> Option<Tensor<B, E>> {
     use std::any::Any;
     type Cpu = crate::backend::Cpu;
-    let (x, w) = ((x as &dyn Any).downcast_ref::<Tensor<Cpu, 2>>()?, (w as &dyn Any).downcast_ref::<Tensor<Cpu, 2>>()?);
-    let ([m, k], [_, n]) = (x.dims(), w.dims());
+    let x = (x as &dyn Any).downcast_ref::<Tensor<Cpu, D>>()?;
     if !crate::matmul::available() {
         return None;
     }
     let device = x.device();
-    let x = x.clone().into_data().into_vec::<f32>().ok()?;
-    let mut out = Vec::new();
-    let ran = crate::backend::with_f32_storage(w, |ws, strides| strides == [n as isize, 1] && crate::matmul::matmul_into(&x, m, k, &ws[..k * n], n, &mut out))?;
-    if !ran {
-        let w = w.clone().into_data().into_vec::<f32>().ok()?;
-        if !crate::matmul::matmul_into(&x, m, k, &w, n, &mut out) {
-            return None;
-        }
-    }
-    let y: Box<dyn Any> = Box::new(Tensor::<Cpu, 2>::from_data(burn_tensor::TensorData::new(out, [m, n]), &device));
-    y.downcast::<Tensor<B, 2>>().ok().map(|y| *y)
-}
-
-/// The tanh-approximated GELU by the CPU backend's AVX-512 pass ([`crate::vmath`]: one pass,
-/// each value within one f32 ulp of the formula); `None` elsewhere, where burn's
-/// `gelu_approximate` runs.
-fn cpu_gelu_tanh<B: Backend>(x: &Tensor<B, 3>) -> Option<Tensor<B, 3>> {
-    use std::any::Any;
-    let x = (x as &dyn Any).downcast_ref::<Tensor<crate::backend::Cpu, 3>>()?;
-    if !crate::matmul::available() {
-        return None;
-    }
-    let (dims, device) = (x.dims(), x.device());
-    let mut v = x.clone().into_data().into_vec::<f32>().ok()?;
-    if !crate::vmath::gelu_tanh_in_place(&mut v) {
-        return None;
-    }
-    let y: Box<dyn Any> = Box::new(Tensor::<crate::backend::Cpu, 3>::from_data(burn_tensor::TensorData::new(v, dims), &device));
-    y.downcast::<Tensor<B, 3>>().ok().map(|y| *y)
+    let (out, dims) = f(x.clone().into_data().into_vec::<f32>().ok()?, x.dims())?;
+    let y: Box<dyn Any> = Box::new(Tensor::<Cpu, E>::from_data(burn_tensor::TensorData::new(out, dims), &device));
+    y.downcast::<Tensor<B, E>>().ok().map(|y| *y)
 }
 
 /// A LayerNorm or RMSNorm over the last dimension, with its learned scale (and LayerNorm's shift).

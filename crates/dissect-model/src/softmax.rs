@@ -2,22 +2,15 @@
 //!
 //! A probability read needs the normaliser `Σ exp(x − max)` over every logit. Called once per
 //! logit, libm's scalar `exp` costs about as much as the row's projection itself (262,144
-//! calls for Gemma), so on AVX-512 the sum runs eight f64 lanes at a time with
-//! [`crate::vmath`]'s `exp`. Each term is within a few f64 ulps of libm's, far below the f32
-//! precision of the result.
-//! The sum's order is fixed (eight lane sums, then the lanes in order, then the tail), so a
-//! run is bitwise reproducible.
+//! calls for Gemma), so on AVX-512 the sum runs eight f64 lanes at a time
+//! ([`crate::vmath::exp_sum`]). Each term is within a few f64 ulps of libm's, far below the
+//! f32 precision of the result, and the sum's order is fixed, so a run is bitwise reproducible.
 
 /// The maximum and `Σ exp(x − max)`, accumulated in f64 so that a 262,144-token vocabulary
 /// adds no rounding of its own to the normaliser.
 pub fn softmax_parts(logits: &[f32]) -> (f64, f64) {
     let max = f64::from(logits.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)));
-    #[cfg(target_arch = "x86_64")]
-    if crate::matmul::available() {
-        // SAFETY: the CPU has AVX-512F, checked just above.
-        return (max, unsafe { avx512::exp_sum(logits, max) });
-    }
-    (max, exp_sum_scalar(logits, max))
+    (max, crate::vmath::exp_sum(logits, max).unwrap_or_else(|| exp_sum_scalar(logits, max)))
 }
 
 /// `softmax(logits)[token]`.
@@ -32,33 +25,9 @@ pub fn softmax(logits: &[f32]) -> Vec<f32> {
     logits.iter().map(|&x| ((f64::from(x) - max).exp() / sum) as f32).collect()
 }
 
-fn exp_sum_scalar(logits: &[f32], max: f64) -> f64 {
+/// libm's `exp` term by term, summed in order.
+pub(crate) fn exp_sum_scalar(logits: &[f32], max: f64) -> f64 {
     logits.iter().map(|&x| (f64::from(x) - max).exp()).sum()
-}
-
-#[cfg(target_arch = "x86_64")]
-mod avx512 {
-    use std::arch::x86_64::*;
-
-    use crate::vmath::avx512::exp_pd;
-
-    /// `Σ exp(x − max)` over `logits`.
-    #[target_feature(enable = "avx512f")]
-    pub(super) fn exp_sum(logits: &[f32], max: f64) -> f64 {
-        let chunks = logits.chunks_exact(8);
-        let tail = chunks.remainder();
-        let vmax = _mm512_set1_pd(max);
-        let mut acc = _mm512_setzero_pd();
-        for c in chunks {
-            // SAFETY: `c` holds exactly 8 f32s; the load is unaligned.
-            let x = _mm512_cvtps_pd(unsafe { _mm256_loadu_ps(c.as_ptr()) });
-            acc = _mm512_add_pd(acc, exp_pd(_mm512_sub_pd(x, vmax)));
-        }
-        let mut lanes = [0f64; 8];
-        // SAFETY: `lanes` holds 8 f64s; the store is unaligned.
-        unsafe { _mm512_storeu_pd(lanes.as_mut_ptr(), acc) };
-        lanes.iter().sum::<f64>() + super::exp_sum_scalar(tail, max)
-    }
 }
 
 #[cfg(test)]

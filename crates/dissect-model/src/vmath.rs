@@ -1,5 +1,5 @@
-//! Elementwise functions over host f32 slices, on AVX-512 where the CPU has it, computed in
-//! f64 lanes and rounded once to f32.
+//! Functions over host f32 slices on AVX-512, computed in f64 lanes; each returns `None` (or
+//! `false`) where the CPU lacks AVX-512F, and its caller takes the scalar path.
 //!
 //! `exp` is Cody–Waite reduction by `ln 2`, the Taylor polynomial of degree 12 on
 //! `|r| ≤ ln 2 / 2` (truncation below 2⁻⁵²) and `vscalefpd` for `2ⁿ`, which also takes care of
@@ -21,11 +21,23 @@ pub fn gelu_tanh_in_place(x: &mut [f32]) -> bool {
     false
 }
 
+/// `Σ exp(x − max)` over `logits`, in a fixed order: eight lane sums, then the lanes in
+/// order, then the tail by libm.
+pub fn exp_sum(logits: &[f32], max: f64) -> Option<f64> {
+    #[cfg(target_arch = "x86_64")]
+    if crate::matmul::available() {
+        // SAFETY: the CPU has AVX-512F, checked just above.
+        return Some(unsafe { avx512::exp_sum(logits, max) });
+    }
+    let _ = (logits, max);
+    None
+}
+
 /// √(2/π).
 const SQRT_2_OVER_PI: f64 = std::f64::consts::FRAC_2_SQRT_PI * std::f64::consts::FRAC_1_SQRT_2;
 
 #[cfg(target_arch = "x86_64")]
-pub(crate) mod avx512 {
+mod avx512 {
     use std::arch::x86_64::*;
 
     // fdlibm's split of ln 2: the high part's trailing zeros make `n · LN2_HI` exact.
@@ -49,7 +61,7 @@ pub(crate) mod avx512 {
     /// `exp(x)` in each lane: a NaN stays NaN, `−∞` and anything below −800 give 0, beyond
     /// 709.8 it overflows to `+∞`.
     #[target_feature(enable = "avx512f")]
-    pub(crate) fn exp_pd(x: __m512d) -> __m512d {
+    pub(super) fn exp_pd(x: __m512d) -> __m512d {
         // `max(floor, x)` returns `x` when it is NaN, so a NaN logit still poisons the sum.
         let x = _mm512_max_pd(_mm512_set1_pd(-800.0), x);
         let n = _mm512_roundscale_pd::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_pd(x, _mm512_set1_pd(std::f64::consts::LOG2_E)));
@@ -63,6 +75,24 @@ pub(crate) mod avx512 {
         p = _mm512_fmadd_pd(p, r, one);
         p = _mm512_fmadd_pd(p, r, one);
         _mm512_scalef_pd(p, n)
+    }
+
+    /// [`super::exp_sum`] on AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn exp_sum(logits: &[f32], max: f64) -> f64 {
+        let chunks = logits.chunks_exact(8);
+        let tail = chunks.remainder();
+        let vmax = _mm512_set1_pd(max);
+        let mut acc = _mm512_setzero_pd();
+        for c in chunks {
+            // SAFETY: `c` holds exactly 8 f32s; the load is unaligned.
+            let x = _mm512_cvtps_pd(unsafe { _mm256_loadu_ps(c.as_ptr()) });
+            acc = _mm512_add_pd(acc, exp_pd(_mm512_sub_pd(x, vmax)));
+        }
+        let mut lanes = [0f64; 8];
+        // SAFETY: `lanes` holds 8 f64s; the store is unaligned.
+        unsafe { _mm512_storeu_pd(lanes.as_mut_ptr(), acc) };
+        lanes.iter().sum::<f64>() + crate::softmax::exp_sum_scalar(tail, max)
     }
 
     /// [`super::gelu_tanh_in_place`] on AVX-512F.
