@@ -5,6 +5,7 @@
 use std::ops::Range;
 
 use burn_tensor::backend::Backend;
+use burn_tensor::Tensor;
 use dissect_model::intervene::{run_plans, run_staggered, BlockEdges, CleanRun, EdgeBlocking, ExecPath, Plan, RecordSpec};
 use dissect_model::predict::top_k;
 use dissect_model::project::{map_logit_rows, Projection};
@@ -133,23 +134,34 @@ pub struct KnockoutResult {
 
 /// The knockout sweep of one prompt. The target is the model's own top-1 on the clean run.
 pub fn knockout_sweep<B: Backend>(model: &Model<B>, ids: &[u32], subject: Range<usize>, cfg: &KnockoutConfig) -> Result<KnockoutResult, ExperimentError> {
-    knockout_sweep_from(model, &CleanRun::new(model, ids)?, subject, cfg)
+    let clean = CleanRun::new(model, ids)?;
+    let last = ids.len() - 1;
+    // One clean forward gives both the prediction and the stream each variant joins.
+    let record = RecordSpec { residual: true, positions: vec![vec![last]], ..RecordSpec::default() };
+    let (_, rec) = run_plans(model, &clean, &[Plan::default()], ExecPath::Full, record)?;
+    let d = model.config.hidden;
+    let stream = Tensor::cat(rec.residual, 1).reshape([model.n_layers() + 1, d]);
+    knockout_sweep_from(model, &clean, stream, subject, cfg)
 }
 
-/// [`knockout_sweep`] on a prompt whose clean run is already at hand.
+/// [`knockout_sweep`] on a prompt whose clean run is already at hand: `last_stream` is its
+/// residual stream at the last position, entering every block and after the last
+/// (`hidden_states[0..=n_layers]`, `[n_layers + 1, hidden]`), as the activation cache holds it.
 pub fn knockout_sweep_from<B: Backend>(
     model: &Model<B>,
     clean: &CleanRun<B>,
+    last_stream: Tensor<B, 2>,
     subject: Range<usize>,
     cfg: &KnockoutConfig,
 ) -> Result<KnockoutResult, ExperimentError> {
     let ids = &clean.ids;
     let s = ids.len();
     let n_layers = model.n_layers();
+    let d = model.config.hidden;
+    assert_eq!(last_stream.dims(), [n_layers + 1, d], "knockout_sweep_from: the last position's stream is [n_layers + 1, hidden]");
     let last = s - 1;
     let has_bos = model.config.bos_token_id.is_some_and(|b| ids[0] == b);
-    let (h, _) = run_plans(model, clean, &[Plan::default()], ExecPath::Full, RecordSpec::default())?;
-    let (target, p_base) = map_logit_rows(model, h, Projection::LogitLens, |r| {
+    let (target, p_base) = map_logit_rows(model, last_stream.clone().slice([n_layers..n_layers + 1]), Projection::LogitLens, |r| {
         let target = top_k(r, 1)[0];
         (target, softmax_at(r, target))
     })
@@ -164,25 +176,19 @@ pub fn knockout_sweep_from<B: Backend>(
             variants.push((layer, set, Plan { edges, ..Plan::default() }));
         }
     }
-    // On the fast path, a variant's last position is the clean one until its window starts:
-    // variants join a growing batch there (layer-major order has ascending starts).
-    let entering = match cfg.path {
-        ExecPath::Fast => {
-            let record = RecordSpec { residual: true, positions: vec![vec![last]], ..RecordSpec::default() };
-            Some(run_plans(model, clean, &[Plan::default()], ExecPath::Fast, record)?.1.residual)
-        }
-        ExecPath::Full => None,
-    };
     let mut rows = Vec::with_capacity(variants.len());
     for chunk in variants.chunks(cfg.batch.max(1)) {
         let plans: Vec<Plan> = chunk.iter().map(|(_, _, p)| p.clone()).collect();
-        let h = match &entering {
-            Some(entering) => {
+        let n = plans.len();
+        let h = match cfg.path {
+            // A variant's last position is the clean one until its window starts: variants join
+            // a growing batch there (layer-major order has ascending starts).
+            ExecPath::Fast => {
                 let starts: Vec<usize> = chunk.iter().map(|(layer, _, _)| window_layers(*layer, cfg.window, n_layers).start).collect();
-                let n = plans.len();
-                run_staggered(model, &plans, &starts, n_layers, |l| entering[l].clone(), Some(&clean.prefix), last).reshape([n, model.config.hidden])
+                let entering = |l: usize| last_stream.clone().slice([l..l + 1]).reshape([1, 1, d]);
+                run_staggered(model, &plans, &starts, n_layers, entering, Some(&clean.prefix), last).reshape([n, d])
             }
-            None => run_plans(model, clean, &plans, cfg.path, RecordSpec::default())?.0,
+            ExecPath::Full => run_plans(model, clean, &plans, cfg.path, RecordSpec::default())?.0,
         };
         for ((layer, set, _), p_new) in chunk.iter().zip(prob_of_residual(model, h, target)) {
             rows.push(KnockoutRow { layer: *layer, block: *set, p_new, pct_change: 100.0 * (p_new - p_base) / p_base });
@@ -196,7 +202,8 @@ pub struct Knockout;
 
 impl crate::record::Measure for Knockout {
     fn measure<B: Backend>(run: &crate::record::RecordRun<'_, B>, out: &mut crate::rows::TableRows) -> Result<(), ExperimentError> {
-        let r = knockout_sweep_from(run.model, &run.clean, run.subject(), &run.cfg.knockout)?;
+        let last = run.cached()?.residual(dissect_data::PositionKind::Last).expect("every prompt has a last position");
+        let r = knockout_sweep_from(run.model, &run.clean, last, run.subject(), &run.cfg.knockout)?;
         for row in r.rows {
             out.push(dissect_data::table::KnockoutRow {
                 id: run.id(),

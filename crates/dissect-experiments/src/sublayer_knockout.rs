@@ -102,14 +102,24 @@ pub fn sublayer_knockout<B: Backend>(
     let mut labels = vec![(None, None, None, None)];
     let at_read = |h: Tensor<B, 2>| crate::projected_hidden_state(model, read, h, cfg.projection);
     let clean = at_read(hidden[read].clone().slice([subject_last..q]));
-    // Every start's variants in one batch that grows block by block (ascending starts).
-    let (mut plans, mut starts) = (Vec::new(), Vec::new());
+    // Every start's variants in one batch that grows block by block (ascending starts). A
+    // variant that computes what another already does runs once: the notebook's MLP knockout
+    // where the MLP writes nothing without its activations is the zero knockout.
+    let (mut plans, mut starts) = (Vec::<Plan>::new(), Vec::new());
+    let mut row_of = vec![0];
     for start in 0..repr {
         let end = (start + cfg.span).min(repr);
         for sublayer in [Sublayer::Mlp, Sublayer::Attn] {
             for &mode in &cfg.modes {
-                plans.push(Plan { knockouts: vec![Knockout { sublayer, layers: start..end, positions: None, mode }], ..Plan::default() });
-                starts.push(start);
+                let same_as_zero = sublayer == Sublayer::Mlp && (start..end).all(|l| model.mlp_is_zero_without_activations(l));
+                let run_mode = if same_as_zero { KnockoutMode::Zero } else { mode };
+                let plan = Plan { knockouts: vec![Knockout { sublayer, layers: start..end, positions: None, mode: run_mode }], ..Plan::default() };
+                let at = plans.iter().position(|p| *p == plan).unwrap_or_else(|| {
+                    plans.push(plan);
+                    starts.push(start);
+                    plans.len() - 1
+                });
+                row_of.push(at + 1);
                 labels.push((Some(start), Some(end), Some(sublayer), Some(mode)));
             }
         }
@@ -122,10 +132,15 @@ pub fn sublayer_knockout<B: Backend>(
         vectors.push(at_read(out.slice([0..n, subject_last..q]).reshape([n, d])));
     }
     let ask = Ask { rank_of: None, top: attrs.top };
-    let rates = read_rows(model, Tensor::cat(vectors, 0), cfg.projection, ask)
+    let rates: Vec<f32> = read_rows(model, Tensor::cat(vectors, 0), cfg.projection, ask)
         .into_iter()
-        .map(|a| attributes_rate(&top_tokens(&a.top, tokenizer, stopwords, attrs), paragraph));
-    labels.into_iter().zip(rates).map(|((start, end, sublayer, mode), rate)| SublayerRow { start, end, sublayer, mode, read_layer: read, rate }).collect()
+        .map(|a| attributes_rate(&top_tokens(&a.top, tokenizer, stopwords, attrs), paragraph))
+        .collect();
+    labels
+        .into_iter()
+        .zip(row_of)
+        .map(|((start, end, sublayer, mode), row)| SublayerRow { start, end, sublayer, mode, read_layer: read, rate: rates[row] })
+        .collect()
 }
 
 /// The `sublayer_knockout` table ([`dissect_data::table::SublayerKnockoutRow`]).

@@ -310,6 +310,8 @@ fn probs_t(model: &Model<B>, h: Tensor<B, 2>) -> Vec<f32> {
 #[test]
 fn sublayer_knockout_notebook_vs_zero() {
     let model = model_b();
+    // The notebook's MLP knockout leaves the down projection's bias: not the zero knockout.
+    assert!(!model.mlp_is_zero_without_activations(0), "the MLP has an output bias");
     let (want_last, want_sub) = expected_b();
     // Every hand value differs from the others where the modes should differ.
     assert!((want_last[1] - want_last[2]).abs() > 0.05 && (want_last[3] - want_last[4]).abs() > 0.05);

@@ -263,6 +263,15 @@ impl<B: Backend> Model<B> {
         self.config.n_layers
     }
 
+    /// Whether block `l`'s MLP writes exactly zero to the residual stream when its hidden
+    /// activations are zero: no bias on the down projection and no shift in a norm after it
+    /// (a norm maps the zero vector to itself). The notebook's MLP knockout (activations set to
+    /// zero) is then the same computation as removing the sublayer.
+    pub fn mlp_is_zero_without_activations(&self, l: usize) -> bool {
+        let blk = &self.blocks[l];
+        blk.down.bias.is_none() && blk.post_mlp_norm.as_ref().is_none_or(|n| n.bias.is_none())
+    }
+
     /// Token ids `[batch, seq]` as a device tensor. Rows of unequal length must be padded on the
     /// right: causal attention means padding never changes the real positions' values.
     pub fn ids_tensor(&self, rows: &[Vec<u32>]) -> Result<Tensor<B, 2, Int>, ModelError> {
