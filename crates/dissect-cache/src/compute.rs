@@ -12,10 +12,8 @@ use dissect_model::Model;
 use crate::error::CacheError;
 use crate::schema::{KindResidual, RecordActivations};
 
-/// Recorded positions per row, in this order; a kind the prompt lacks records `last` in its
-/// slot (every row must record equally many positions) and is dropped afterwards.
+/// The kinds a record's residual stream is kept at, in this order.
 const SLOTS: [PositionKind; 5] = PositionKind::ALL;
-const LAST_SLOT: usize = 4;
 
 /// The cached activations of `records`, in their order, from clean forward passes of
 /// `batch_size` prompts each. Prompts are grouped by length so that little is padded; rows
@@ -29,14 +27,7 @@ pub fn compute<B: Backend>(model: &Model<B>, tokenizer: &Tokenizer, records: &[K
     }
     let mut ids = Vec::with_capacity(records.len());
     for r in records {
-        let enc = tokenizer.encode(&r.prompt)?.ids;
-        if enc.len() != r.n_tokens {
-            return Err(CacheError::Record {
-                id: r.id,
-                message: format!("the prompt tokenizes to {} tokens, the filter stage saw {}: was it filtered with another model?", enc.len(), r.n_tokens),
-            });
-        }
-        ids.push(enc);
+        ids.push(encode(tokenizer, r)?);
     }
     let mut order: Vec<usize> = (0..records.len()).collect();
     order.sort_by_key(|&i| ids[i].len());
@@ -44,57 +35,69 @@ pub fn compute<B: Backend>(model: &Model<B>, tokenizer: &Tokenizer, records: &[K
     for batch in order.chunks(batch_size) {
         let rows: Vec<Vec<u32>> = batch.iter().map(|&i| ids[i].clone()).collect();
         let recs: Vec<&KeptRecord> = batch.iter().map(|&i| &records[i]).collect();
-        for (&i, acts) in batch.iter().zip(forward_batch(model, &recs, &rows)?) {
+        for (&i, (acts, _)) in batch.iter().zip(forward_batch(model, &recs, &rows)?) {
             out[i] = Some(acts);
         }
     }
     Ok(out.into_iter().map(|a| a.expect("every record is in one batch")).collect())
 }
 
-fn forward_batch<B: Backend>(model: &Model<B>, records: &[&KeptRecord], rows: &[Vec<u32>]) -> Result<Vec<RecordActivations>, CacheError> {
+/// One record's cached activations — the values [`compute`] gives it with a batch of one — and
+/// its clean residual stream at every position (`hidden_states[0..=n_layers]`, each
+/// `[seq, hidden]`), both from that one forward pass: for a run without a cache, which reads
+/// both.
+pub fn compute_with_stream<B: Backend>(model: &Model<B>, tokenizer: &Tokenizer, record: &KeptRecord) -> Result<(RecordActivations, Vec<Tensor<B, 2>>), CacheError> {
+    let ids = encode(tokenizer, record)?;
+    Ok(forward_batch(model, &[record], &[ids])?.remove(0))
+}
+
+fn encode(tokenizer: &Tokenizer, r: &KeptRecord) -> Result<Vec<u32>, CacheError> {
+    let enc = tokenizer.encode(&r.prompt)?.ids;
+    if enc.len() != r.n_tokens {
+        return Err(CacheError::Record {
+            id: r.id,
+            message: format!("the prompt tokenizes to {} tokens, the filter stage saw {}: was it filtered with another model?", enc.len(), r.n_tokens),
+        });
+    }
+    Ok(enc)
+}
+
+/// One clean forward pass over `rows` (padded on the right), recording every site at every
+/// position; per row, its activations and its residual stream over its own length.
+fn forward_batch<B: Backend>(model: &Model<B>, records: &[&KeptRecord], rows: &[Vec<u32>]) -> Result<Vec<(RecordActivations, Vec<Tensor<B, 2>>)>, CacheError> {
     let (n, d, n_layers) = (rows.len(), model.config.hidden, model.n_layers());
     let s = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let positions: Vec<Vec<usize>> = records
-        .iter()
-        .map(|r| {
-            let p = r.positions();
-            let last = p.last;
-            SLOTS.iter().map(|&k| p.get(k).unwrap_or(last)).collect()
-        })
-        .collect();
-    let spec = RecordSpec { residual: true, attn_out: true, mlp_out: true, positions: positions.clone() };
+    let spec = RecordSpec { residual: true, attn_out: true, mlp_out: true, positions: vec![(0..s).collect(); n] };
     let mut hooks = PlanHooks::new(model, &vec![Plan::default(); n], 0, s, spec);
     model.forward(model.ids_tensor(rows)?, &mut hooks);
     let rec = hooks.recorded;
-    let k = SLOTS.len();
-    // [n, (n_layers + 1) · slots, d]: row r, layer l, slot j at ((r · (L+1) + l) · slots + j) · d.
-    let residual = host(Tensor::cat(rec.residual, 1));
-    let at_last = |t: Vec<Tensor<B, 3>>| host(Tensor::cat(t.into_iter().map(|t| t.slice([0..n, LAST_SLOT..LAST_SLOT + 1])).collect(), 1));
-    // [n, n_layers, d].
-    let (attn, mlp) = (at_last(rec.attn_out), at_last(rec.mlp_out));
-    let per_row = n_layers * d;
+    // [n, layers · s, d]: row r, layer l, position p at ((r · layers + l) · s + p) · d.
+    let residual = host(Tensor::cat(rec.residual.clone(), 1));
+    let (attn, mlp) = (host(Tensor::cat(rec.attn_out, 1)), host(Tensor::cat(rec.mlp_out, 1)));
+    let at = |values: &[f32], layers: usize, r: usize, l: usize, p: usize| {
+        let i = ((r * layers + l) * s + p) * d;
+        values[i..i + d].to_vec()
+    };
     let mut out = Vec::with_capacity(n);
-    for (r, rec) in records.iter().enumerate() {
-        let p = rec.positions();
+    for (r, rec_r) in records.iter().enumerate() {
+        let p = rec_r.positions();
         let mut kinds = BTreeMap::new();
-        for (j, &kind) in SLOTS.iter().enumerate() {
+        for kind in SLOTS {
             let Some(token_index) = p.get(kind) else { continue };
-            debug_assert_eq!(positions[r][j], token_index);
-            let mut values = Vec::with_capacity((n_layers + 1) * d);
-            for l in 0..=n_layers {
-                let at = ((r * (n_layers + 1) + l) * k + j) * d;
-                values.extend_from_slice(&residual[at..at + d]);
-            }
+            let values = (0..=n_layers).flat_map(|l| at(&residual, n_layers + 1, r, l, token_index)).collect();
             kinds.insert(kind, KindResidual { token_index, values });
         }
-        out.push(RecordActivations {
-            id: rec.id,
+        let acts = RecordActivations {
+            id: rec_r.id,
             n_layers,
             hidden: d,
             residual: kinds,
-            attn_out: attn[r * per_row..(r + 1) * per_row].to_vec(),
-            mlp_out: mlp[r * per_row..(r + 1) * per_row].to_vec(),
-        });
+            attn_out: (0..n_layers).flat_map(|l| at(&attn, n_layers, r, l, p.last)).collect(),
+            mlp_out: (0..n_layers).flat_map(|l| at(&mlp, n_layers, r, l, p.last)).collect(),
+        };
+        let len = rows[r].len();
+        let stream = rec.residual.iter().map(|t| t.clone().slice([r..r + 1, 0..len]).reshape([len, d])).collect();
+        out.push((acts, stream));
     }
     Ok(out)
 }

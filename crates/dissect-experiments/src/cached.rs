@@ -4,6 +4,7 @@
 //! same, bit for bit, with and without a cache (written with the default batch of one prompt).
 
 use burn_tensor::backend::Backend;
+use burn_tensor::Tensor;
 use dissect_cache::{CacheReader, CachedRecord};
 use dissect_data::KeptRecord;
 use dissect_model::tokenizer::Tokenizer;
@@ -34,9 +35,11 @@ pub fn cached_record<B: Backend>(cache: &CacheReader, model: &Model<B>, rec: &Ke
     Ok(c)
 }
 
-/// The activations the cache would hold for `rec`, computed now: [`dissect_cache::compute()`] on
-/// this record alone, as `dissect cache` does with its default batch of one.
-pub fn computed_record<B: Backend>(model: &Model<B>, tokenizer: &Tokenizer, rec: &KeptRecord) -> Result<CachedRecord<B>, ExperimentError> {
-    let acts = dissect_cache::compute(model, tokenizer, std::slice::from_ref(rec), 1)?;
-    Ok(CachedRecord::from_host(&acts[0], &model.device))
+/// The activations the cache would hold for `rec`, computed now — the values
+/// [`dissect_cache::compute()`] gives this record alone, as `dissect cache` does with its
+/// default batch of one — and the clean residual stream at every position from the same
+/// forward pass.
+pub fn computed_record<B: Backend>(model: &Model<B>, tokenizer: &Tokenizer, rec: &KeptRecord) -> Result<(CachedRecord<B>, Vec<Tensor<B, 2>>), ExperimentError> {
+    let (acts, stream) = dissect_cache::compute_with_stream(model, tokenizer, rec)?;
+    Ok((CachedRecord::from_host(&acts, &model.device), stream))
 }

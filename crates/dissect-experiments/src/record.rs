@@ -45,8 +45,11 @@ pub struct RecordRun<'a, B: Backend> {
     pub ids: Vec<u32>,
     /// The clean forward pass, shared by the interventions' fast paths.
     pub clean: CleanRun<B>,
+    /// With a cache: the clean stream (its own forward pass) and the cached record.
     hidden: OnceCell<Vec<Tensor<B, 2>>>,
     cached: OnceCell<CachedRecord<B>>,
+    /// Without one: both from one forward pass.
+    computed: OnceCell<(CachedRecord<B>, Vec<Tensor<B, 2>>)>,
     extraction: OnceCell<Vec<ExtractionRow>>,
 }
 
@@ -65,7 +68,7 @@ impl<'a, B: Backend> RecordRun<'a, B> {
             return Err(ExperimentError::TokenizationMismatch { id: rec.id, tokens: ids.len(), filtered: rec.n_tokens });
         }
         let clean = CleanRun::new(model, &ids)?;
-        Ok(RecordRun { model, tokenizer, inputs, cfg, rec, ids, clean, hidden: OnceCell::new(), cached: OnceCell::new(), extraction: OnceCell::new() })
+        Ok(RecordRun { model, tokenizer, inputs, cfg, rec, ids, clean, hidden: OnceCell::new(), cached: OnceCell::new(), computed: OnceCell::new(), extraction: OnceCell::new() })
     }
 
     /// The `id` column's value.
@@ -91,6 +94,9 @@ impl<'a, B: Backend> RecordRun<'a, B> {
 
     /// The clean residual stream entering every block and after the last, at every position.
     pub fn hidden(&self) -> Result<&[Tensor<B, 2>], ExperimentError> {
+        if self.inputs.cache.is_none() {
+            return Ok(&self.computed()?.1);
+        }
         once(&self.hidden, || clean_hidden(self.model, &self.ids)).map(Vec::as_slice)
     }
 
@@ -98,10 +104,15 @@ impl<'a, B: Backend> RecordRun<'a, B> {
     /// when the run has one, else computed by the cache's own code, so the tables are the same,
     /// bit for bit, either way.
     pub fn cached(&self) -> Result<&CachedRecord<B>, ExperimentError> {
-        once(&self.cached, || match self.inputs.cache {
-            Some(cache) => crate::cached::cached_record(cache, self.model, self.rec),
-            None => crate::cached::computed_record(self.model, self.tokenizer, self.rec),
-        })
+        match self.inputs.cache {
+            Some(cache) => once(&self.cached, || crate::cached::cached_record(cache, self.model, self.rec)),
+            None => Ok(&self.computed()?.0),
+        }
+    }
+
+    /// Without a cache, the cached record and the clean stream from one forward pass.
+    fn computed(&self) -> Result<&(CachedRecord<B>, Vec<Tensor<B, 2>>), ExperimentError> {
+        once(&self.computed, || crate::cached::computed_record(self.model, self.tokenizer, self.rec))
     }
 
     /// Extraction's rows, computed once: ranks reuse the clean ones.
