@@ -76,34 +76,49 @@ pub fn extraction<B: Backend>(
     extraction_from(model, clean, subject, target, cfg, None)
 }
 
-/// [`extraction`], with the clean run's MHSA and MLP outputs at the last position
-/// (`[n_layers, hidden]` each, e.g. from the activation cache) given instead of computed.
-/// The blocked variants still run the model.
+/// The clean run at the last position: what [`extraction_from`] reads there.
+pub struct CleanSites<B: Backend> {
+    /// Every block's MHSA output `[n_layers, hidden]`.
+    pub attn_out: Tensor<B, 2>,
+    /// Every block's MLP output `[n_layers, hidden]`.
+    pub mlp_out: Tensor<B, 2>,
+    /// The residual stream entering every block and after the last
+    /// (`hidden_states[0..=n_layers]`, `[n_layers + 1, hidden]`).
+    pub stream: Tensor<B, 2>,
+}
+
+/// [`extraction`], with the clean run's sites at the last position given instead of computed
+/// (e.g. from the activation cache). The blocked variants still run the model.
 pub fn extraction_from<B: Backend>(
     model: &Model<B>,
     clean: &CleanRun<B>,
     subject: &Range<usize>,
     target: u32,
     cfg: &ExtractionConfig,
-    clean_sites: Option<(Tensor<B, 2>, Tensor<B, 2>)>,
+    clean_sites: Option<CleanSites<B>>,
 ) -> Result<Vec<ExtractionRow>, ExperimentError> {
     let s = clean.ids.len();
     let last = s - 1;
     let n_layers = model.n_layers();
+    let d = model.config.hidden;
     let has_bos = model.config.bos_token_id.is_some_and(|b| clean.ids[0] == b);
     // Everything is projected at the end, in one call: wide matmuls run the fastest.
     let mut vectors: Vec<Tensor<B, 2>> = Vec::new();
     let mut labels: Vec<(usize, Sublayer, Option<BlockSet>)> = Vec::new();
 
     let spec = |n: usize, mlp: bool| RecordSpec { attn_out: true, mlp_out: mlp, positions: vec![vec![last]; n], ..RecordSpec::default() };
-    let (attn, mlp) = match clean_sites {
+    let sites = match clean_sites {
         Some(sites) => sites,
         None => {
-            let (_, rec) = run_plans(model, clean, &[Plan::default()], cfg.path, spec(1, true))?;
-            (Tensor::cat(rec.attn_out, 1).reshape([n_layers, model.config.hidden]), Tensor::cat(rec.mlp_out, 1).reshape([n_layers, model.config.hidden]))
+            let (_, rec) = run_plans(model, clean, &[Plan::default()], cfg.path, RecordSpec { residual: true, ..spec(1, true) })?;
+            let rows = |t: Vec<Tensor<B, 3>>| {
+                let n = t.len();
+                Tensor::cat(t, 1).reshape([n, d])
+            };
+            CleanSites { attn_out: rows(rec.attn_out), mlp_out: rows(rec.mlp_out), stream: rows(rec.residual) }
         }
     };
-    vectors.extend([attn, mlp]);
+    vectors.extend([sites.attn_out, sites.mlp_out]);
     labels.extend((0..n_layers).map(|l| (l, Sublayer::Attn, None)).chain((0..n_layers).map(|l| (l, Sublayer::Mlp, None))));
 
     let sets: Vec<(BlockSet, Vec<usize>)> = cfg.blocked.iter().filter_map(|&set| Some((set, set.positions(s, subject, has_bos)?))).collect();
@@ -116,11 +131,9 @@ pub fn extraction_from<B: Backend>(
         // A row blocks edges at layer l only and reads that layer's MHSA output, so everything
         // before it is the clean run: block l's attention alone, on the clean last-position
         // residual and the prompt's cached keys and values, one row per set.
-        let (_, rec) =
-            run_plans(model, clean, &[Plan::default()], ExecPath::Fast, RecordSpec { residual: true, positions: vec![vec![last]], ..RecordSpec::default() })?;
-        let d = model.config.hidden;
         let mut blocked = vec![Vec::new(); sets.len()];
-        for (l, h) in rec.residual.into_iter().take(n_layers).enumerate() {
+        for l in 0..n_layers {
+            let h = sites.stream.clone().slice([l..l + 1]);
             let plans: Vec<Plan> = sets.iter().map(|(_, keys)| block_at(l, keys)).collect();
             let mut hooks = PlanHooks::new(model, &plans, last, 1, RecordSpec::default());
             let a = model.attn_sublayer(l, h.reshape([1, 1, d]).expand([sets.len(), 1, d]), Some(&clean.prefix[l]), &mut hooks);

@@ -6,6 +6,7 @@ use std::ops::Range;
 
 use burn_tensor::backend::Backend;
 use burn_tensor::Tensor;
+use dissect_data::PositionKind;
 use dissect_model::intervene::{run_plans, run_staggered, BlockEdges, CleanRun, EdgeBlocking, ExecPath, Plan, RecordSpec};
 use dissect_model::predict::top_k;
 use dissect_model::project::{map_logit_rows, Projection};
@@ -202,7 +203,7 @@ pub struct Knockout;
 
 impl crate::record::Measure for Knockout {
     fn measure<B: Backend>(run: &crate::record::RecordRun<'_, B>, out: &mut crate::rows::TableRows) -> Result<(), ExperimentError> {
-        let last = run.cached()?.residual(dissect_data::PositionKind::Last).expect("every prompt has a last position");
+        let last = run.cached()?.residual(PositionKind::Last).expect("every prompt has a last position");
         let r = knockout_sweep_from(run.model, &run.clean, last, run.subject(), &run.cfg.knockout)?;
         for row in r.rows {
             out.push(dissect_data::table::KnockoutRow {

@@ -15,7 +15,7 @@ use dissect_model::intervene::CleanRun;
 use dissect_model::tokenizer::Tokenizer;
 use dissect_model::Model;
 
-use crate::extraction::{extraction_from, ExtractionRow};
+use crate::extraction::{extraction_from, CleanSites, ExtractionRow};
 use crate::rows::TableRows;
 use crate::stage::{ExperimentsConfig, Inputs};
 use crate::{clean_hidden, ExperimentError};
@@ -119,7 +119,9 @@ impl<'a, B: Backend> RecordRun<'a, B> {
     pub fn extraction_rows(&self) -> Result<&[ExtractionRow], ExperimentError> {
         once(&self.extraction, || {
             let c = self.cached()?;
-            extraction_from(self.model, &self.clean, &self.subject(), self.target(), &self.cfg.extraction, Some((c.attn_out(), c.mlp_out())))
+            let stream = c.residual(PositionKind::Last).expect("every prompt has a last position");
+            let sites = CleanSites { attn_out: c.attn_out(), mlp_out: c.mlp_out(), stream };
+            extraction_from(self.model, &self.clean, &self.subject(), self.target(), &self.cfg.extraction, Some(sites))
         })
         .map(Vec::as_slice)
     }
