@@ -92,10 +92,18 @@ pub fn patching<B: Backend>(
             continue;
         }
         // Blocks before `layer` are unchanged: only block `layer`'s attention runs, on the
-        // patched input (its MLP comes after what is read).
+        // patched input (its MLP comes after what is read), and only the last position's
+        // output is read: the earlier positions give their keys and values alone.
         let n = variants.len();
-        let a = model.attn_sublayer(layer, Tensor::cat(inputs, 0), None, &mut NoHooks);
-        attn_outs.push(a.slice([0..n, last..s]).reshape([n, model.config.hidden]));
+        let h = Tensor::cat(inputs, 0);
+        let a = match last {
+            0 => model.attn_sublayer(layer, h, None, &mut NoHooks),
+            _ => {
+                let prefix = model.kv_cache(layer, h.clone().slice([0..n, 0..last]));
+                model.attn_sublayer(layer, h.slice([0..n, last..s]), Some(&prefix), &mut NoHooks)
+            }
+        };
+        attn_outs.push(a.reshape([n, model.config.hidden]));
         labels.extend(variants.into_iter().map(|(source, set)| (layer, source, set)));
     }
     if labels.is_empty() {

@@ -418,6 +418,41 @@ impl<B: Backend> Model<B> {
         }
     }
 
+    /// The keys and values block `l` computes for the residual stream `h` `[batch, seq, hidden]`
+    /// at positions `0..seq`: what a forward pass over `h` keeps for the positions after it
+    /// (rotated and normed as attention uses them).
+    pub fn kv_cache(&self, l: usize, h: Tensor<B, 3>) -> KvCache<B> {
+        let blk = &self.blocks[l];
+        let rope = self.rope(l, 0, h.dims()[1]);
+        let (k, v) = self.keys_values(blk, blk.attn_norm.forward(h), rope.as_ref());
+        KvCache { k, v }
+    }
+
+    /// cos/sin tables for positions `start..start+len` at block `l`; `None` without rotary
+    /// embeddings.
+    fn rope(&self, l: usize, start: usize, len: usize) -> Option<(Tensor<B, 2>, Tensor<B, 2>)> {
+        let Positions::Rotary { rotary_dim, .. } = self.config.positions else { return None };
+        let layer = &self.config.layers[l];
+        Some(rope_tables::<B>(start, len, rotary_dim, layer.rope_base, layer.rope_scale, layer.rope_inv_freq.as_deref(), &self.device))
+    }
+
+    /// Keys and values `[batch, kv_heads, seq, head_dim]` of the normed input `x`, with the
+    /// key norm and `rope` applied to the keys.
+    fn keys_values(&self, blk: &Block<B>, x: Tensor<B, 3>, rope: Option<&(Tensor<B, 2>, Tensor<B, 2>)>) -> (Tensor<B, 4>, Tensor<B, 4>) {
+        let c = &self.config;
+        let [b, len, _] = x.dims();
+        let heads = |t: Tensor<B, 3>| t.reshape([b, len, c.n_kv_heads, c.head_dim]).swap_dims(1, 2);
+        let mut k = heads(blk.k.forward(x.clone()));
+        let v = heads(blk.v.forward(x));
+        if let Some(n) = &blk.k_norm {
+            k = n.forward(k);
+        }
+        if let (Some((cos, sin)), &Positions::Rotary { style, rotary_dim }) = (rope, &c.positions) {
+            k = apply_rope(k, cos, sin, style, rotary_dim);
+        }
+        (k, v)
+    }
+
     fn attention(
         &self,
         l: usize,
@@ -430,22 +465,15 @@ impl<B: Backend> Model<B> {
         let c = &self.config;
         let [b, q_len, _] = x.dims();
         let (nh, nkv, hd) = (c.n_heads, c.n_kv_heads, c.head_dim);
-        let heads = |t: Tensor<B, 3>, n: usize| t.reshape([b, q_len, n, hd]).swap_dims(1, 2);
-        let mut q = heads(blk.q.forward(x.clone()), nh);
-        let mut k = heads(blk.k.forward(x.clone()), nkv);
-        let mut v = heads(blk.v.forward(x), nkv);
+        let rope = self.rope(l, ctx.start, q_len);
+        let mut q = blk.q.forward(x.clone()).reshape([b, q_len, nh, hd]).swap_dims(1, 2);
         if let Some(n) = &blk.q_norm {
             q = n.forward(q);
         }
-        if let Some(n) = &blk.k_norm {
-            k = n.forward(k);
+        if let (Some((cos, sin)), &Positions::Rotary { style, rotary_dim }) = (&rope, &c.positions) {
+            q = apply_rope(q, cos, sin, style, rotary_dim);
         }
-        if let Positions::Rotary { style, rotary_dim } = c.positions {
-            let layer = &c.layers[l];
-            let (cos, sin) = rope_tables::<B>(ctx.start, q_len, rotary_dim, layer.rope_base, layer.rope_scale, layer.rope_inv_freq.as_deref(), &self.device);
-            q = apply_rope(q, &cos, &sin, style, rotary_dim);
-            k = apply_rope(k, &cos, &sin, style, rotary_dim);
-        }
+        let (mut k, mut v) = self.keys_values(blk, x, rope.as_ref());
         hooks.attn_kv(l, &k, &v);
         if let Some(p) = prefix {
             let [_, _, pl, _] = p.k.dims();

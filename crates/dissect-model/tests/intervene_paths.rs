@@ -181,6 +181,36 @@ fn staggered_tiny<B: Backend>(device: &B::Device) {
     assert!(early.is_err(), "a plan starting at block 1 given start 2 must be refused");
 }
 
+/// `kv_cache` of a stream's first positions, as the prefix of an attention over the last one,
+/// gives that position's MHSA output as the attention over the whole stream does: the keys and
+/// values (rotated, key-normed) are the ones attention computes. A batch of two streams, the
+/// second with its first positions changed, so a cache shared between rows would show.
+fn kv_cache_tiny<B: Backend>(device: &B::Device) {
+    use burn_tensor::Tensor;
+    for dir in ["tiny-gpt2", "tiny-gemma3"] {
+        let loaded = load::<B>(common::fixtures().join(dir).to_str().unwrap(), device).unwrap();
+        let m = &loaded.model;
+        let ids = loaded.tokenizer.encode("The Eiffel Tower is located in the city of").unwrap().ids;
+        let (s, d) = (ids.len(), m.config.hidden);
+        let all = RecordSpec { residual: true, positions: vec![(0..s).collect()], ..RecordSpec::default() };
+        let clean = CleanRun::new(m, &ids).unwrap();
+        let stream = run_plans(m, &clean, &[Plan::default()], ExecPath::Full, all).unwrap().1.residual;
+        let v = |t: Tensor<B, 3>| t.into_data().into_vec::<f32>().unwrap();
+        for l in [0, m.n_layers() - 1] {
+            let h = stream[l].clone();
+            let changed = Tensor::cat(vec![h.clone().slice([0..1, 0..s - 1]).mul_scalar(-0.5), h.clone().slice([0..1, s - 1..s])], 1);
+            let h = Tensor::cat(vec![h, changed], 0);
+            let whole = m.attn_sublayer(l, h.clone(), None, &mut dissect_model::NoHooks).slice([0..2, s - 1..s]);
+            let prefix = m.kv_cache(l, h.clone().slice([0..2, 0..s - 1]));
+            let last = m.attn_sublayer(l, h.slice([0..2, s - 1..s]), Some(&prefix), &mut dissect_model::NoHooks);
+            let (whole, last) = (v(whole), v(last));
+            assert_close(&format!("{dir} block {l}: last position over kv_cache vs whole stream"), &last, &whole, 1e-5);
+            assert!(whole[..d].iter().zip(&whole[d..]).any(|(a, b)| (a - b).abs() > 1e-3), "{dir} block {l}: the changed prefix changed nothing");
+        }
+    }
+}
+
+test_device!(kv_cache_tiny, kv_cache_is_attentions_prefix_tiny_cpu, kv_cache_is_attentions_prefix_tiny_cuda, kv_cache_is_attentions_prefix_tiny_wgpu);
 test_device!(staggered_tiny, staggered_equals_alone_tiny_cpu, staggered_equals_alone_tiny_cuda, staggered_equals_alone_tiny_wgpu);
 test_device!(tiny, fast_equals_full_tiny_cpu, fast_equals_full_tiny_cuda, fast_equals_full_tiny_wgpu);
 test_device!(real_gemma, fast_equals_full_gemma_cpu, fast_equals_full_gemma_cuda, fast_equals_full_gemma_wgpu);
