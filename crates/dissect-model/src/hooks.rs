@@ -53,8 +53,14 @@ pub trait Hooks<B: Backend> {
     fn attn_out(&mut self, layer: usize, out: Tensor<B, 3>) -> Tensor<B, 3> {
         out
     }
+    /// The batch rows whose MLP output at block `layer` is used, ascending; `None` for every
+    /// row. The MLP runs on these rows alone (`mlp_act` sees them alone), and the others get a
+    /// zero output: for rows whose MLP output is removed at every position anyway.
+    fn mlp_rows(&self, layer: usize) -> Option<&[usize]> {
+        None
+    }
     /// The MLP's hidden activations `[batch, seq, intermediate]`, the down projection's input
-    /// (`act(gate) · up` when gated).
+    /// (`act(gate) · up` when gated); the rows of [`Hooks::mlp_rows`] where it names some.
     fn mlp_act(&mut self, layer: usize, act: Tensor<B, 3>) -> Tensor<B, 3> {
         act
     }

@@ -198,6 +198,8 @@ pub struct PlanHooks<B: Backend> {
     attn_keep: Vec<Option<Tensor<B, 3>>>,
     mlp_act_keep: Vec<Option<Tensor<B, 3>>>,
     mlp_keep: Vec<Option<Tensor<B, 3>>>,
+    /// Per layer, the rows whose MLP runs when some skip it ([`Hooks::mlp_rows`]).
+    mlp_rows: Vec<Option<Vec<usize>>>,
     patches: Vec<Vec<(usize, usize, Tensor<B, 1>)>>,
     gather: Option<Tensor<B, 1, Int>>,
     n_gather: usize,
@@ -236,6 +238,7 @@ impl<B: Backend> PlanHooks<B> {
         let mut attn_keep = vec![None; n_layers];
         let mut mlp_act_keep = vec![None; n_layers];
         let mut mlp_keep = vec![None; n_layers];
+        let mut mlp_rows = vec![None; n_layers];
         let mut patches: Vec<Vec<_>> = vec![Vec::new(); n_layers];
         for l in 0..n_layers {
             let b = rows_at(l);
@@ -316,10 +319,16 @@ impl<B: Backend> PlanHooks<B> {
                 probs_resoftmax[l] = Some((rows, Tensor::from_data(TensorData::new(bias, [b, nh, q, k]), dev)));
             }
             let [a, ma, m] = keep;
-            let to_t = |v: Vec<f32>| Tensor::<B, 3>::from_data(TensorData::new(v, [b, q, 1]), dev);
-            attn_keep[l] = any_keep[0].then(|| to_t(a));
-            mlp_act_keep[l] = any_keep[1].then(|| to_t(ma));
-            mlp_keep[l] = any_keep[2].then(|| to_t(m));
+            let to_t = |v: Vec<f32>, rows: usize| Tensor::<B, 3>::from_data(TensorData::new(v, [rows, q, 1]), dev);
+            // A row whose MLP output is removed at every position skips the MLP.
+            let used: Vec<usize> = (0..b).filter(|&r| m[r * q..(r + 1) * q].iter().any(|&k| k != 0.0)).collect();
+            if used.len() < b {
+                mlp_rows[l] = Some(used.clone());
+            }
+            attn_keep[l] = any_keep[0].then(|| to_t(a, b));
+            // The activations' mask covers the rows the MLP runs on.
+            mlp_act_keep[l] = any_keep[1].then(|| to_t(used.iter().flat_map(|&r| ma[r * q..(r + 1) * q].iter().copied()).collect(), used.len()));
+            mlp_keep[l] = any_keep[2].then(|| to_t(m, b));
         }
         let n_gather = spec.positions.first().map_or(0, Vec::len);
         let gather = (!spec.positions.is_empty()).then(|| {
@@ -342,6 +351,7 @@ impl<B: Backend> PlanHooks<B> {
             attn_keep,
             mlp_act_keep,
             mlp_keep,
+            mlp_rows,
             patches,
             gather,
             n_gather,
@@ -407,6 +417,10 @@ impl<B: Backend> Hooks<B> for PlanHooks<B> {
             }
         }
         out
+    }
+
+    fn mlp_rows(&self, layer: usize) -> Option<&[usize]> {
+        self.mlp_rows[layer].as_deref()
     }
 
     fn mlp_act(&mut self, layer: usize, act: Tensor<B, 3>) -> Tensor<B, 3> {

@@ -2,7 +2,7 @@
 
 use burn_tensor::activation::{gelu, gelu_approximate, silu, softmax};
 use burn_tensor::backend::Backend;
-use burn_tensor::{Int, Tensor, TensorData};
+use burn_tensor::{IndexingUpdateOp, Int, Tensor, TensorData};
 
 use crate::config::{Activation, ModelConfig, NormKind, Positions, RopeStyle};
 use crate::error::ModelError;
@@ -398,6 +398,18 @@ impl<B: Backend> Model<B> {
     }
 
     fn mlp(&self, l: usize, blk: &Block<B>, x: Tensor<B, 3>, hooks: &mut impl Hooks<B>) -> Tensor<B, 3> {
+        let [b, q, d] = x.dims();
+        // Rows whose output is removed everywhere skip the MLP; the others run it as a batch of
+        // their own (each row's arithmetic does not depend on the batch).
+        let rows = hooks.mlp_rows(l).filter(|r| r.len() < b).map(|r| r.iter().map(|&i| i as i64).collect::<Vec<_>>());
+        let rows = rows.map(|r| (r.len(), Tensor::<B, 1, Int>::from_data(TensorData::new(r.clone(), [r.len()]), &self.device)));
+        if let Some((0, _)) = rows {
+            return hooks.mlp_out(l, Tensor::zeros([b, q, d], &self.device));
+        }
+        let x = match &rows {
+            Some((_, idx)) => x.select(0, idx.clone()),
+            None => x,
+        };
         let act = match &blk.gate {
             Some(gate) => self.activate(gate.forward(x.clone())) * blk.up.forward(x),
             None => self.activate(blk.up.forward(x)),
@@ -407,6 +419,10 @@ impl<B: Backend> Model<B> {
         if let Some(n) = &blk.post_mlp_norm {
             m = n.forward(m);
         }
+        let m = match rows {
+            Some((_, idx)) => Tensor::zeros([b, q, d], &self.device).select_assign(0, idx, m, IndexingUpdateOp::Add),
+            None => m,
+        };
         hooks.mlp_out(l, m)
     }
 
