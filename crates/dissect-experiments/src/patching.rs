@@ -74,27 +74,41 @@ pub fn patching<B: Backend>(
     // Projected at the end, in one call: wide matmuls run the fastest.
     let mut attn_outs = Vec::new();
     let mut labels = Vec::new();
+    // Each label's row among the projected ones.
+    let mut row_of = Vec::new();
+    let mut rows = 0;
     for layer in 0..n_layers {
-        let mut variants = Vec::new();
         let mut inputs = Vec::new();
+        // Patching a layer's own states back changes nothing: one clean row serves every set.
+        let mut clean_row = None;
         for &source in &sources {
             for &set in &cfg.sets {
                 let Some(positions) = set.positions(s, subject, has_bos) else { continue };
+                labels.push((layer, source, set));
+                if source == layer {
+                    if clean_row.is_none() {
+                        inputs.push(hidden[layer].clone().unsqueeze::<3>());
+                        clean_row = Some(rows + inputs.len() - 1);
+                    }
+                    row_of.push(clean_row.expect("just set"));
+                    continue;
+                }
                 let mut h = hidden[layer].clone();
                 for p in positions {
                     h = h.slice_assign([p..p + 1], crate::hf_hidden_state(model, source, hidden[source].clone().slice([p..p + 1])));
                 }
                 inputs.push(h.unsqueeze::<3>());
-                variants.push((source, set));
+                row_of.push(rows + inputs.len() - 1);
             }
         }
-        if variants.is_empty() {
+        if inputs.is_empty() {
             continue;
         }
         // Blocks before `layer` are unchanged: only block `layer`'s attention runs, on the
         // patched input (its MLP comes after what is read), and only the last position's
         // output is read: the earlier positions give their keys and values alone.
-        let n = variants.len();
+        let n = inputs.len();
+        rows += n;
         let h = Tensor::cat(inputs, 0);
         let a = match last {
             0 => model.attn_sublayer(layer, h, None, &mut NoHooks),
@@ -104,7 +118,6 @@ pub fn patching<B: Backend>(
             }
         };
         attn_outs.push(a.reshape([n, model.config.hidden]));
-        labels.extend(variants.into_iter().map(|(source, set)| (layer, source, set)));
     }
     if labels.is_empty() {
         return Ok(Vec::new());
@@ -112,8 +125,11 @@ pub fn patching<B: Backend>(
     let ranks = rank_and_top1(model, Tensor::cat(attn_outs, 0), cfg.projection, target as usize);
     Ok(labels
         .into_iter()
-        .zip(ranks)
-        .map(|((layer, source, set), (target_rank, _))| PatchingRow { layer, source, set, target_rank, extracted: target_rank == 0 })
+        .zip(row_of)
+        .map(|((layer, source, set), row)| {
+            let target_rank = ranks[row].0;
+            PatchingRow { layer, source, set, target_rank, extracted: target_rank == 0 }
+        })
         .collect())
 }
 

@@ -214,3 +214,4 @@ test_device!(kv_cache_tiny, kv_cache_is_attentions_prefix_tiny_cpu, kv_cache_is_
 test_device!(staggered_tiny, staggered_equals_alone_tiny_cpu, staggered_equals_alone_tiny_cuda, staggered_equals_alone_tiny_wgpu);
 test_device!(tiny, fast_equals_full_tiny_cpu, fast_equals_full_tiny_cuda, fast_equals_full_tiny_wgpu);
 test_device!(real_gemma, fast_equals_full_gemma_cpu, fast_equals_full_gemma_cuda, fast_equals_full_gemma_wgpu);
+
