@@ -6,6 +6,7 @@ use burn_tensor::backend::Backend;
 use burn_tensor::Tensor;
 use dissect_data::{KeptRecord, PositionKind};
 use dissect_model::intervene::{Plan, PlanHooks, RecordSpec};
+use dissect_model::model::KvCache;
 use dissect_model::tokenizer::Tokenizer;
 use dissect_model::Model;
 
@@ -35,20 +36,30 @@ pub fn compute<B: Backend>(model: &Model<B>, tokenizer: &Tokenizer, records: &[K
     for batch in order.chunks(batch_size) {
         let rows: Vec<Vec<u32>> = batch.iter().map(|&i| ids[i].clone()).collect();
         let recs: Vec<&KeptRecord> = batch.iter().map(|&i| &records[i]).collect();
-        for (&i, (acts, _)) in batch.iter().zip(forward_batch(model, &recs, &rows)?) {
+        for (&i, (acts, _)) in batch.iter().zip(forward_batch(model, &recs, &rows, false)?.0) {
             out[i] = Some(acts);
         }
     }
     Ok(out.into_iter().map(|a| a.expect("every record is in one batch")).collect())
 }
 
-/// One record's cached activations — the values [`compute`] gives it with a batch of one — and
-/// its clean residual stream at every position (`hidden_states[0..=n_layers]`, each
-/// `[seq, hidden]`), both from that one forward pass: for a run without a cache, which reads
-/// both.
-pub fn compute_with_stream<B: Backend>(model: &Model<B>, tokenizer: &Tokenizer, record: &KeptRecord) -> Result<(RecordActivations, Vec<Tensor<B, 2>>), CacheError> {
+/// One record's clean forward pass, for a run without a cache, which reads all of it.
+pub struct CleanPass<B: Backend> {
+    /// The record's cached activations: the values [`compute`] gives it with a batch of one.
+    pub activations: RecordActivations,
+    /// The residual stream at every position (`hidden_states[0..=n_layers]`, each `[seq, hidden]`).
+    pub stream: Vec<Tensor<B, 2>>,
+    /// Every block's keys and values over the whole prompt (`[1, kv_heads, seq, head_dim]`).
+    pub kv: Vec<KvCache<B>>,
+}
+
+/// [`CleanPass`] of one record: a single forward pass, the one [`compute`] makes for it with a
+/// batch of one.
+pub fn clean_pass<B: Backend>(model: &Model<B>, tokenizer: &Tokenizer, record: &KeptRecord) -> Result<CleanPass<B>, CacheError> {
     let ids = encode(tokenizer, record)?;
-    Ok(forward_batch(model, &[record], &[ids])?.remove(0))
+    let (mut rows, kv) = forward_batch(model, &[record], &[ids], true)?;
+    let (activations, stream) = rows.remove(0);
+    Ok(CleanPass { activations, stream, kv })
 }
 
 fn encode(tokenizer: &Tokenizer, r: &KeptRecord) -> Result<Vec<u32>, CacheError> {
@@ -62,12 +73,16 @@ fn encode(tokenizer: &Tokenizer, r: &KeptRecord) -> Result<Vec<u32>, CacheError>
     Ok(enc)
 }
 
+/// Per row, its activations and its residual stream over its own length; and every block's keys
+/// and values when `kv` is asked.
+type Batch<B> = (Vec<(RecordActivations, Vec<Tensor<B, 2>>)>, Vec<KvCache<B>>);
+
 /// One clean forward pass over `rows` (padded on the right), recording every site at every
-/// position; per row, its activations and its residual stream over its own length.
-fn forward_batch<B: Backend>(model: &Model<B>, records: &[&KeptRecord], rows: &[Vec<u32>]) -> Result<Vec<(RecordActivations, Vec<Tensor<B, 2>>)>, CacheError> {
+/// position.
+fn forward_batch<B: Backend>(model: &Model<B>, records: &[&KeptRecord], rows: &[Vec<u32>], kv: bool) -> Result<Batch<B>, CacheError> {
     let (n, d, n_layers) = (rows.len(), model.config.hidden, model.n_layers());
     let s = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let spec = RecordSpec { residual: true, attn_out: true, mlp_out: true, positions: vec![(0..s).collect(); n] };
+    let spec = RecordSpec { residual: true, attn_out: true, mlp_out: true, kv, positions: vec![(0..s).collect(); n] };
     let mut hooks = PlanHooks::new(model, &vec![Plan::default(); n], 0, s, spec);
     model.forward(model.ids_tensor(rows)?, &mut hooks);
     let rec = hooks.recorded;
@@ -99,7 +114,7 @@ fn forward_batch<B: Backend>(model: &Model<B>, records: &[&KeptRecord], rows: &[
         let stream = rec.residual.iter().map(|t| t.clone().slice([r..r + 1, 0..len]).reshape([len, d])).collect();
         out.push((acts, stream));
     }
-    Ok(out)
+    Ok((out, rec.kv))
 }
 
 fn host<B: Backend>(t: Tensor<B, 3>) -> Vec<f32> {

@@ -20,7 +20,7 @@ pub mod reader;
 pub mod schema;
 pub mod stage;
 
-pub use compute::{compute, compute_with_stream};
+pub use compute::{clean_pass, compute, CleanPass};
 pub use error::CacheError;
 pub use reader::{CacheReader, CachedRecord};
 pub use schema::{KindResidual, RecordActivations, Site, StoreDtype};

@@ -60,7 +60,7 @@ fn records(m: &Loaded<Cpu>) -> Vec<KeptRecord> {
 fn single(m: &Loaded<Cpu>, prompt: &str) -> [Vec<Vec<f32>>; 3] {
     let ids = m.tokenizer.encode(prompt).unwrap().ids;
     let s = ids.len();
-    let spec = RecordSpec { residual: true, attn_out: true, mlp_out: true, positions: vec![(0..s).collect()] };
+    let spec = RecordSpec { residual: true, attn_out: true, mlp_out: true, kv: false, positions: vec![(0..s).collect()] };
     let mut hooks = PlanHooks::new(&m.model, &[Plan::default()], 0, s, spec);
     m.model.forward(m.model.ids_tensor(&[ids]).unwrap(), &mut hooks);
     let host = |v: Vec<burn_tensor::Tensor<Cpu, 3>>| v.into_iter().map(|t| t.into_data().to_vec::<f32>().unwrap()).collect();

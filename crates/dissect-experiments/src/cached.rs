@@ -4,10 +4,8 @@
 //! same, bit for bit, with and without a cache (written with the default batch of one prompt).
 
 use burn_tensor::backend::Backend;
-use burn_tensor::Tensor;
 use dissect_cache::{CacheReader, CachedRecord};
 use dissect_data::KeptRecord;
-use dissect_model::tokenizer::Tokenizer;
 use dissect_model::Model;
 
 use crate::ExperimentError;
@@ -33,13 +31,4 @@ pub fn cached_record<B: Backend>(cache: &CacheReader, model: &Model<B>, rec: &Ke
         return Err(fail(format!("the cache has positions {cached:?}, the filtered record {wanted:?}: it was built from another filter run")));
     }
     Ok(c)
-}
-
-/// The activations the cache would hold for `rec`, computed now — the values
-/// [`dissect_cache::compute()`] gives this record alone, as `dissect cache` does with its
-/// default batch of one — and the clean residual stream at every position from the same
-/// forward pass.
-pub fn computed_record<B: Backend>(model: &Model<B>, tokenizer: &Tokenizer, rec: &KeptRecord) -> Result<(CachedRecord<B>, Vec<Tensor<B, 2>>), ExperimentError> {
-    let (acts, stream) = dissect_cache::compute_with_stream(model, tokenizer, rec)?;
-    Ok((CachedRecord::from_host(&acts, &model.device), stream))
 }

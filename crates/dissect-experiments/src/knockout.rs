@@ -204,7 +204,7 @@ pub struct Knockout;
 impl crate::record::Measure for Knockout {
     fn measure<B: Backend>(run: &crate::record::RecordRun<'_, B>, out: &mut crate::rows::TableRows) -> Result<(), ExperimentError> {
         let last = run.cached()?.residual(PositionKind::Last).expect("every prompt has a last position");
-        let r = knockout_sweep_from(run.model, &run.clean, last, run.subject(), &run.cfg.knockout)?;
+        let r = knockout_sweep_from(run.model, run.clean()?, last, run.subject(), &run.cfg.knockout)?;
         for row in r.rows {
             out.push(dissect_data::table::KnockoutRow {
                 id: run.id(),

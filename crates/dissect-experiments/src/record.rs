@@ -18,7 +18,7 @@ use dissect_model::Model;
 use crate::extraction::{extraction_from, CleanSites, ExtractionRow};
 use crate::rows::TableRows;
 use crate::stage::{ExperimentsConfig, Inputs};
-use crate::{clean_hidden, ExperimentError};
+use crate::{clean_stream, ExperimentError};
 
 /// One experiment: how it measures one record. An experiment's module implements it on the
 /// type named after its variant; its line in [`dissect_data::experiment_registry`] registers
@@ -43,19 +43,26 @@ pub struct RecordRun<'a, B: Backend> {
     pub rec: &'a KeptRecord,
     /// The prompt's token ids, as the filter stage saw them.
     pub ids: Vec<u32>,
-    /// The clean forward pass, shared by the interventions' fast paths.
-    pub clean: CleanRun<B>,
-    /// With a cache: the clean stream (its own forward pass) and the cached record.
-    hidden: OnceCell<Vec<Tensor<B, 2>>>,
+    /// The record's clean forward pass, run once when first asked for.
+    forward: OnceCell<CleanForward<B>>,
+    /// The cached record, from the run's cache.
     cached: OnceCell<CachedRecord<B>>,
-    /// Without one: both from one forward pass.
-    computed: OnceCell<(CachedRecord<B>, Vec<Tensor<B, 2>>)>,
     extraction: OnceCell<Vec<ExtractionRow>>,
 }
 
+/// What one clean forward pass over the prompt gives.
+struct CleanForward<B: Backend> {
+    /// The residual stream at every position.
+    stream: Vec<Tensor<B, 2>>,
+    /// Its keys and values, for the interventions' fast paths.
+    clean: CleanRun<B>,
+    /// Without a cache, what the cache would hold.
+    cached: Option<CachedRecord<B>>,
+}
+
 impl<'a, B: Backend> RecordRun<'a, B> {
-    /// Tokenizes the prompt (checking it against the filter stage's token count) and runs the
-    /// clean forward pass.
+    /// Tokenizes the prompt, checking it against the filter stage's token count and that the
+    /// fast paths can serve it.
     pub fn new(
         model: &'a Model<B>,
         tokenizer: &'a Tokenizer,
@@ -67,8 +74,8 @@ impl<'a, B: Backend> RecordRun<'a, B> {
         if ids.len() != rec.n_tokens {
             return Err(ExperimentError::TokenizationMismatch { id: rec.id, tokens: ids.len(), filtered: rec.n_tokens });
         }
-        let clean = CleanRun::new(model, &ids)?;
-        Ok(RecordRun { model, tokenizer, inputs, cfg, rec, ids, clean, hidden: OnceCell::new(), cached: OnceCell::new(), computed: OnceCell::new(), extraction: OnceCell::new() })
+        CleanRun::<B>::check(&ids)?;
+        Ok(RecordRun { model, tokenizer, inputs, cfg, rec, ids, forward: OnceCell::new(), cached: OnceCell::new(), extraction: OnceCell::new() })
     }
 
     /// The `id` column's value.
@@ -94,25 +101,40 @@ impl<'a, B: Backend> RecordRun<'a, B> {
 
     /// The clean residual stream entering every block and after the last, at every position.
     pub fn hidden(&self) -> Result<&[Tensor<B, 2>], ExperimentError> {
-        if self.inputs.cache.is_none() {
-            return Ok(&self.computed()?.1);
-        }
-        once(&self.hidden, || clean_hidden(self.model, &self.ids)).map(Vec::as_slice)
+        Ok(&self.forward()?.stream)
+    }
+
+    /// The clean run's keys and values, shared by the interventions' fast paths.
+    pub fn clean(&self) -> Result<&CleanRun<B>, ExperimentError> {
+        Ok(&self.forward()?.clean)
     }
 
     /// The record's clean activations as the activation cache holds them: read from the cache
-    /// when the run has one, else computed by the cache's own code, so the tables are the same,
-    /// bit for bit, either way.
+    /// when the run has one, else computed by the cache's own code (in the record's one clean
+    /// forward pass), so the tables are the same, bit for bit, either way.
     pub fn cached(&self) -> Result<&CachedRecord<B>, ExperimentError> {
         match self.inputs.cache {
             Some(cache) => once(&self.cached, || crate::cached::cached_record(cache, self.model, self.rec)),
-            None => Ok(&self.computed()?.0),
+            None => Ok(self.forward()?.cached.as_ref().expect("computed without a cache")),
         }
     }
 
-    /// Without a cache, the cached record and the clean stream from one forward pass.
-    fn computed(&self) -> Result<&(CachedRecord<B>, Vec<Tensor<B, 2>>), ExperimentError> {
-        once(&self.computed, || crate::cached::computed_record(self.model, self.tokenizer, self.rec))
+    /// The one clean forward pass: the cache's own computation when there is no cache (it also
+    /// gives the cached record), else one recording the stream and the keys and values alone.
+    fn forward(&self) -> Result<&CleanForward<B>, ExperimentError> {
+        once(&self.forward, || {
+            let (stream, kv, cached) = match self.inputs.cache {
+                Some(_) => {
+                    let (stream, kv) = clean_stream(self.model, &self.ids)?;
+                    (stream, kv, None)
+                }
+                None => {
+                    let pass = dissect_cache::clean_pass(self.model, self.tokenizer, self.rec)?;
+                    (pass.stream, pass.kv, Some(CachedRecord::from_host(&pass.activations, &self.model.device)))
+                }
+            };
+            Ok(CleanForward { stream, clean: CleanRun::from_kv(&self.ids, kv)?, cached })
+        })
     }
 
     /// Extraction's rows, computed once: ranks reuse the clean ones.
@@ -121,7 +143,7 @@ impl<'a, B: Backend> RecordRun<'a, B> {
             let c = self.cached()?;
             let stream = c.residual(PositionKind::Last).expect("every prompt has a last position");
             let sites = CleanSites { attn_out: c.attn_out(), mlp_out: c.mlp_out(), stream };
-            extraction_from(self.model, &self.clean, &self.subject(), self.target(), &self.cfg.extraction, Some(sites))
+            extraction_from(self.model, self.clean()?, &self.subject(), self.target(), &self.cfg.extraction, Some(sites))
         })
         .map(Vec::as_slice)
     }

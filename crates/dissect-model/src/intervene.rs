@@ -169,6 +169,8 @@ pub struct RecordSpec {
     pub attn_out: bool,
     /// Record every block's MLP output.
     pub mlp_out: bool,
+    /// Record every block's keys and values at every position the pass computes (every row).
+    pub kv: bool,
     /// `positions[row]` lists the absolute positions to keep for that batch row, each computed
     /// in the pass; empty records nothing.
     pub positions: Vec<Vec<usize>>,
@@ -184,6 +186,8 @@ pub struct Recorded<B: Backend> {
     pub attn_out: Vec<Tensor<B, 3>>,
     /// One entry per layer (after any knockout); empty unless requested.
     pub mlp_out: Vec<Tensor<B, 3>>,
+    /// One cache per layer, `[batch, kv_heads, positions computed, head_dim]`; empty unless requested.
+    pub kv: Vec<KvCache<B>>,
 }
 
 /// Executes one [`Plan`] per batch row. Built for a forward over positions `q_start..q_start+q`
@@ -443,6 +447,12 @@ impl<B: Backend> Hooks<B> for PlanHooks<B> {
         out
     }
 
+    fn attn_kv(&mut self, _: usize, k: &Tensor<B, 4>, v: &Tensor<B, 4>) {
+        if self.spec.kv {
+            self.recorded.kv.push(KvCache { k: k.clone(), v: v.clone() });
+        }
+    }
+
     fn final_residual(&mut self, h: Tensor<B, 3>) -> Tensor<B, 3> {
         if self.spec.residual {
             if let Some(t) = self.take(&h) {
@@ -477,14 +487,36 @@ impl<B: Backend> CleanRun<B> {
     /// Runs every position but the last once, without interventions, keeping its keys and values;
     /// fails on a prompt shorter than two tokens.
     pub fn new(model: &Model<B>, ids: &[u32]) -> Result<Self, crate::ModelError> {
-        let s = ids.len();
+        Self::check(ids)?;
         let mut kv = RecordKv::default();
-        if s > 1 {
-            model.forward(model.ids_tensor(&[ids[..s - 1].to_vec()])?, &mut kv);
-        } else {
+        model.forward(model.ids_tensor(&[ids[..ids.len() - 1].to_vec()])?, &mut kv);
+        Ok(CleanRun { ids: ids.to_vec(), prefix: kv.layers })
+    }
+
+    /// The clean run from the keys and values a clean forward pass over the whole prompt
+    /// recorded (batch of one, [`RecordSpec::kv`]): those of every position but the last. Causal
+    /// attention makes them the ones [`CleanRun::new`] computes, up to the last bits: with one
+    /// more key, attention's products may group their sums differently.
+    pub fn from_kv(ids: &[u32], kv: Vec<KvCache<B>>) -> Result<Self, crate::ModelError> {
+        Self::check(ids)?;
+        let s = ids.len();
+        let prefix = kv
+            .into_iter()
+            .map(|c| {
+                let [b, h, len, d] = c.k.dims();
+                assert!(b == 1 && len == s, "from_kv: keys of a batch of one over the whole prompt");
+                KvCache { k: c.k.slice([0..1, 0..h, 0..s - 1, 0..d]), v: c.v.slice([0..1, 0..h, 0..s - 1, 0..d]) }
+            })
+            .collect();
+        Ok(CleanRun { ids: ids.to_vec(), prefix })
+    }
+
+    /// A prompt the fast path can serve: at least two tokens.
+    pub fn check(ids: &[u32]) -> Result<(), crate::ModelError> {
+        if ids.len() < 2 {
             return Err(crate::ModelError::Input { message: "a prompt needs at least two tokens".into() });
         }
-        Ok(CleanRun { ids: ids.to_vec(), prefix: kv.layers })
+        Ok(())
     }
 }
 

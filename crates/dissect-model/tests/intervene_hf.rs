@@ -52,7 +52,7 @@ fn check<B: Backend>(device: &B::Device) {
         let exp = &case["expected"];
         let tiny = model_name != "gemma3-270m";
         for path in [ExecPath::Full, ExecPath::Fast] {
-            let spec = RecordSpec { residual: true, attn_out: true, mlp_out: true, positions: vec![vec![last]] };
+            let spec = RecordSpec { residual: true, attn_out: true, mlp_out: true, kv: false, positions: vec![vec![last]] };
             let (h, rec) = run_plans(m, &clean, std::slice::from_ref(&plan), path, spec).unwrap();
             let d = m.config.hidden;
             let logits = m.logits(h.reshape([1, 1, d]));

@@ -68,7 +68,7 @@ fn check<B: Backend>(spec: &str, prompt: &str, device: &B::Device) {
     let clean = CleanRun::new(m, &ids).unwrap();
     let plans = plans_on_last(m.n_layers(), ids.len(), m.config.hidden);
     let just: Vec<Plan> = plans.iter().map(|(_, p)| p.clone()).collect();
-    let rec = || RecordSpec { residual: true, attn_out: true, mlp_out: true, positions: vec![vec![last]; just.len()] };
+    let rec = || RecordSpec { residual: true, attn_out: true, mlp_out: true, kv: false, positions: vec![vec![last]; just.len()] };
     let (fast, fr) = run_plans(m, &clean, &just, ExecPath::Fast, rec()).unwrap();
     let (full, ur) = run_plans(m, &clean, &just, ExecPath::Full, rec()).unwrap();
     let v = |t: burn_tensor::Tensor<B, 2>| t.into_data().into_vec::<f32>().unwrap();
@@ -210,8 +210,35 @@ fn kv_cache_tiny<B: Backend>(device: &B::Device) {
     }
 }
 
+/// `CleanRun::from_kv` on the keys and values of a whole-prompt pass holds the prefix that
+/// `CleanRun::new` computes on its own, and serves the fast path as well.
+fn clean_run_from_kv<B: Backend>(device: &B::Device) {
+    for dir in ["tiny-gpt2", "tiny-gemma3"] {
+        let loaded = load::<B>(common::fixtures().join(dir).to_str().unwrap(), device).unwrap();
+        let m = &loaded.model;
+        let ids = loaded.tokenizer.encode("The Eiffel Tower is located in the city of").unwrap().ids;
+        let s = ids.len();
+        let all = RecordSpec { kv: true, positions: vec![(0..s).collect()], ..RecordSpec::default() };
+        let alone = CleanRun::new(m, &ids).unwrap();
+        let kv = run_plans(m, &alone, &[Plan::default()], ExecPath::Full, all).unwrap().1.kv;
+        assert_eq!(kv.len(), m.n_layers(), "{dir}: one cache per block");
+        let from = CleanRun::from_kv(&ids, kv).unwrap();
+        let v = |t: &burn_tensor::Tensor<B, 4>| t.to_data().into_vec::<f32>().unwrap();
+        for (l, (a, b)) in from.prefix.iter().zip(&alone.prefix).enumerate() {
+            assert_eq!(a.k.dims(), b.k.dims(), "{dir} block {l}: prefix shape");
+            assert_close(&format!("{dir} block {l} keys"), &v(&a.k), &v(&b.k), 1e-5);
+            assert_close(&format!("{dir} block {l} values"), &v(&a.v), &v(&b.v), 1e-5);
+        }
+        let plans = plans_on_last(m.n_layers(), s, m.config.hidden);
+        let just: Vec<Plan> = plans.iter().map(|(_, p)| p.clone()).collect();
+        let fast = |c: &CleanRun<B>| run_plans(m, c, &just, ExecPath::Fast, RecordSpec::default()).unwrap().0.into_data().into_vec::<f32>().unwrap();
+        assert_close(&format!("{dir}: fast path over from_kv vs new"), &fast(&from), &fast(&alone), 1e-5);
+    }
+    assert!(CleanRun::<B>::check(&[1]).is_err(), "a one-token prompt has no prefix");
+}
+
+test_device!(clean_run_from_kv, clean_run_from_kv_tiny_cpu, clean_run_from_kv_tiny_cuda, clean_run_from_kv_tiny_wgpu);
 test_device!(kv_cache_tiny, kv_cache_is_attentions_prefix_tiny_cpu, kv_cache_is_attentions_prefix_tiny_cuda, kv_cache_is_attentions_prefix_tiny_wgpu);
 test_device!(staggered_tiny, staggered_equals_alone_tiny_cpu, staggered_equals_alone_tiny_cuda, staggered_equals_alone_tiny_wgpu);
 test_device!(tiny, fast_equals_full_tiny_cpu, fast_equals_full_tiny_cuda, fast_equals_full_tiny_wgpu);
 test_device!(real_gemma, fast_equals_full_gemma_cpu, fast_equals_full_gemma_cuda, fast_equals_full_gemma_wgpu);
-
