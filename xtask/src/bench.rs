@@ -569,7 +569,7 @@ fn rerun(pipeline: &str, limit: usize) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::profile;
+    use super::{profile, Profile};
 
     /// Both forms of the profile line (with and without the screen's counts), other lines
     /// ignored, records counted once.

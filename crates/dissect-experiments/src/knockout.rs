@@ -7,7 +7,7 @@ use std::ops::Range;
 use burn_tensor::backend::Backend;
 use burn_tensor::Tensor;
 use dissect_data::PositionKind;
-use dissect_model::intervene::{run_plans, run_staggered, BlockEdges, CleanRun, EdgeBlocking, ExecPath, Plan, RecordSpec};
+use dissect_model::intervene::{run_plans, run_staggered, BlockEdges, CleanRun, EdgeBlocking, ExecPath, Plan, PlanHooks, RecordSpec};
 use dissect_model::predict::top_k;
 use dissect_model::project::{map_logit_rows, Projection};
 use dissect_model::softmax::softmax_at;
@@ -135,14 +135,16 @@ pub struct KnockoutResult {
 
 /// The knockout sweep of one prompt. The target is the model's own top-1 on the clean run.
 pub fn knockout_sweep<B: Backend>(model: &Model<B>, ids: &[u32], subject: Range<usize>, cfg: &KnockoutConfig) -> Result<KnockoutResult, ExperimentError> {
-    let clean = CleanRun::new(model, ids)?;
+    CleanRun::<B>::check(ids)?;
     let last = ids.len() - 1;
-    // One clean forward gives both the prediction and the stream each variant joins.
-    let record = RecordSpec { residual: true, positions: vec![vec![last]], ..RecordSpec::default() };
-    let (_, rec) = run_plans(model, &clean, &[Plan::default()], ExecPath::Full, record)?;
-    let d = model.config.hidden;
-    let stream = Tensor::cat(rec.residual, 1).reshape([model.n_layers() + 1, d]);
-    knockout_sweep_from(model, &clean, stream, subject, cfg)
+    // One clean forward pass gives the prediction, the stream each variant joins and the keys
+    // and values the variants attend over.
+    let record = RecordSpec { residual: true, kv: true, positions: vec![vec![last]], ..RecordSpec::default() };
+    let mut hooks = PlanHooks::new(model, &[Plan::default()], 0, ids.len(), record);
+    model.forward(model.ids_tensor(&[ids.to_vec()])?, &mut hooks);
+    let rec = hooks.recorded;
+    let stream = Tensor::cat(rec.residual, 1).reshape([model.n_layers() + 1, model.config.hidden]);
+    knockout_sweep_from(model, &CleanRun::from_kv(ids, rec.kv)?, stream, subject, cfg)
 }
 
 /// [`knockout_sweep`] on a prompt whose clean run is already at hand: `last_stream` is its
