@@ -18,7 +18,7 @@ pub mod vocab;
 
 use burn_tensor::backend::Backend;
 use burn_tensor::Tensor;
-use dissect_model::model::KvCache;
+use dissect_model::intervene::CleanRun;
 use dissect_model::Model;
 
 /// Why an experiment could not measure a record; the stage turns it into a `skipped` row
@@ -103,12 +103,18 @@ pub fn projected_hidden_state<B: Backend>(model: &Model<B>, layer: usize, h: Ten
 /// The clean residual stream entering every block and after the last, at every position:
 /// `n_layers + 1` tensors `[seq, hidden]`.
 pub fn clean_hidden<B: Backend>(model: &Model<B>, ids: &[u32]) -> Result<Vec<Tensor<B, 2>>, ExperimentError> {
-    Ok(clean_stream(model, ids)?.0)
+    use dissect_model::intervene::{Plan, PlanHooks, RecordSpec};
+    let s = ids.len();
+    let spec = RecordSpec { residual: true, positions: vec![(0..s).collect()], ..RecordSpec::default() };
+    let mut hooks = PlanHooks::new(model, &[Plan::default()], 0, s, spec);
+    model.forward(model.ids_tensor(&[ids.to_vec()])?, &mut hooks);
+    let d = model.config.hidden;
+    Ok(hooks.recorded.residual.into_iter().map(|t| t.reshape([s, d])).collect())
 }
 
-/// [`clean_hidden`] and, from the same forward pass, every block's keys and values over the
-/// whole prompt (`[1, kv_heads, seq, head_dim]`).
-pub fn clean_stream<B: Backend>(model: &Model<B>, ids: &[u32]) -> Result<(Vec<Tensor<B, 2>>, Vec<KvCache<B>>), ExperimentError> {
+/// [`clean_hidden`] and, from the same forward pass, the clean run the interventions' fast
+/// paths attend over ([`CleanRun::from_kv`]).
+pub fn clean_stream<B: Backend>(model: &Model<B>, ids: &[u32]) -> Result<(Vec<Tensor<B, 2>>, CleanRun<B>), ExperimentError> {
     use dissect_model::intervene::{Plan, PlanHooks, RecordSpec};
     let s = ids.len();
     let spec = RecordSpec { residual: true, kv: true, positions: vec![(0..s).collect()], ..RecordSpec::default() };
@@ -116,5 +122,6 @@ pub fn clean_stream<B: Backend>(model: &Model<B>, ids: &[u32]) -> Result<(Vec<Te
     model.forward(model.ids_tensor(&[ids.to_vec()])?, &mut hooks);
     let d = model.config.hidden;
     let rec = hooks.recorded;
-    Ok((rec.residual.into_iter().map(|t| t.reshape([s, d])).collect(), rec.kv))
+    let stream = rec.residual.into_iter().map(|t| t.reshape([s, d])).collect();
+    Ok((stream, CleanRun::from_kv(ids, rec.kv)?))
 }

@@ -123,17 +123,13 @@ impl<'a, B: Backend> RecordRun<'a, B> {
     /// gives the cached record), else one recording the stream and the keys and values alone.
     fn forward(&self) -> Result<&CleanForward<B>, ExperimentError> {
         once(&self.forward, || {
-            let (stream, kv, cached) = match self.inputs.cache {
-                Some(_) => {
-                    let (stream, kv) = clean_stream(self.model, &self.ids)?;
-                    (stream, kv, None)
-                }
-                None => {
-                    let pass = dissect_cache::clean_pass(self.model, self.tokenizer, self.rec)?;
-                    (pass.stream, pass.kv, Some(CachedRecord::from_host(&pass.activations, &self.model.device)))
-                }
-            };
-            Ok(CleanForward { stream, clean: CleanRun::from_kv(&self.ids, kv)?, cached })
+            if self.inputs.cache.is_some() {
+                let (stream, clean) = clean_stream(self.model, &self.ids)?;
+                return Ok(CleanForward { stream, clean, cached: None });
+            }
+            let pass = dissect_cache::clean_pass(self.model, self.tokenizer, self.rec)?;
+            let cached = Some(CachedRecord::from_host(&pass.activations, &self.model.device));
+            Ok(CleanForward { stream: pass.stream, clean: CleanRun::from_kv(&self.ids, pass.kv)?, cached })
         })
     }
 
