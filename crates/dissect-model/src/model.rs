@@ -401,13 +401,16 @@ impl<B: Backend> Model<B> {
         let [b, q, d] = x.dims();
         // Rows whose output is removed everywhere skip the MLP; the others run it as a batch of
         // their own (each row's arithmetic does not depend on the batch).
-        let rows = hooks.mlp_rows(l).filter(|r| r.len() < b).map(|r| r.iter().map(|&i| i as i64).collect::<Vec<_>>());
-        let rows = rows.map(|r| (r.len(), Tensor::<B, 1, Int>::from_data(TensorData::new(r.clone(), [r.len()]), &self.device)));
-        if let Some((0, _)) = rows {
+        let rows: Option<Vec<i64>> = hooks.mlp_rows(l).filter(|r| r.len() < b).map(|r| r.iter().map(|&i| i as i64).collect());
+        if rows.as_ref().is_some_and(Vec::is_empty) {
             return hooks.mlp_out(l, Tensor::zeros([b, q, d], &self.device));
         }
+        let rows = rows.map(|r| {
+            let n = r.len();
+            Tensor::<B, 1, Int>::from_data(TensorData::new(r, [n]), &self.device)
+        });
         let x = match &rows {
-            Some((_, idx)) => x.select(0, idx.clone()),
+            Some(idx) => x.select(0, idx.clone()),
             None => x,
         };
         let act = match &blk.gate {
@@ -420,7 +423,7 @@ impl<B: Backend> Model<B> {
             m = n.forward(m);
         }
         let m = match rows {
-            Some((_, idx)) => Tensor::zeros([b, q, d], &self.device).select_assign(0, idx, m, IndexingUpdateOp::Add),
+            Some(idx) => Tensor::zeros([b, q, d], &self.device).select_assign(0, idx, m, IndexingUpdateOp::Add),
             None => m,
         };
         hooks.mlp_out(l, m)
