@@ -9,12 +9,11 @@ use burn_tensor::Tensor;
 use dissect_data::PositionKind;
 use dissect_model::intervene::{run_plans, run_staggered, BlockEdges, CleanRun, EdgeBlocking, ExecPath, Plan, PlanHooks, RecordSpec};
 use dissect_model::predict::top_k;
-use dissect_model::project::{map_logit_rows, Projection};
+use dissect_model::project::{map_logit_rows_after_first, Projection};
 use dissect_model::softmax::softmax_at;
 use dissect_model::Model;
 use serde::{Deserialize, Serialize};
 
-use crate::vocab::prob_of_residual;
 use crate::ExperimentError;
 
 /// The key positions whose edges from the last position are blocked.
@@ -164,11 +163,6 @@ pub fn knockout_sweep_from<B: Backend>(
     assert_eq!(last_stream.dims(), [n_layers + 1, d], "knockout_sweep_from: the last position's stream is [n_layers + 1, hidden]");
     let last = s - 1;
     let has_bos = model.config.bos_token_id.is_some_and(|b| ids[0] == b);
-    let (target, p_base) = map_logit_rows(model, last_stream.clone().slice([n_layers..n_layers + 1]), Projection::LogitLens, |r| {
-        let target = top_k(r, 1)[0];
-        (target, softmax_at(r, target))
-    })
-    .remove(0);
 
     let mut variants = Vec::new();
     for layer in 0..n_layers {
@@ -179,11 +173,12 @@ pub fn knockout_sweep_from<B: Backend>(
             variants.push((layer, set, Plan { edges, ..Plan::default() }));
         }
     }
-    let mut rows = Vec::with_capacity(variants.len());
+    // The clean final residual, then every variant's: one projection reads them all.
+    let mut finals = vec![last_stream.clone().slice([n_layers..n_layers + 1])];
     for chunk in variants.chunks(cfg.batch.max(1)) {
         let plans: Vec<Plan> = chunk.iter().map(|(_, _, p)| p.clone()).collect();
         let n = plans.len();
-        let h = match cfg.path {
+        finals.push(match cfg.path {
             // A variant's last position is the clean one until its window starts: variants join
             // a growing batch there (layer-major order has ascending starts).
             ExecPath::Fast => {
@@ -192,11 +187,16 @@ pub fn knockout_sweep_from<B: Backend>(
                 run_staggered(model, &plans, &starts, n_layers, entering, Some(&clean.prefix), last).reshape([n, d])
             }
             ExecPath::Full => run_plans(model, clean, &plans, cfg.path, RecordSpec::default())?.0,
-        };
-        for ((layer, set, _), p_new) in chunk.iter().zip(prob_of_residual(model, h, target)) {
-            rows.push(KnockoutRow { layer: *layer, block: *set, p_new, pct_change: 100.0 * (p_new - p_base) / p_base });
-        }
+        });
     }
+    // The target is the clean run's top-1; every row is read for its probability.
+    let (target, probs) = map_logit_rows_after_first(model, Tensor::cat(finals, 0), Projection::LogitLens, |r| top_k(r, 1)[0], |&t, r| softmax_at(r, t));
+    let p_base = probs[0];
+    let rows = variants
+        .iter()
+        .zip(&probs[1..])
+        .map(|((layer, set, _), &p_new)| KnockoutRow { layer: *layer, block: *set, p_new, pct_change: 100.0 * (p_new - p_base) / p_base })
+        .collect();
     Ok(KnockoutResult { target_id: target as u32, p_base, layers: n_layers, window: cfg.window, rows })
 }
 

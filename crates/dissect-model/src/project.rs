@@ -57,9 +57,46 @@ thread_local! {
 /// and read its result back. Either way the logits are the same dot products: they differ from
 /// [`project`]'s only in f32 summation order.
 pub fn map_logit_rows<B: Backend, T: Send>(model: &Model<B>, h: Tensor<B, 2>, how: Projection, f: impl Fn(&[f32]) -> T + Sync) -> Vec<T> {
-    let [n, _] = h.dims();
     let v = model.config.vocab_size;
-    let mut out = Vec::with_capacity(n);
+    let mut out = Vec::with_capacity(h.dims()[0]);
+    for_each_logit_chunk(model, h, how, |logits| {
+        // Each row's reduction (a rank, a top-k, a softmax: passes over the whole vocabulary)
+        // is independent of the others: spread over the threads, collected in row order.
+        use rayon::prelude::*;
+        out.par_extend(logits.par_chunks(v).map(&f));
+    });
+    out
+}
+
+/// [`map_logit_rows`] where the first row decides what every row is read for: `first` reads row
+/// 0, then `each(&decided, row)` reads every row, row 0 included; one projection of all the
+/// rows (one pass over the unembedding where two calls would make two). `h` has at least one
+/// row.
+pub fn map_logit_rows_after_first<B: Backend, F: Sync, T: Send>(
+    model: &Model<B>,
+    h: Tensor<B, 2>,
+    how: Projection,
+    first: impl FnOnce(&[f32]) -> F,
+    each: impl Fn(&F, &[f32]) -> T + Sync,
+) -> (F, Vec<T>) {
+    let v = model.config.vocab_size;
+    let mut out = Vec::with_capacity(h.dims()[0]);
+    let (mut first, mut decided) = (Some(first), None);
+    for_each_logit_chunk(model, h, how, |logits| {
+        if let Some(first) = first.take() {
+            decided = Some(first(&logits[..v]));
+        }
+        let d = decided.as_ref().expect("decided on the first chunk");
+        use rayon::prelude::*;
+        out.par_extend(logits.par_chunks(v).map(|row| each(d, row)));
+    });
+    (decided.expect("h has at least one row"), out)
+}
+
+/// The logits of `h`'s rows, [`CHUNK_ROWS`] rows at a time (row-major `[rows, vocab]`), into a
+/// host buffer reused from call to call.
+fn for_each_logit_chunk<B: Backend>(model: &Model<B>, h: Tensor<B, 2>, how: Projection, mut each: impl FnMut(&[f32])) {
+    let [n, _] = h.dims();
     let mut buf = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
     for start in (0..n).step_by(CHUNK_ROWS) {
         let rows = h.clone().slice([start..(start + CHUNK_ROWS).min(n)]);
@@ -68,13 +105,9 @@ pub fn map_logit_rows<B: Backend, T: Send>(model: &Model<B>, h: Tensor<B, 2>, ho
             buf.clear();
             buf.extend_from_slice(logits.as_slice::<f32>().expect("logits are f32"));
         }
-        // Each row's reduction (a rank, a top-k, a softmax: passes over the whole vocabulary)
-        // is independent of the others: spread over the threads, collected in row order.
-        use rayon::prelude::*;
-        out.par_extend(buf.par_chunks(v).map(&f));
+        each(&buf);
     }
     SCRATCH.with(|s| *s.borrow_mut() = buf);
-    out
 }
 
 /// The answers to `ask` for every row of `h` `[n, hidden]`, in row order: the target's rank and

@@ -6,7 +6,7 @@
 use burn_tensor::{Distribution, Tensor};
 use dissect_model::backend::Cpu;
 use dissect_model::predict::top_k;
-use dissect_model::project::{map_logit_rows, project, read_rows, Ask, Projection, Screening};
+use dissect_model::project::{map_logit_rows, map_logit_rows_after_first, project, read_rows, Ask, Projection, Screening};
 use dissect_model::source::load;
 
 mod common;
@@ -32,6 +32,12 @@ fn check(dir: &str, softcap: Option<f64>) {
             assert_eq!(top_k(g, 5), top_k(w, 5), "{dir} {how:?} row {i}: top 5");
         }
         check_reads(&mut loaded.model.clone(), &h, how, &got);
+        // The first row decides what every row is read for, across chunks.
+        let (top, at) = map_logit_rows_after_first(model, h.clone(), how, |r| top_k(r, 1)[0], |&t, r| r[t]);
+        assert_eq!(top, top_k(&got[0], 1)[0], "{dir} {how:?}: decided on the first row");
+        let want_at: Vec<f32> = got.iter().map(|r| r[top]).collect();
+        assert_eq!(at, want_at, "{dir} {how:?}: every row read for the first row's top-1");
+        assert!(got.iter().any(|r| top_k(r, 1)[0] != top), "{dir}: the rows' own top-1s would pass too");
     }
 }
 
