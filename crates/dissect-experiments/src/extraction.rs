@@ -7,7 +7,7 @@ use std::ops::Range;
 
 use burn_tensor::backend::Backend;
 use burn_tensor::Tensor;
-use dissect_model::intervene::{run_plans, BlockEdges, CleanRun, EdgeBlocking, ExecPath, Plan, PlanHooks, RecordSpec, Sublayer};
+use dissect_model::intervene::{run_plans, stack_layers, BlockEdges, CleanRun, EdgeBlocking, ExecPath, Plan, PlanHooks, RecordSpec, Sublayer};
 use dissect_model::project::Projection;
 use dissect_model::Model;
 use serde::{Deserialize, Serialize};
@@ -111,11 +111,7 @@ pub fn extraction_from<B: Backend>(
         Some(sites) => sites,
         None => {
             let (_, rec) = run_plans(model, clean, &[Plan::default()], cfg.path, RecordSpec { residual: true, ..spec(1, true) })?;
-            let rows = |t: Vec<Tensor<B, 3>>| {
-                let n = t.len();
-                Tensor::cat(t, 1).reshape([n, d])
-            };
-            CleanSites { attn_out: rows(rec.attn_out), mlp_out: rows(rec.mlp_out), stream: rows(rec.residual) }
+            CleanSites { attn_out: stack_layers(rec.attn_out), mlp_out: stack_layers(rec.mlp_out), stream: stack_layers(rec.residual) }
         }
     };
     vectors.extend([sites.attn_out, sites.mlp_out]);

@@ -7,7 +7,7 @@ use std::ops::Range;
 use burn_tensor::backend::Backend;
 use burn_tensor::Tensor;
 use dissect_data::PositionKind;
-use dissect_model::intervene::{run_plans, run_staggered, BlockEdges, CleanRun, EdgeBlocking, ExecPath, Plan, PlanHooks, RecordSpec};
+use dissect_model::intervene::{record_clean, run_plans, run_staggered, stack_layers, BlockEdges, CleanRun, EdgeBlocking, ExecPath, Plan, RecordSpec};
 use dissect_model::predict::top_k;
 use dissect_model::project::{map_logit_rows_after_first, Projection};
 use dissect_model::softmax::softmax_at;
@@ -138,12 +138,8 @@ pub fn knockout_sweep<B: Backend>(model: &Model<B>, ids: &[u32], subject: Range<
     let last = ids.len() - 1;
     // One clean forward pass gives the prediction, the stream each variant joins and the keys
     // and values the variants attend over.
-    let record = RecordSpec { residual: true, kv: true, positions: vec![vec![last]], ..RecordSpec::default() };
-    let mut hooks = PlanHooks::new(model, &[Plan::default()], 0, ids.len(), record);
-    model.forward(model.ids_tensor(&[ids.to_vec()])?, &mut hooks);
-    let rec = hooks.recorded;
-    let stream = Tensor::cat(rec.residual, 1).reshape([model.n_layers() + 1, model.config.hidden]);
-    knockout_sweep_from(model, &CleanRun::from_kv(ids, rec.kv)?, stream, subject, cfg)
+    let rec = record_clean(model, ids, RecordSpec { residual: true, kv: true, positions: vec![vec![last]], ..RecordSpec::default() })?;
+    knockout_sweep_from(model, &CleanRun::from_kv(ids, rec.kv)?, stack_layers(rec.residual), subject, cfg)
 }
 
 /// [`knockout_sweep`] on a prompt whose clean run is already at hand: `last_stream` is its

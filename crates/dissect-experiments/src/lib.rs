@@ -18,7 +18,7 @@ pub mod vocab;
 
 use burn_tensor::backend::Backend;
 use burn_tensor::Tensor;
-use dissect_model::intervene::CleanRun;
+use dissect_model::intervene::{record_clean, CleanRun, RecordSpec, Recorded};
 use dissect_model::Model;
 
 /// Why an experiment could not measure a record; the stage turns it into a `skipped` row
@@ -103,25 +103,29 @@ pub fn projected_hidden_state<B: Backend>(model: &Model<B>, layer: usize, h: Ten
 /// The clean residual stream entering every block and after the last, at every position:
 /// `n_layers + 1` tensors `[seq, hidden]`.
 pub fn clean_hidden<B: Backend>(model: &Model<B>, ids: &[u32]) -> Result<Vec<Tensor<B, 2>>, ExperimentError> {
-    use dissect_model::intervene::{Plan, PlanHooks, RecordSpec};
-    let s = ids.len();
-    let spec = RecordSpec { residual: true, positions: vec![(0..s).collect()], ..RecordSpec::default() };
-    let mut hooks = PlanHooks::new(model, &[Plan::default()], 0, s, spec);
-    model.forward(model.ids_tensor(&[ids.to_vec()])?, &mut hooks);
-    let d = model.config.hidden;
-    Ok(hooks.recorded.residual.into_iter().map(|t| t.reshape([s, d])).collect())
+    Ok(by_position(every_position(model, ids, false)?.residual))
 }
 
 /// [`clean_hidden`] and, from the same forward pass, the clean run the interventions' fast
 /// paths attend over ([`CleanRun::from_kv`]).
 pub fn clean_stream<B: Backend>(model: &Model<B>, ids: &[u32]) -> Result<(Vec<Tensor<B, 2>>, CleanRun<B>), ExperimentError> {
-    use dissect_model::intervene::{Plan, PlanHooks, RecordSpec};
-    let s = ids.len();
-    let spec = RecordSpec { residual: true, kv: true, positions: vec![(0..s).collect()], ..RecordSpec::default() };
-    let mut hooks = PlanHooks::new(model, &[Plan::default()], 0, s, spec);
-    model.forward(model.ids_tensor(&[ids.to_vec()])?, &mut hooks);
-    let d = model.config.hidden;
-    let rec = hooks.recorded;
-    let stream = rec.residual.into_iter().map(|t| t.reshape([s, d])).collect();
-    Ok((stream, CleanRun::from_kv(ids, rec.kv)?))
+    let rec = every_position(model, ids, true)?;
+    Ok((by_position(rec.residual), CleanRun::from_kv(ids, rec.kv)?))
+}
+
+/// The clean pass recording the stream at every position, and the keys and values when `kv`
+/// is asked.
+fn every_position<B: Backend>(model: &Model<B>, ids: &[u32], kv: bool) -> Result<Recorded<B>, ExperimentError> {
+    Ok(record_clean(model, ids, RecordSpec { residual: true, kv, positions: vec![(0..ids.len()).collect()], ..RecordSpec::default() })?)
+}
+
+/// A batch of one's entries `[1, seq, hidden]` as `[seq, hidden]`.
+fn by_position<B: Backend>(entries: Vec<Tensor<B, 3>>) -> Vec<Tensor<B, 2>> {
+    entries
+        .into_iter()
+        .map(|t| {
+            let [_, s, d] = t.dims();
+            t.reshape([s, d])
+        })
+        .collect()
 }

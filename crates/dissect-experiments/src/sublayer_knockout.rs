@@ -103,17 +103,17 @@ pub fn sublayer_knockout<B: Backend>(
     let at_read = |h: Tensor<B, 2>| crate::projected_hidden_state(model, read, h, cfg.projection);
     let clean = at_read(hidden[read].clone().slice([subject_last..q]));
     // Every start's variants in one batch that grows block by block (ascending starts). A
-    // variant that computes what another already does runs once: the notebook's MLP knockout
-    // where the MLP writes nothing without its activations is the zero knockout.
+    // variant that computes what another already does runs once (`Knockout::cheapest`: the
+    // notebook's MLP knockout is the zero knockout where the MLP writes nothing without its
+    // activations).
     let (mut plans, mut starts) = (Vec::<Plan>::new(), Vec::new());
     let mut row_of = vec![0];
     for start in 0..repr {
         let end = (start + cfg.span).min(repr);
         for sublayer in [Sublayer::Mlp, Sublayer::Attn] {
             for &mode in &cfg.modes {
-                let same_as_zero = sublayer == Sublayer::Mlp && (start..end).all(|l| model.mlp_is_zero_without_activations(l));
-                let run_mode = if same_as_zero { KnockoutMode::Zero } else { mode };
-                let plan = Plan { knockouts: vec![Knockout { sublayer, layers: start..end, positions: None, mode: run_mode }], ..Plan::default() };
+                let knockout = Knockout { sublayer, layers: start..end, positions: None, mode }.cheapest(model);
+                let plan = Plan { knockouts: vec![knockout], ..Plan::default() };
                 let at = plans.iter().position(|p| *p == plan).unwrap_or_else(|| {
                     plans.push(plan);
                     starts.push(start);

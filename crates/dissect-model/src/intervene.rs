@@ -115,6 +115,18 @@ pub struct Knockout {
     pub mode: KnockoutMode,
 }
 
+impl Knockout {
+    /// The same knockout in the mode `model` computes most cheaply, with the same values: the
+    /// notebook's MLP knockout is the zero knockout where every block it covers has an MLP that
+    /// writes nothing without its activations ([`Model::mlp_is_zero_without_activations`]), and a
+    /// row whose MLP output is zero everywhere skips the MLP.
+    pub fn cheapest<B: Backend>(&self, model: &Model<B>) -> Knockout {
+        let zero =
+            self.sublayer == Sublayer::Mlp && self.mode == KnockoutMode::Notebook && self.layers.clone().all(|l| model.mlp_is_zero_without_activations(l));
+        Knockout { mode: if zero { KnockoutMode::Zero } else { self.mode }, ..self.clone() }
+    }
+}
+
 /// Replace the residual stream entering block `layer` at `position` with `value`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Patch {
@@ -277,7 +289,7 @@ impl<B: Backend> PlanHooks<B> {
                         }
                     }
                 }
-                for ko in plan.knockouts.iter().filter(|ko| ko.layers.contains(&l)) {
+                for ko in plan.knockouts.iter().filter(|ko| ko.layers.contains(&l)).map(|ko| ko.cheapest(model)) {
                     let positions: Vec<usize> = match &ko.positions {
                         Some(p) => p.iter().filter_map(|&p| in_q(p)).collect(),
                         None => (0..q).collect(),
@@ -326,12 +338,10 @@ impl<B: Backend> PlanHooks<B> {
             let to_t = |v: Vec<f32>, rows: usize| Tensor::<B, 3>::from_data(TensorData::new(v, [rows, q, 1]), dev);
             // A row whose MLP output is removed at every position skips the MLP.
             let used: Vec<usize> = (0..b).filter(|&r| m[r * q..(r + 1) * q].iter().any(|&k| k != 0.0)).collect();
-            if used.len() < b {
-                mlp_rows[l] = Some(used.clone());
-            }
             attn_keep[l] = any_keep[0].then(|| to_t(a, b));
             // The activations' mask covers the rows the MLP runs on.
             mlp_act_keep[l] = any_keep[1].then(|| to_t(used.iter().flat_map(|&r| ma[r * q..(r + 1) * q].iter().copied()).collect(), used.len()));
+            mlp_rows[l] = (used.len() < b).then_some(used);
             mlp_keep[l] = any_keep[2].then(|| to_t(m, b));
         }
         let n_gather = spec.positions.first().map_or(0, Vec::len);
@@ -518,6 +528,22 @@ impl<B: Backend> CleanRun<B> {
         }
         Ok(())
     }
+}
+
+/// One clean forward pass over the prompt `ids` (a batch of one, every position), recording
+/// what `record` asks for; its positions are absolute indices of the prompt.
+pub fn record_clean<B: Backend>(model: &Model<B>, ids: &[u32], record: RecordSpec) -> Result<Recorded<B>, crate::ModelError> {
+    let mut hooks = PlanHooks::new(model, &[Plan::default()], 0, ids.len(), record);
+    model.forward(model.ids_tensor(&[ids.to_vec()])?, &mut hooks);
+    Ok(hooks.recorded)
+}
+
+/// One site recorded at one position of a batch of one, every layer's entry stacked:
+/// `[entries, hidden]`.
+pub fn stack_layers<B: Backend>(site: Vec<Tensor<B, 3>>) -> Tensor<B, 2> {
+    let n = site.len();
+    let d = site.first().map_or(0, |t| t.dims()[2]);
+    Tensor::cat(site, 1).reshape([n, d])
 }
 
 /// Runs `plans` over one prompt, one batch row each. Returns the final residual (before the
